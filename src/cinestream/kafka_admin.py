@@ -1,0 +1,199 @@
+"""Kafka topics and offsets through confluent-kafka's AdminClient and Consumer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cinestream.errors import CinestreamError, ServiceUnavailable
+from cinestream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The three topics of the configuration with their partitions and configs."""
+    return [
+        TopicSpec(settings.ratings_topic, settings.ratings_partitions, {}),
+        # Last value per window key is the window's metric: compaction keeps exactly that.
+        TopicSpec(
+            settings.metrics_topic,
+            settings.metrics_partitions,
+            {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+             "segment.ms": "600000"},
+        ),
+        TopicSpec(settings.dlq_topic, settings.dlq_partitions, {}),
+    ]
+
+
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Common librdkafka settings; connection errors are reported by us, not logged per retry."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0, **extra}
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(client_config(settings, **{"socket.timeout.ms": 5000}))
+
+
+def _unavailable(settings: Settings, exc: BaseException | str) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"Kafka at {settings.kafka_bootstrap} is unavailable ({exc}); start it with "
+        "`cinestream up` or set CINESTREAM_KAFKA_BOOTSTRAP"
+    )
+
+
+def list_topics(settings: Settings, timeout: float = 5.0) -> dict[str, Any]:
+    try:
+        return admin_client(settings).list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise _unavailable(settings, exc.args[0]) from exc
+
+
+def broker_ready(settings: Settings, timeout: float = 2.0) -> bool:
+    from cinestream.local_stack import port_open
+
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    if not port_open(host or "127.0.0.1", int(port)):
+        return False
+    try:
+        list_topics(settings, timeout)
+        return True
+    except ServiceUnavailable:
+        return False
+
+
+def create_topics(settings: Settings) -> list[str]:
+    """Create the missing topics; returns the names created. Existing ones are left alone."""
+    existing = list_topics(settings)
+    wanted = [
+        NewTopic(s.name, s.partitions, settings.replication_factor, config=s.config)
+        for s in topic_specs(settings)
+        if s.name not in existing
+    ]
+    if not wanted:
+        return []
+    admin = admin_client(settings)  # keep a reference until the futures resolve
+    futures = admin.create_topics(wanted, operation_timeout=30)
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: a concurrent create won
+                raise CinestreamError(f"could not create topic {name}: {exc.args[0]}") from exc
+    _wait_for(settings, lambda topics: all(t.topic in topics for t in wanted), "created")
+    return created
+
+
+def delete_topics(settings: Settings, timeout_s: float = 60) -> list[str]:
+    """Delete the three topics and wait until the broker no longer lists them."""
+    names = [s.name for s in topic_specs(settings)]
+    present = [n for n in names if n in list_topics(settings)]
+    if not present:
+        return []
+    admin = admin_client(settings)
+    for name, future in admin.delete_topics(present, operation_timeout=30).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != 3:  # UNKNOWN_TOPIC_OR_PART: already gone
+                raise CinestreamError(f"could not delete topic {name}: {exc.args[0]}") from exc
+    _wait_for(settings, lambda topics: not any(n in topics for n in present), "deleted",
+              timeout_s)
+    log.info("deleted topics %s", ", ".join(present))
+    return present
+
+
+def _wait_for(settings: Settings, done: Any, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done(list_topics(settings)):
+        if time.monotonic() > deadline:
+            raise CinestreamError(f"topics were not {what} within {timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def topic_id(settings: Settings, topic: str) -> str | None:
+    from confluent_kafka import TopicCollection
+
+    admin = admin_client(settings)
+    futures = admin.describe_topics(TopicCollection([topic]))
+    try:
+        description = futures[topic].result()
+    except KafkaException:
+        return None
+    return str(description.topic_id)
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    partition: int
+    low: int
+    high: int
+
+    @property
+    def messages(self) -> int:
+        return self.high - self.low
+
+
+def partition_offsets(settings: Settings, topic: str) -> list[PartitionOffsets]:
+    """Low and high watermarks of every partition of ``topic`` (empty list if it is missing)."""
+    topics = list_topics(settings)
+    if topic not in topics:
+        return []
+    consumer = Consumer(client_config(settings, **{"group.id": "cinestream-inspector",
+                                                   "enable.auto.commit": False}))
+    try:
+        result = []
+        for p in sorted(topics[topic].partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            result.append(PartitionOffsets(p, low, high))
+        return result
+    except KafkaException as exc:
+        raise _unavailable(settings, exc.args[0]) from exc
+    finally:
+        consumer.close()
+
+
+def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]:
+    """Every message currently in ``topic`` (for tests, doctor and validation of small topics)."""
+    ends = {p.partition: p.high for p in partition_offsets(settings, topic) if p.high > p.low}
+    if not ends:
+        return []
+    consumer = Consumer(client_config(settings, **{"group.id": "cinestream-reader",
+                                                   "enable.auto.commit": False,
+                                                   "auto.offset.reset": "earliest"}))
+    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+    # Start at the low watermark of each partition (offset 0 may have been compacted away).
+    lows = {p.partition: p.low for p in partition_offsets(settings, topic)}
+    for p in ends:
+        consumer.seek(TopicPartition(topic, p, lows[p]))
+    messages: list[Any] = []
+    remaining = dict(ends)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while remaining and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                if msg.error():
+                    continue
+                messages.append(msg)
+                if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
+                    remaining.pop(msg.partition(), None)
+    finally:
+        consumer.close()
+    if remaining:
+        raise CinestreamError(f"timed out reading {topic}: partitions {sorted(remaining)} not done")
+    return messages

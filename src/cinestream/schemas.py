@@ -1,0 +1,91 @@
+"""The three record formats of cinestream, defined once (SPEC: rating event, DLQ record, metric).
+
+Imported by the generator, the Spark jobs, the store, the API, the expectation suites and tests.
+Spark types are built lazily so that importing this module never needs pyspark.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql.types import StructType
+
+# --- rating event (topic `ratings`) ------------------------------------------------------------
+RATING_FIELDS = ("user_id", "movie_id", "rating", "timestamp")
+MIN_ID = 1
+# Half stars 0.5 .. 5.0, stored internally as the integer number of half stars 1 .. 10.
+HALF_STARS = tuple(range(1, 11))
+RATING_VALUES = tuple(h / 2 for h in HALF_STARS)
+MIN_TIMESTAMP_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+MAX_TIMESTAMP_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)  # exclusive
+
+
+def rating_event_schema() -> StructType:
+    """Spark schema of a rating event; ints as longs so that overflow is a validation error."""
+    from pyspark.sql.types import DoubleType, LongType, StructField, StructType
+
+    return StructType(
+        [
+            StructField("user_id", LongType()),
+            StructField("movie_id", LongType()),
+            StructField("rating", DoubleType()),
+            StructField("timestamp", LongType()),
+        ]
+    )
+
+
+# --- invalid event (topic `ratings_dlq`) -------------------------------------------------------
+DLQ_FIELDS = ("error", "raw", "raw_encoding", "source_topic", "source_partition", "source_offset",
+              "source_timestamp")
+
+# --- window metric (topic `metrics`, table `window_metrics`) -----------------------------------
+METRIC_FIELDS = (
+    "window_start",
+    "window_end",
+    "window_type",
+    "count",
+    "avg_rating",
+    "p50_rating",
+    "p95_rating",
+    "top_movies",
+    "processing_time",
+)
+TOP_MOVIES_LIMIT = 10
+
+
+def format_time(value: datetime | int) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z`` (the SPEC's time format)."""
+    if isinstance(value, int):
+        value = datetime.fromtimestamp(value / 1000, tz=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO-8601 time; naive times are taken as UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def metric_key(window_type: str, window_start: datetime | int) -> str:
+    """Kafka key of a metric record: ``<window_type>|<window_start>``."""
+    return f"{window_type}|{format_time(window_start)}"
+
+
+def metric_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of ``window_metrics`` as the SPEC's JSON record (exactly its fields, in order)."""
+    return {
+        "window_start": format_time(row["window_start"]),
+        "window_end": format_time(row["window_end"]),
+        "window_type": row["window_type"],
+        "count": int(row["count"]),
+        "avg_rating": float(row["avg_rating"]),
+        "p50_rating": float(row["p50_rating"]),
+        "p95_rating": float(row["p95_rating"]),
+        "top_movies": row["top_movies"],
+        "processing_time": format_time(row["processing_time"]),
+    }

@@ -1,0 +1,166 @@
+"""The one configuration object of cinestream: every ``CINESTREAM_*`` environment variable."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from cinestream.windows import WindowSpec, parse_window_type
+
+# The repository root when cinestream runs from a checkout (src layout); the local stack keeps
+# its state beside the code so that `make down && rm -rf .state` is a full reset.
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_state_dir() -> Path:
+    if (_REPO_ROOT / "pyproject.toml").exists():
+        return _REPO_ROOT / ".state"
+    return Path.home() / ".local" / "state" / "cinestream"
+
+
+class Settings(BaseSettings):
+    """Configuration read from ``CINESTREAM_*``; with nothing set it targets the local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="CINESTREAM_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=_default_state_dir)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    ratings_topic: str = "ratings"
+    metrics_topic: str = "metrics"
+    dlq_topic: str = "ratings_dlq"
+    ratings_partitions: int = Field(default=3, ge=1)
+    dlq_partitions: int = Field(default=1, ge=1)
+    metrics_partitions: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    # Empty means "the local stack's database", whose password `make up` generates.
+    database_url: str = ""
+    pg_port: int = 5432
+
+    checkpoint_dir: str = ""
+
+    # Event-time windows: tumbling_<size> or sliding_<size>_<slide>; the first is the default.
+    window_types: Annotated[list[str], NoDecode] = ["tumbling_1min"]
+    # How far behind the newest event time a window stays open for late records.
+    allowed_lateness_s: int = Field(default=120, ge=0)
+    # Events further ahead of the wall clock than this do not move the watermark, so one bad
+    # clock cannot close every open window at once.
+    future_tolerance_s: int = Field(default=300, ge=0)
+
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int = Field(default=500_000, ge=1)
+    trigger_interval: str = "10 seconds"
+    shuffle_partitions: int = Field(default=2, ge=1)
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "2g"
+    # How long a micro-batch keeps retrying a database that is down before the query fails.
+    db_retry_timeout_s: int = Field(default=300, ge=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    dashboard_port: int = 8501
+    airflow_port: int = 8080
+
+    # Share of ratings that may go to the DLQ before the quality checks fail.
+    max_dlq_share: float = Field(default=0.01, ge=0, le=1)
+
+    @field_validator("window_types", mode="before")
+    @classmethod
+    def _split_window_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("window_types")
+    @classmethod
+    def _check_window_types(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one window type is needed, e.g. tumbling_1min")
+        specs = [parse_window_type(name) for name in value]
+        if specs[0].size_ms != specs[0].slide_ms:
+            raise ValueError(
+                f"the first window type is the primary one and must be tumbling, got {value[0]}"
+            )
+        return value
+
+    @field_validator("starting_offsets")
+    @classmethod
+    def _check_starting_offsets(cls, value: str) -> str:
+        if value not in ("earliest", "latest") and not value.startswith("{"):
+            raise ValueError("must be earliest, latest or a JSON offsets object")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_local_defaults(self) -> Settings:
+        self.state_dir = self.state_dir.expanduser().resolve()
+        if not self.checkpoint_dir:
+            path = self.state_dir / "checkpoints" / "ratings_stream_processor"
+            self.checkpoint_dir = path.as_uri()
+        return self
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def windows(self) -> list[WindowSpec]:
+        return [parse_window_type(name) for name in self.window_types]
+
+    @property
+    def uses_local_database(self) -> bool:
+        return not self.database_url
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The libpq URL, generating the local stack's credentials on first use."""
+        if self.database_url:
+            return self.database_url
+        password = local_db_password(self.state_dir)
+        return f"postgresql://cinestream:{quote(password)}@127.0.0.1:{self.pg_port}/cinestream"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    def redacted_database_url(self) -> str:
+        parts = urlsplit(self.resolved_database_url)
+        netloc = parts.netloc
+        if parts.password:
+            netloc = netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+
+
+def local_db_password(state_dir: Path) -> str:
+    """Password of the local stack's ``cinestream`` role, generated once per state dir."""
+    path = state_dir / "secrets" / "postgres_password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        path.write_text(secrets.token_urlsafe(18))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,178 @@
+"""Pure ``DataFrame -> DataFrame`` transforms of the ratings stream (no I/O here).
+
+The stream processor and the backfill both build their output from :func:`window_cells`, so a
+window's numbers have one definition whichever driver computed them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from cinestream.schemas import MAX_TIMESTAMP_MS, MIN_ID, MIN_TIMESTAMP_MS, rating_event_schema
+from cinestream.windows import WindowSpec
+
+_RANGE = "in [2000-01-01, 2100-01-01)"
+
+
+def _field_error(parsed: Column, raw_text: Column, name: str, kind: str) -> Column:
+    """Why a field that did not parse as ``kind`` is invalid: missing/null, or the wrong type."""
+    raw_value = F.get_json_object(raw_text, f"$.{name}")
+    return F.when(raw_value.isNull(), F.lit(f"{name} is missing or null")).otherwise(
+        F.concat(F.lit(f"{name} must be {kind}, got "), F.substring(raw_value, 1, 100))
+    )
+
+
+def parse_ratings(kafka_df: DataFrame) -> DataFrame:
+    """Parse Kafka records into rating columns plus ``error`` (NULL when the record is valid).
+
+    Output columns: key, value, partition, offset, kafka_timestamp, user_id, movie_id,
+    half_stars (1..10), event_ms, error.
+    """
+    text = F.col("value").cast("string")
+    parsed = F.from_json(text, rating_event_schema(), {"mode": "PERMISSIVE"})
+    df = kafka_df.select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        F.col("timestamp").alias("kafka_timestamp"),
+        text.alias("_text"),
+        parsed.alias("_r"),
+    )
+    r = F.col("_r")
+    user_id, movie_id = r["user_id"], r["movie_id"]
+    rating, ts = r["rating"], r["timestamp"]
+    half = rating * 2
+    valid = (
+        (user_id >= MIN_ID)
+        & (movie_id >= MIN_ID)
+        & (half == F.floor(half))
+        & (rating >= 0.5)
+        & (rating <= 5.0)
+        & (ts >= MIN_TIMESTAMP_MS)
+        & (ts < MAX_TIMESTAMP_MS)
+    )
+    raw = F.col("_text")
+    # Spark's JSON reader ignores anything after the first value; the SPEC calls that invalid.
+    single_object = F.endswith(F.rtrim(raw, F.lit(" \n\r\t")), F.lit("}"))
+    valid = valid & single_object
+    # Branches are tried in order; the first (valid) one is the only one most records reach.
+    error = (
+        F.when(valid, F.lit(None).cast("string"))
+        .when(F.col("value").isNull(), F.lit("value is null (a tombstone), not a rating"))
+        .when(~F.is_valid_utf8(raw), F.lit("value is not valid UTF-8"))
+        .when(F.json_object_keys(raw).isNull(), F.lit("value is not a valid JSON object"))
+        .when(~single_object, F.lit("value has characters after the JSON object"))
+        .when(user_id.isNull(), _field_error(r, raw, "user_id", "an integer"))
+        .when(user_id < MIN_ID, F.concat(F.lit("user_id must be >= 1, got "), user_id))
+        .when(movie_id.isNull(), _field_error(r, raw, "movie_id", "an integer"))
+        .when(movie_id < MIN_ID, F.concat(F.lit("movie_id must be >= 1, got "), movie_id))
+        .when(rating.isNull(), _field_error(r, raw, "rating", "a number"))
+        .when(
+            (half != F.floor(half)) | (rating < 0.5) | (rating > 5.0) | F.isnan(rating),
+            F.concat(F.lit("rating must be one of 0.5, 1.0, ..., 5.0, got "), rating),
+        )
+        .when(ts.isNull(), _field_error(r, raw, "timestamp", "an integer (epoch milliseconds)"))
+        .otherwise(
+            F.concat(F.lit(f"timestamp must be epoch milliseconds {_RANGE}, got "), ts)
+        )
+    )
+    return df.select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        "kafka_timestamp",
+        user_id.alias("user_id"),
+        movie_id.alias("movie_id"),
+        F.when(valid, half.cast("short")).alias("half_stars"),
+        ts.alias("event_ms"),
+        error.alias("error"),
+    )
+
+
+def dlq_records(parsed: DataFrame) -> DataFrame:
+    """Invalid records as DLQ messages (``key``, ``value`` JSON) for the Kafka sink."""
+    utf8 = F.is_valid_utf8(F.col("value").cast("string"))
+    raw = F.when(utf8, F.col("value").cast("string")).otherwise(F.base64("value"))
+    body = F.struct(
+        F.col("error"),
+        raw.alias("raw"),
+        F.when(F.col("value").isNull(), F.lit("none"))
+        .when(utf8, F.lit("utf-8"))
+        .otherwise(F.lit("base64"))
+        .alias("raw_encoding"),
+        F.col("topic").alias("source_topic"),
+        F.col("partition").alias("source_partition"),
+        F.col("offset").alias("source_offset"),
+        F.date_format(F.col("kafka_timestamp"), "yyyy-MM-dd'T'HH:mm:ss.SSSXXX")
+        .alias("source_timestamp"),
+    )
+    return parsed.where(F.col("error").isNotNull()).select(
+        "key", F.to_json(body, {"ignoreNullFields": "false"}).alias("value")
+    )
+
+
+def _windows_of(spec: WindowSpec, event_ms: Column) -> Column:
+    """Array of (window_type, window_start_ms, window_end_ms) for every window of ``spec``."""
+    last = event_ms - F.pmod(event_ms, F.lit(spec.slide_ms))
+    first = last - F.lit((spec.windows_per_event - 1) * spec.slide_ms)
+    starts = F.sequence(first, last, F.lit(spec.slide_ms))
+    return F.transform(
+        starts,
+        lambda s: F.struct(
+            F.lit(spec.name).alias("window_type"),
+            s.alias("window_start_ms"),
+            (s + F.lit(spec.size_ms)).alias("window_end_ms"),
+        ),
+    )
+
+
+def assign_windows(valid: DataFrame, specs: Sequence[WindowSpec]) -> DataFrame:
+    """One row per (rating, window containing it) with window_type/start/end in epoch ms."""
+    if len(specs) == 1 and specs[0].windows_per_event == 1:
+        # The common case needs no explode: one tumbling window per rating.
+        spec = specs[0]
+        start = F.col("event_ms") - F.pmod(F.col("event_ms"), F.lit(spec.size_ms))
+        return valid.select(
+            "*",
+            F.lit(spec.name).alias("window_type"),
+            start.alias("window_start_ms"),
+            (start + F.lit(spec.size_ms)).alias("window_end_ms"),
+        )
+    windows = F.concat(*[_windows_of(spec, F.col("event_ms")) for spec in specs])
+    return valid.select("*", F.explode(windows).alias("_w")).select(
+        *[c for c in valid.columns], "_w.window_type", "_w.window_start_ms", "_w.window_end_ms"
+    )
+
+
+def window_cells(parsed: DataFrame, specs: Sequence[WindowSpec], watermark_limit_ms: int) -> DataFrame:
+    """Exact per-window aggregates: one row per (window, movie, half star) with its count ``n``.
+
+    ``max_event_ms`` is the newest event time not beyond ``watermark_limit_ms`` (events from a
+    clock far in the future are counted but do not move the watermark).
+    """
+    valid = parsed.where(F.col("error").isNull()).select("movie_id", "half_stars", "event_ms")
+    windowed = assign_windows(valid, specs)
+    return windowed.groupBy(
+        "window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars"
+    ).agg(
+        F.count(F.lit(1)).alias("n"),
+        F.max(
+            F.when(F.col("event_ms") <= F.lit(watermark_limit_ms), F.col("event_ms"))
+        ).alias("max_event_ms"),
+    )
+
+
+def events_in_range(parsed: DataFrame, start_ms: int, end_ms: int) -> DataFrame:
+    """Valid ratings with ``start_ms <= event_ms < end_ms`` (the backfill's selection)."""
+    return parsed.where(
+        F.col("error").isNull()
+        & (F.col("event_ms") >= F.lit(start_ms))
+        & (F.col("event_ms") < F.lit(end_ms))
+    )
