@@ -88,10 +88,10 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
         "partition",
         "offset",
         "kafka_timestamp",
-        user_id.alias("user_id"),
-        movie_id.alias("movie_id"),
+        F.when(valid, user_id).alias("user_id"),
+        F.when(valid, movie_id).alias("movie_id"),
         F.when(valid, half.cast("short")).alias("half_stars"),
-        ts.alias("event_ms"),
+        F.when(valid, ts).alias("event_ms"),
         error.alias("error"),
     )
 
@@ -133,21 +133,33 @@ def _windows_of(spec: WindowSpec, event_ms: Column) -> Column:
     )
 
 
-def assign_windows(valid: DataFrame, specs: Sequence[WindowSpec]) -> DataFrame:
-    """One row per (rating, window containing it) with window_type/start/end in epoch ms."""
+def assign_windows(events: DataFrame, specs: Sequence[WindowSpec]) -> DataFrame:
+    """One row per (rating, window containing it) with window_type/start/end in epoch ms.
+
+    Rows with an ``error`` keep one row with NULL window columns, so that one aggregation pass
+    also counts the invalid records.
+    """
+    ok = F.col("error").isNull()
     if len(specs) == 1 and specs[0].windows_per_event == 1:
         # The common case needs no explode: one tumbling window per rating.
         spec = specs[0]
         start = F.col("event_ms") - F.pmod(F.col("event_ms"), F.lit(spec.size_ms))
-        return valid.select(
+        return events.select(
             "*",
-            F.lit(spec.name).alias("window_type"),
-            start.alias("window_start_ms"),
-            (start + F.lit(spec.size_ms)).alias("window_end_ms"),
+            F.when(ok, F.lit(spec.name)).alias("window_type"),
+            F.when(ok, start).alias("window_start_ms"),
+            F.when(ok, start + F.lit(spec.size_ms)).alias("window_end_ms"),
         )
-    windows = F.concat(*[_windows_of(spec, F.col("event_ms")) for spec in specs])
-    return valid.select("*", F.explode(windows).alias("_w")).select(
-        *[c for c in valid.columns], "_w.window_type", "_w.window_start_ms", "_w.window_end_ms"
+    none = F.array(
+        F.struct(
+            F.lit(None).cast("string").alias("window_type"),
+            F.lit(None).cast("long").alias("window_start_ms"),
+            F.lit(None).cast("long").alias("window_end_ms"),
+        )
+    )
+    windows = F.when(ok, F.concat(*[_windows_of(spec, F.col("event_ms")) for spec in specs]))
+    return events.select("*", F.explode(windows.otherwise(none)).alias("_w")).select(
+        *events.columns, "_w.window_type", "_w.window_start_ms", "_w.window_end_ms"
     )
 
 
@@ -155,10 +167,11 @@ def window_cells(parsed: DataFrame, specs: Sequence[WindowSpec], watermark_limit
     """Exact per-window aggregates: one row per (window, movie, half star) with its count ``n``.
 
     ``max_event_ms`` is the newest event time not beyond ``watermark_limit_ms`` (events from a
-    clock far in the future are counted but do not move the watermark).
+    clock far in the future are counted but do not move the watermark). Invalid records, if any,
+    form one row whose window columns are NULL and whose ``n`` is their number.
     """
-    valid = parsed.where(F.col("error").isNull()).select("movie_id", "half_stars", "event_ms")
-    windowed = assign_windows(valid, specs)
+    events = parsed.select("movie_id", "half_stars", "event_ms", "error")
+    windowed = assign_windows(events, specs)
     return windowed.groupBy(
         "window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars"
     ).agg(

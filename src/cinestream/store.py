@@ -262,6 +262,7 @@ def commit_batch(
     *,
     checkpoint: str,
     topic: str,
+    topic_id: str | None,
     batch_id: int,
     cells_csv: bytes,
     invalid: int,
@@ -292,8 +293,8 @@ def commit_batch(
         ).fetchone()
         if state is None:
             conn.execute(
-                "INSERT INTO processor_state (checkpoint, topic) VALUES (%s, %s)",
-                (checkpoint, topic),
+                "INSERT INTO processor_state (checkpoint, topic, topic_id) VALUES (%s, %s, %s)",
+                (checkpoint, topic, topic_id),
             )
             watermark, max_event = 0, 0
         else:

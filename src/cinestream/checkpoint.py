@@ -1,0 +1,115 @@
+"""Reading a Structured Streaming checkpoint's offset log (local paths or any Hadoop FS)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+
+class CheckpointFS(Protocol):
+    def list_names(self, directory: str) -> list[str]: ...
+    def read_text(self, path: str) -> str: ...
+    def exists(self, path: str) -> bool: ...
+
+
+def parse_offsets_file(text: str) -> dict[str, dict[int, int]]:
+    """``offsets/<batch>`` holds "v1", the batch metadata, then one JSON line per source."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("v"):
+        raise ValueError("not a Structured Streaming offsets file")
+    result: dict[str, dict[int, int]] = {}
+    for line in lines[2:]:
+        if line.strip() == "-":
+            continue
+        for topic, partitions in json.loads(line).items():
+            result[topic] = {int(p): int(o) for p, o in partitions.items()}
+    return result
+
+
+def latest_batch(names: list[str]) -> int | None:
+    batches = [int(n) for n in names if n.isdigit()]
+    return max(batches) if batches else None
+
+
+class LocalFS:
+    """``file://`` URIs and plain paths."""
+
+    @staticmethod
+    def _path(uri: str) -> Path:
+        parts = urlsplit(uri)
+        return Path(parts.path if parts.scheme == "file" else uri)
+
+    def list_names(self, directory: str) -> list[str]:
+        path = self._path(directory)
+        return [p.name for p in path.iterdir()] if path.is_dir() else []
+
+    def read_text(self, path: str) -> str:
+        return self._path(path).read_text()
+
+    def exists(self, path: str) -> bool:
+        return self._path(path).exists()
+
+
+class HadoopFS:
+    """Any Hadoop-compatible URI (hdfs://, s3a://, file://) through the Spark driver's JVM."""
+
+    def __init__(self, spark: Any) -> None:
+        self._jvm = spark._jvm
+        self._conf = spark._jsc.hadoopConfiguration()
+
+    def _fs(self, uri: str) -> tuple[Any, Any]:
+        path = self._jvm.org.apache.hadoop.fs.Path(uri)
+        return path.getFileSystem(self._conf), path
+
+    def list_names(self, directory: str) -> list[str]:
+        fs, path = self._fs(directory)
+        if not fs.exists(path):
+            return []
+        return [status.getPath().getName() for status in fs.listStatus(path)]
+
+    def read_text(self, path: str) -> str:
+        fs, p = self._fs(path)
+        stream = fs.open(p)
+        try:
+            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+
+    def exists(self, path: str) -> bool:
+        fs, p = self._fs(path)
+        return bool(fs.exists(p))
+
+
+def checkpoint_offsets(fs: CheckpointFS, checkpoint: str,
+                       batch_id: int | None = None) -> tuple[int | None, dict[str, dict[int, int]]]:
+    """(batch id, end offsets) of ``batch_id`` or of the newest batch in the offset log."""
+    directory = checkpoint.rstrip("/") + "/offsets"
+    if batch_id is None:
+        batch_id = latest_batch(fs.list_names(directory))
+        if batch_id is None:
+            return None, {}
+    return batch_id, parse_offsets_file(fs.read_text(f"{directory}/{batch_id}"))
+
+
+def committed_batch(fs: CheckpointFS, checkpoint: str) -> int | None:
+    return latest_batch(fs.list_names(checkpoint.rstrip("/") + "/commits"))
+
+
+def delete_local_checkpoint(checkpoint: str) -> bool:
+    """Delete a ``file://`` checkpoint; other schemes must be removed with their own tools."""
+    parts = urlsplit(checkpoint)
+    if parts.scheme not in ("", "file"):
+        from cinestream.errors import CinestreamError
+
+        raise CinestreamError(
+            f"cannot delete {checkpoint} from here: remove it with the storage's tools "
+            f"(e.g. `hadoop fs -rm -r -f {checkpoint}`)"
+        )
+    path = Path(parts.path)
+    if path.exists():
+        shutil.rmtree(path)
+        return True
+    return False

@@ -1,0 +1,71 @@
+"""Launching the Spark jobs: the spark-submit command line and the job-side SparkSession."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cinestream.local_stack import REPO_ROOT, jars
+from cinestream.settings import Settings
+
+SPARK_JOBS_DIR = REPO_ROOT / "spark_jobs"
+
+
+def spark_submit_command(settings: Settings, script: str, args: list[str]) -> list[str]:
+    """``spark-submit`` of pyspark (from this venv) with the Kafka connector jars."""
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    connector = ",".join(str(j) for j in jars("spark"))
+    python = sys.executable
+    return [
+        str(spark_submit),
+        "--master", settings.spark_master,
+        "--name", Path(script).stem,
+        "--driver-memory", settings.spark_driver_memory,
+        "--jars", connector,
+        "--conf", f"spark.pyspark.python={python}",
+        "--conf", f"spark.pyspark.driver.python={python}",
+        "--conf", "spark.sql.session.timeZone=UTC",
+        "--conf", "spark.log.structuredLogging.enabled=false",
+        "--conf", "spark.ui.showConsoleProgress=false",
+        "--conf", "spark.ui.enabled=false",
+        "--conf", f"spark.sql.shuffle.partitions={settings.shuffle_partitions}",
+        "--conf", "spark.sql.adaptive.enabled=true",
+        "--driver-java-options", f"-Dlog4j2.configurationFile={REPO_ROOT / 'infra' / 'spark' / 'log4j2.properties'}",
+        str(SPARK_JOBS_DIR / script),
+        *args,
+    ]
+
+
+def spark_env() -> dict[str, str]:
+    """Workers must run this venv's Python (pyspark, pyarrow and cinestream live there)."""
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable}
+
+
+def job_session(app_name: str, settings: Settings) -> Any:
+    """The SparkSession inside a job started by spark-submit (or a local one in tests)."""
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+    )
+    if "SPARK_SUBMIT_OPTS" not in os.environ and not os.environ.get("SPARK_ENV_LOADED"):
+        builder = builder.master(settings.spark_master)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def configure_job_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "py4j.clientserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

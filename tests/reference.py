@@ -1,0 +1,52 @@
+"""An independent recomputation of window metrics from raw events, for the tests.
+
+Deliberately written differently from cinestream.metrics (sorting instead of histograms) so that a
+shared mistake is unlikely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+WINDOW_MS = 60_000
+
+
+def iso(ms: int) -> str:
+    d = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def recompute(events: list[tuple[int, int, float, int]], window_ms: int = WINDOW_MS
+              ) -> dict[str, dict[str, Any]]:
+    """events: (user_id, movie_id, rating, timestamp_ms) -> {window_start iso: metric fields}."""
+    by_window: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for _user, movie, rating, ts in events:
+        by_window[ts // window_ms * window_ms].append((movie, rating))
+    out: dict[str, dict[str, Any]] = {}
+    for start, rows in by_window.items():
+        ratings = sorted(r for _, r in rows)
+        n = len(ratings)
+        counts = Counter(m for m, _ in rows)
+        top = [m for m, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]]
+        out[iso(start)] = {
+            "window_start": iso(start),
+            "window_end": iso(start + window_ms),
+            "count": n,
+            "avg_rating": sum(ratings) / n,
+            "p50_rating": ratings[math.ceil(0.50 * n) - 1],
+            "p95_rating": ratings[math.ceil(0.95 * n) - 1],
+            "top_movies": json.dumps(top, separators=(",", ":")),
+        }
+    return out
+
+
+def events_from_messages(messages: list[Any]) -> list[tuple[int, int, float, int]]:
+    events = []
+    for msg in messages:
+        body = json.loads(msg.value())
+        events.append((body["user_id"], body["movie_id"], body["rating"], body["timestamp"]))
+    return events
