@@ -1,0 +1,50 @@
+# cinestream: `make up` runs the pipeline on the embedded local stack, `make test` runs every test.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up down test test-unit test-integration lint bench install clean status doctor
+
+$(STAMP): pyproject.toml
+	@bash infra/install-system-deps.sh
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	$(PY) -c "from cinestream.local_stack import jars; jars('kafka'); jars('spark')"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/cinestream up
+
+down:
+	@if [ -x $(BIN)/cinestream ]; then $(BIN)/cinestream down; fi
+
+status: $(STAMP)
+	$(BIN)/cinestream status
+
+doctor: $(STAMP)
+	$(BIN)/cinestream doctor
+
+test: $(STAMP)
+	$(BIN)/pytest tests
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests spark_jobs bench
+	$(BIN)/ruff format --check src tests spark_jobs bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(PY) bench/bench_pipeline.py
+
+clean: down
+	rm -rf .state .state-test $(VENV)

@@ -1,0 +1,143 @@
+"""The stream's transforms on tiny DataFrames with explicit event times."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pyspark.sql import Row
+from pyspark.testing import assertDataFrameEqual
+
+from cinestream.spark_transforms import dlq_records, events_in_range, parse_ratings, window_cells
+from cinestream.windows import parse_window_type
+
+T0 = 1_762_797_900_000  # 2025-11-10T18:05:00Z
+KAFKA_SCHEMA = ("key binary, value binary, topic string, partition int, offset long, "
+                "timestamp timestamp")
+TUMBLING = [parse_window_type("tumbling_1min")]
+
+
+def rating(user: Any = 1, movie: Any = 2, value: Any = 4.5, ts: Any = T0, **extra: Any) -> bytes:
+    body = {"user_id": user, "movie_id": movie, "rating": value, "timestamp": ts, **extra}
+    return json.dumps(body).encode()
+
+
+def kafka_df(spark: Any, values: list[bytes | None]) -> Any:
+    now = datetime(2025, 11, 10, 18, 6, tzinfo=UTC)
+    rows = [(b"1", v, "ratings", 0, i, now) for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, KAFKA_SCHEMA)
+
+
+INVALID = [
+    (b"not json", "value is not a valid JSON object"),
+    (b"[1, 2, 3]", "value is not a valid JSON object"),
+    (b"\xff\xfe\x00\x01", "value is not valid UTF-8"),
+    (None, "value is null (a tombstone), not a rating"),
+    (rating(user="7"), "user_id must be an integer, got 7"),
+    (rating(user=0), "user_id must be >= 1, got 0"),
+    (json.dumps({"movie_id": 2, "rating": 4.5, "timestamp": T0}).encode(),
+     "user_id is missing or null"),
+    (rating(movie=-3), "movie_id must be >= 1, got -3"),
+    (rating(movie=2.5), "movie_id must be an integer, got 2.5"),
+    (rating(value=4.3), "rating must be one of 0.5, 1.0, ..., 5.0, got 4.3"),
+    (rating(value=0.0), "rating must be one of 0.5, 1.0, ..., 5.0, got 0.0"),
+    (rating(value=5.5), "rating must be one of 0.5, 1.0, ..., 5.0, got 5.5"),
+    (rating(value="4.5"), "rating must be a number, got 4.5"),
+    (rating(ts=1_762_797_900), "timestamp must be epoch milliseconds in [2000-01-01, "
+                               "2100-01-01), got 1762797900"),
+    (rating(ts=4_102_444_800_000), "timestamp must be epoch milliseconds"),
+    (rating(ts="2025-11-10T18:05:00Z"), "timestamp must be an integer (epoch milliseconds)"),
+    (rating() + b" trailing", "value has characters after the JSON object"),
+]
+
+
+def test_valid_records_parse_with_extra_fields_ignored(spark: Any) -> None:
+    values = [rating(), rating(value=1, extra="x"), rating(ts=946_684_800_000),
+              rating(ts=4_102_444_799_999), rating(value=0.5) + b"\n"]
+    parsed = parse_ratings(kafka_df(spark, values))
+    rows = parsed.select("user_id", "movie_id", "half_stars", "event_ms", "error").collect()
+    assert [r.error for r in rows] == [None] * 5
+    assert [r.half_stars for r in rows] == [9, 2, 9, 9, 1]
+    assert rows[2].event_ms == 946_684_800_000
+
+
+@pytest.mark.parametrize(("value", "reason"), INVALID, ids=[r for _, r in INVALID])
+def test_each_kind_of_invalid_record_has_a_reason(spark: Any, value: bytes | None,
+                                                  reason: str) -> None:
+    parsed = parse_ratings(kafka_df(spark, [value]))
+    (row,) = parsed.select("error").collect()
+    assert row.error is not None and row.error.startswith(reason)
+
+
+def test_dlq_record_keeps_the_raw_value_and_its_origin(spark: Any) -> None:
+    parsed = parse_ratings(kafka_df(spark, [rating(), b"oops", b"\xff\x00"]))
+    records = [json.loads(r.value) for r in dlq_records(parsed).collect()]
+    assert [r["source_offset"] for r in records] == [1, 2]
+    first, second = records
+    assert first["raw"] == "oops" and first["raw_encoding"] == "utf-8"
+    assert first["error"] == "value is not a valid JSON object"
+    assert second["raw"] == "/wA=" and second["raw_encoding"] == "base64"
+    assert {"error", "raw", "source_topic", "source_partition", "source_offset"} <= set(first)
+    assert first["source_topic"] == "ratings" and first["source_partition"] == 0
+
+
+def test_tumbling_window_bounds_and_cells(spark: Any) -> None:
+    values = [
+        rating(movie=5, value=4.0, ts=T0),  # first instant of the window
+        rating(movie=5, value=4.0, ts=T0 + 59_999),  # last instant of the same window
+        rating(movie=6, value=2.5, ts=T0 + 60_000),  # first instant of the next one
+        b"garbage",
+    ]
+    cells = window_cells(parse_ratings(kafka_df(spark, values)), TUMBLING, 10**13)
+    expected = spark.createDataFrame(
+        [
+            Row(window_type="tumbling_1min", window_start_ms=T0, window_end_ms=T0 + 60_000,
+                movie_id=5, half_stars=8, n=2, max_event_ms=T0 + 59_999),
+            Row(window_type="tumbling_1min", window_start_ms=T0 + 60_000,
+                window_end_ms=T0 + 120_000, movie_id=6, half_stars=5, n=1,
+                max_event_ms=T0 + 60_000),
+            Row(window_type=None, window_start_ms=None, window_end_ms=None, movie_id=None,
+                half_stars=None, n=1, max_event_ms=None),
+        ],
+        cells.schema,
+    )
+    assertDataFrameEqual(cells, expected)
+
+
+def test_sliding_windows_count_an_event_in_each_window(spark: Any) -> None:
+    specs = [parse_window_type("tumbling_1min"), parse_window_type("sliding_3min_1min")]
+    cells = window_cells(parse_ratings(kafka_df(spark, [rating(ts=T0 + 30_000)])), specs, 10**13)
+    got = sorted((r.window_type, r.window_start_ms, r.window_end_ms) for r in cells.collect())
+    assert got == [
+        ("sliding_3min_1min", T0 - 120_000, T0 + 60_000),
+        ("sliding_3min_1min", T0 - 60_000, T0 + 120_000),
+        ("sliding_3min_1min", T0, T0 + 180_000),
+        ("tumbling_1min", T0, T0 + 60_000),
+    ]
+
+
+def test_future_events_are_counted_but_do_not_move_the_watermark(spark: Any) -> None:
+    far = 4_000_000_000_000  # year 2096: valid, but far beyond the wall clock
+    cells = window_cells(parse_ratings(kafka_df(spark, [rating(ts=T0), rating(ts=far)])),
+                         TUMBLING, T0 + 1_000)
+    rows = {r.window_start_ms: r for r in cells.collect()}
+    assert rows[T0].max_event_ms == T0
+    assert rows[far - far % 60_000].n == 1 and rows[far - far % 60_000].max_event_ms is None
+
+
+def test_events_in_range_is_half_open(spark: Any) -> None:
+    values = [rating(ts=T0 - 1), rating(ts=T0), rating(ts=T0 + 59_999), rating(ts=T0 + 60_000)]
+    parsed = parse_ratings(kafka_df(spark, values))
+    got = [r.event_ms for r in events_in_range(parsed, T0, T0 + 60_000).collect()]
+    assert sorted(got) == [T0, T0 + 59_999]
+
+
+def test_python_udfs_run_on_the_workers(spark: Any) -> None:
+    """Guards against pyspark-client overwriting pyspark's Python files (Airflow's provider)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType
+
+    double = F.udf(lambda x: x * 2, LongType())
+    assert [r.y for r in spark.range(3).select(double("id").alias("y")).collect()] == [0, 2, 4]
