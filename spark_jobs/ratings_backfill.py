@@ -1,6 +1,6 @@
 """Spark batch job: recompute the windows of [start, end) from Kafka (run by `cinestream backfill`).
 
-    spark-submit ... spark_jobs/ratings_backfill.py --start 2025-11-10T18:00:00Z --end ...
+spark-submit ... spark_jobs/ratings_backfill.py --start 2025-11-10T18:00:00Z --end ...
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", required=True, type=parse_instant)
     parser.add_argument("--end", required=True, type=parse_instant)
-    parser.add_argument("--lookback", default="1h",
-                        help="read from records timestamped this long before --start, or 'all'")
+    parser.add_argument(
+        "--lookback",
+        default="1h",
+        help="read from records timestamped this long before --start, or 'all'",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,7 +1,7 @@
 """Spark Structured Streaming job: ratings -> window metrics (run by `cinestream process`).
 
-    spark-submit ... spark_jobs/ratings_stream_processor.py --trigger available-now
-    spark-submit ... spark_jobs/ratings_stream_processor.py --trigger continuous --interval 10s
+spark-submit ... spark_jobs/ratings_stream_processor.py --trigger available-now
+spark-submit ... spark_jobs/ratings_stream_processor.py --trigger continuous --interval 10s
 """
 
 from __future__ import annotations
@@ -18,12 +18,17 @@ from cinestream.timeparse import parse_interval_s
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trigger", choices=["available-now", "continuous"],
-                        default="available-now")
+    parser.add_argument(
+        "--trigger", choices=["available-now", "continuous"], default="available-now"
+    )
     parser.add_argument("--interval", default=None, help="micro-batch interval, e.g. 10s")
     parser.add_argument("--max-duration", default=None, help="stop after this long, e.g. 30m")
-    parser.add_argument("--wait-for-lock", type=float, default=0.0,
-                        help="seconds to wait for another processor on the checkpoint")
+    parser.add_argument(
+        "--wait-for-lock",
+        type=float,
+        default=0.0,
+        help="seconds to wait for another processor on the checkpoint",
+    )
     parser.add_argument("--max-restarts", type=int, default=10)
     return parser.parse_args(argv)
 
@@ -39,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
 
         spark = job_session("ratings_stream_processor", settings)
         processor = StreamProcessor(
-            spark, settings, trigger=args.trigger, interval=interval,
-            max_duration_s=max_duration, lock_wait_s=args.wait_for_lock,
+            spark,
+            settings,
+            trigger=args.trigger,
+            interval=interval,
+            max_duration_s=max_duration,
+            lock_wait_s=args.wait_for_lock,
             max_restarts=args.max_restarts,
         )
         return processor.run()

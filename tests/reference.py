@@ -20,8 +20,9 @@ def iso(ms: int) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
-def recompute(events: list[tuple[int, int, float, int]], window_ms: int = WINDOW_MS
-              ) -> dict[str, dict[str, Any]]:
+def recompute(
+    events: list[tuple[int, int, float, int]], window_ms: int = WINDOW_MS
+) -> dict[str, dict[str, Any]]:
     """events: (user_id, movie_id, rating, timestamp_ms) -> {window_start iso: metric fields}."""
     by_window: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for _user, movie, rating, ts in events:

@@ -44,33 +44,48 @@ def read_range(spark: Any, settings: Settings, start_ms: int, lookback_ms: int |
     if lookback_ms is None:
         reader = reader.option("startingOffsets", "earliest")
     else:
-        reader = (reader.option("startingTimestamp", str(max(0, start_ms - lookback_ms)))
-                  .option("startingOffsetsByTimestampStrategy", "latest"))
+        reader = reader.option("startingTimestamp", str(max(0, start_ms - lookback_ms))).option(
+            "startingOffsetsByTimestampStrategy", "latest"
+        )
     return reader.load()
 
 
-def run_backfill(spark: Any, settings: Settings, start: datetime, end: datetime,
-                 lookback_ms: int | None = 3_600_000) -> BackfillResult:
+def run_backfill(
+    spark: Any,
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    lookback_ms: int | None = 3_600_000,
+) -> BackfillResult:
     from pyspark.sql import functions as F
 
     from cinestream.processor import _publish_metrics
     from cinestream.spark_transforms import events_in_range, parse_ratings, window_cells
 
     if end <= start:
-        raise CinestreamError(f"--end ({format_time(end)}) must be after --start "
-                              f"({format_time(start)})")
+        raise CinestreamError(
+            f"--end ({format_time(end)}) must be after --start ({format_time(start)})"
+        )
     began = time.monotonic()
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
     # A window may still receive records until the allowed lateness has passed.
     closable_ms = int(time.time() * 1000) - settings.allowed_lateness_s * 1000
-    log.info("backfill [%s, %s) from topic %s on %s (%s); windows %s", format_time(start_ms),
-             format_time(end_ms), settings.ratings_topic, settings.kafka_bootstrap,
-             "from earliest" if lookback_ms is None
-             else f"from record timestamp {format_time(max(0, start_ms - lookback_ms))}",
-             ",".join(settings.window_types))
+    log.info(
+        "backfill [%s, %s) from topic %s on %s (%s); windows %s",
+        format_time(start_ms),
+        format_time(end_ms),
+        settings.ratings_topic,
+        settings.kafka_bootstrap,
+        "from earliest"
+        if lookback_ms is None
+        else f"from record timestamp {format_time(max(0, start_ms - lookback_ms))}",
+        ",".join(settings.window_types),
+    )
     parsed = parse_ratings(read_range(spark, settings, start_ms, lookback_ms))
     cells = window_cells(events_in_range(parsed, start_ms, end_ms), settings.windows, 2**62)
-    inside = cells.where((F.col("window_start_ms") >= start_ms) & (F.col("window_end_ms") <= end_ms))
+    inside = cells.where(
+        (F.col("window_start_ms") >= start_ms) & (F.col("window_end_ms") <= end_ms)
+    )
     table = inside.toArrow()
     open_mask = pc.greater(table["window_end_ms"], closable_ms)
     skipped = len(set(table.filter(open_mask)["window_start_ms"].to_pylist()))
@@ -92,7 +107,13 @@ def run_backfill(spark: Any, settings: Settings, start: datetime, end: datetime,
             )
     _publish_metrics(settings, [m.as_row() for m in metrics])
     result = BackfillResult(len(metrics), ratings, skipped, time.monotonic() - began)
-    log.info("backfill wrote %d windows (%d ratings) to window_metrics and %s; %d windows still "
-             "open were left to the stream; %.1fs", result.windows, result.ratings,
-             settings.metrics_topic, result.skipped_open, result.seconds)
+    log.info(
+        "backfill wrote %d windows (%d ratings) to window_metrics and %s; %d windows still "
+        "open were left to the stream; %.1fs",
+        result.windows,
+        result.ratings,
+        settings.metrics_topic,
+        result.skipped_open,
+        result.seconds,
+    )
     return result

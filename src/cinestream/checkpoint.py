@@ -83,8 +83,9 @@ class HadoopFS:
         return bool(fs.exists(p))
 
 
-def checkpoint_offsets(fs: CheckpointFS, checkpoint: str,
-                       batch_id: int | None = None) -> tuple[int | None, dict[str, dict[int, int]]]:
+def checkpoint_offsets(
+    fs: CheckpointFS, checkpoint: str, batch_id: int | None = None
+) -> tuple[int | None, dict[str, dict[int, int]]]:
     """(batch id, end offsets) of ``batch_id`` or of the newest batch in the offset log."""
     directory = checkpoint.rstrip("/") + "/offsets"
     if batch_id is None:

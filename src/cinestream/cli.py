@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
@@ -58,20 +56,31 @@ def _instant(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """cinestream: real-time movie-ratings analytics on Kafka, Spark and PostgreSQL."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Stack
 # --------------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--backlog", default=40_400, show_default=True,
-              help="Historical ratings replayed on a first start (0 to skip).")
+@click.option(
+    "--backlog",
+    default=40_400,
+    show_default=True,
+    help="Historical ratings replayed on a first start (0 to skip).",
+)
 @click.option("--backlog-span", default="40min", show_default=True, callback=_duration)
-@click.option("--live-rate", default=20.0, show_default=True,
-              help="Ratings per second of the live generator (0 for no live pipeline).")
+@click.option(
+    "--live-rate",
+    default=20.0,
+    show_default=True,
+    help="Ratings per second of the live generator (0 for no live pipeline).",
+)
 def up(backlog: int, backlog_span: float, live_rate: float) -> None:
     """Start the local stack, replay a backlog, then keep the pipeline live."""
     from cinestream import services
@@ -130,8 +139,10 @@ def topics(action: str) -> None:
                 continue
             parts = kafka_admin.partition_offsets(settings, spec.name)
             total = sum(p.messages for p in parts)
-            click.echo(f"{spec.name:<14} {len(parts)} partitions, {total} messages"
-                       + (f", config {spec.config}" if spec.config else ""))
+            click.echo(
+                f"{spec.name:<14} {len(parts)} partitions, {total} messages"
+                + (f", config {spec.config}" if spec.config else "")
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,8 +151,11 @@ def topics(action: str) -> None:
 @cli.command()
 @click.option("--count", type=click.IntRange(min=1), help="Number of ratings.")
 @click.option("--duration", callback=_duration, help="Run this long, e.g. 60s, 5min.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
-              help="Ratings per second (default: as fast as possible).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Ratings per second (default: as fast as possible).",
+)
 @click.option("--users", default=5_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--movies", default=10_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=42, show_default=True, type=int)
@@ -149,9 +163,18 @@ def topics(action: str) -> None:
 @click.option("--span", callback=_duration, help="Spread historical event times over this span.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the delivery report as JSON.")
-def generate(count: int | None, duration: float | None, rate: float | None, users: int,
-             movies: int, seed: int, start: datetime | None, span: float | None,
-             no_progress: bool, as_json: bool) -> None:
+def generate(
+    count: int | None,
+    duration: float | None,
+    rate: float | None,
+    users: int,
+    movies: int,
+    seed: int,
+    start: datetime | None,
+    span: float | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
     """Produce latent-factor ratings into the ratings topic."""
     from cinestream.generator import ModelParams
     from cinestream.generator import generate as run
@@ -166,21 +189,28 @@ def generate(count: int | None, duration: float | None, rate: float | None, user
     from cinestream.kafka_admin import list_topics
 
     if settings.ratings_topic not in list_topics(settings):
-        raise CinestreamError(f"topic {settings.ratings_topic!r} does not exist: run "
-                              "`cinestream topics create`")
+        raise CinestreamError(
+            f"topic {settings.ratings_topic!r} does not exist: run `cinestream topics create`"
+        )
     report = run(
-        bootstrap=settings.kafka_bootstrap, topic=settings.ratings_topic,
-        params=ModelParams(users=users, movies=movies, seed=seed), count=count,
-        duration_s=duration, rate=rate,
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.ratings_topic,
+        params=ModelParams(users=users, movies=movies, seed=seed),
+        count=count,
+        duration_s=duration,
+        rate=rate,
         start_ms=int(start.timestamp() * 1000) if start else None,
-        span_ms=int(span * 1000) if span else None, progress=not no_progress,
+        span_ms=int(span * 1000) if span else None,
+        progress=not no_progress,
     )
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
-        click.echo(f"produced {report.produced}, delivered {report.delivered}, failed "
-                   f"{report.failed} to {settings.ratings_topic} in {report.seconds:.1f}s "
-                   f"({report.rate:,.0f}/s)")
+        click.echo(
+            f"produced {report.produced}, delivered {report.delivered}, failed "
+            f"{report.failed} to {settings.ratings_topic} in {report.seconds:.1f}s "
+            f"({report.rate:,.0f}/s)"
+        )
         for error, n in report.errors.items():
             click.echo(f"  {n} x {error}")
     if report.failed:
@@ -209,18 +239,40 @@ def _run_spark_job(settings: Settings, script: str, args: list[str]) -> int:
 
 
 @cli.command()
-@click.option("--trigger", type=click.Choice(["available-now", "continuous"]),
-              default="available-now", show_default=True)
-@click.option("--interval", default=None, callback=_duration,
-              help="Micro-batch interval in continuous mode, e.g. 10s.")
-@click.option("--max-duration", default=None, callback=_duration,
-              help="Stop gracefully after this long.")
-@click.option("--wait-for-lock", default=0.0, type=click.FloatRange(min=0),
-              help="Seconds to wait if another processor holds the checkpoint.")
-@click.option("--stop", "stop_", is_flag=True,
-              help="Ask the running processor to stop after its current batch, and wait.")
-def process(trigger: str, interval: float | None, max_duration: float | None,
-            wait_for_lock: float, stop_: bool) -> None:
+@click.option(
+    "--trigger",
+    type=click.Choice(["available-now", "continuous"]),
+    default="available-now",
+    show_default=True,
+)
+@click.option(
+    "--interval",
+    default=None,
+    callback=_duration,
+    help="Micro-batch interval in continuous mode, e.g. 10s.",
+)
+@click.option(
+    "--max-duration", default=None, callback=_duration, help="Stop gracefully after this long."
+)
+@click.option(
+    "--wait-for-lock",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait if another processor holds the checkpoint.",
+)
+@click.option(
+    "--stop",
+    "stop_",
+    is_flag=True,
+    help="Ask the running processor to stop after its current batch, and wait.",
+)
+def process(
+    trigger: str,
+    interval: float | None,
+    max_duration: float | None,
+    wait_for_lock: float,
+    stop_: bool,
+) -> None:
     """Run the stream processor (spark_jobs/ratings_stream_processor.py)."""
     settings = _settings()
     if stop_:
@@ -242,18 +294,24 @@ def process(trigger: str, interval: float | None, max_duration: float | None,
 @cli.command()
 @click.option("--start", required=True, callback=_instant, help="ISO-8601, inclusive.")
 @click.option("--end", required=True, callback=_instant, help="ISO-8601, exclusive.")
-@click.option("--lookback", default="1h", show_default=True,
-              help="Read records timestamped this long before --start ('all': from earliest).")
+@click.option(
+    "--lookback",
+    default="1h",
+    show_default=True,
+    help="Read records timestamped this long before --start ('all': from earliest).",
+)
 def backfill(start: datetime, end: datetime, lookback: str) -> None:
-    """Recompute the complete windows of [start, end) from Kafka (spark_jobs/ratings_backfill.py)."""
+    """Recompute the complete windows of [start, end) from Kafka (spark_jobs/ratings_backfill)."""
     if end <= start:
         raise click.BadParameter("--end must be after --start", param_hint="--end")
     if lookback != "all":
         _duration(None, None, lookback)
     settings = _settings()
-    code = _run_spark_job(settings, "ratings_backfill.py",
-                          ["--start", start.isoformat(), "--end", end.isoformat(),
-                           "--lookback", lookback])
+    code = _run_spark_job(
+        settings,
+        "ratings_backfill.py",
+        ["--start", start.isoformat(), "--end", end.isoformat(), "--lookback", lookback],
+    )
     if code:
         sys.exit(code)
 
@@ -272,16 +330,22 @@ def doctor(as_json: bool) -> None:
 
 @cli.command()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--keep-topics", is_flag=True,
-              help="Keep the topics: only wipe the checkpoint and the derived windows, so the "
-                   "next run re-reads everything from earliest.")
+@click.option(
+    "--keep-topics",
+    is_flag=True,
+    help="Keep the topics: only wipe the checkpoint and the derived windows, so the "
+    "next run re-reads everything from earliest.",
+)
 def reset(yes: bool, keep_topics: bool) -> None:
     """The full restart: stop, delete+recreate topics, wipe checkpoint, empty window_metrics."""
     from cinestream import services
 
     settings = _settings()
-    what = ("the checkpoint and all derived windows" if keep_topics
-            else "all topics (and their data), the checkpoint and all derived windows")
+    what = (
+        "the checkpoint and all derived windows"
+        if keep_topics
+        else "all topics (and their data), the checkpoint and all derived windows"
+    )
     if not yes and not click.confirm(f"This deletes {what}. Continue?", default=False):
         raise CinestreamError("reset cancelled")
     for step in services.reset(settings, keep_topics=keep_topics):

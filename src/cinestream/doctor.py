@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cinestream import kafka_admin, store
-from cinestream.checkpoint import LocalFS, checkpoint_offsets
+from cinestream.checkpoint import LocalFS
 from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
@@ -31,8 +31,11 @@ def _event_time_range(settings: Settings, parts: list[kafka_admin.PartitionOffse
     """Event times of the first and last record of each partition (cheap: 2 reads each)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer(kafka_admin.client_config(
-        settings, **{"group.id": "cinestream-doctor", "enable.auto.commit": False}))
+    consumer = Consumer(
+        kafka_admin.client_config(
+            settings, **{"group.id": "cinestream-doctor", "enable.auto.commit": False}
+        )
+    )
     times: list[int] = []
     try:
         for p in parts:
@@ -44,7 +47,7 @@ def _event_time_range(settings: Settings, parts: list[kafka_admin.PartitionOffse
                 if msg is None or msg.error():
                     continue
                 try:
-                    times.append(int(json.loads(msg.value())["timestamp"]))
+                    times.append(int(json.loads(msg.value() or b"")["timestamp"]))
                 except (ValueError, KeyError, TypeError):
                     continue
     finally:
@@ -65,11 +68,20 @@ def run_checks(settings: Settings) -> list[Check]:
     checks.append(Check("OK", "kafka", f"{s.kafka_bootstrap} reachable"))
     missing = [t.name for t in kafka_admin.topic_specs(s) if t.name not in topics]
     if missing:
-        checks.append(Check("FAIL", "topics", f"missing: {', '.join(missing)}",
-                            "cinestream topics create"))
+        checks.append(
+            Check("FAIL", "topics", f"missing: {', '.join(missing)}", "cinestream topics create")
+        )
     else:
-        checks.append(Check("OK", "topics", ", ".join(
-            f"{t.name}({len(topics[t.name].partitions)}p)" for t in kafka_admin.topic_specs(s))))
+        checks.append(
+            Check(
+                "OK",
+                "topics",
+                ", ".join(
+                    f"{t.name}({len(topics[t.name].partitions)}p)"
+                    for t in kafka_admin.topic_specs(s)
+                ),
+            )
+        )
     parts = kafka_admin.partition_offsets(s, s.ratings_topic)
     total = sum(p.messages for p in parts)
     if parts:
@@ -77,8 +89,14 @@ def run_checks(settings: Settings) -> list[Check]:
         detail = f"{total} messages ({per})"
         if total:
             detail += "; " + _event_time_range(s, parts)
-        checks.append(Check("OK" if total else "WARN", "ratings", detail,
-                            "" if total else "cinestream generate --count 40400"))
+        checks.append(
+            Check(
+                "OK" if total else "WARN",
+                "ratings",
+                detail,
+                "" if total else "cinestream generate --count 40400",
+            )
+        )
     dlq = sum(p.messages for p in kafka_admin.partition_offsets(s, s.dlq_topic))
     metrics_msgs = sum(p.messages for p in kafka_admin.partition_offsets(s, s.metrics_topic))
     # --- PostgreSQL -------------------------------------------------------------------------
@@ -95,81 +113,134 @@ def run_checks(settings: Settings) -> list[Check]:
             "invalid_total, late_total FROM processor_state WHERE checkpoint = %s",
             (s.checkpoint_dir,),
         ).fetchone()
-        committed = conn.execute(
-            "SELECT count(*) FROM processor_batches WHERE checkpoint = %s", (s.checkpoint_dir,)
-        ).fetchone()[0]
-        checks.extend(_checkpoint_checks(s, row, committed, parts))
+        (committed,) = store.one(
+            conn,
+            "SELECT count(*) FROM processor_batches WHERE checkpoint = %s",
+            (s.checkpoint_dir,),
+        )
+        checkpoint = _checkpoint_checks(s, row, committed, parts)
+        checks.append(checkpoint)
         holder = store.CheckpointLock(s.resolved_database_url, s.checkpoint_dir).holder()
-        checks.append(Check("OK", "processor", f"running ({holder})") if holder else Check(
-            "WARN" if total else "OK", "processor", "not running",
-            "cinestream process --trigger available-now"))
-        windows, latest = conn.execute(
-            "SELECT count(*), max(window_end) FROM window_metrics WHERE window_type = %s",
+        behind = checkpoint.status != "OK"
+        checks.append(
+            Check("OK", "processor", f"running ({holder})")
+            if holder
+            else Check(
+                "WARN" if behind else "OK",
+                "processor",
+                "not running" + (" and the topic has unprocessed records" if behind else ""),
+                "cinestream process --trigger available-now",
+            )
+        )
+        windows, latest, counted = store.one(
+            conn,
+            "SELECT count(*), max(window_end), coalesce(sum(count), 0) FROM window_metrics "
+            "WHERE window_type = %s",
             (s.window_types[0],),
-        ).fetchone()
-        counted = conn.execute(
-            "SELECT coalesce(sum(count), 0) FROM window_metrics WHERE window_type = %s",
-            (s.window_types[0],),
-        ).fetchone()[0]
+        )
     if windows:
         age = (datetime.now(tz=UTC) - latest).total_seconds()
-        checks.append(Check("OK", "metrics", f"{windows} {s.window_types[0]} windows in "
-                            f"window_metrics ({counted} ratings), {metrics_msgs} records in "
-                            f"{s.metrics_topic}; latest window ends {format_time(latest)} "
-                            f"({age:.0f}s ago)"))
+        checks.append(
+            Check(
+                "OK",
+                "metrics",
+                f"{windows} {s.window_types[0]} windows in "
+                f"window_metrics ({counted} ratings), {metrics_msgs} records in "
+                f"{s.metrics_topic}; latest window ends {format_time(latest)} "
+                f"({age:.0f}s ago)",
+            )
+        )
     else:
-        checks.append(Check("WARN" if total else "OK", "metrics",
-                            f"no windows yet, {metrics_msgs} records in {s.metrics_topic}",
-                            "cinestream process --trigger available-now"))
+        checks.append(
+            Check(
+                "WARN" if total else "OK",
+                "metrics",
+                f"no windows yet, {metrics_msgs} records in {s.metrics_topic}",
+                "cinestream process --trigger available-now",
+            )
+        )
     if row is not None:
         late = row[6]
-        checks.append(Check("OK" if not late else "WARN", "late",
-                            f"{late} ratings arrived after their window closed",
-                            "cinestream backfill --start T --end T (restores them)"))
+        checks.append(
+            Check(
+                "OK" if not late else "WARN",
+                "late",
+                f"{late} ratings arrived after their window closed",
+                "cinestream backfill --start T --end T (restores them)",
+            )
+        )
     share = dlq / total if total else 0.0
-    checks.append(Check("OK" if share <= s.max_dlq_share else "WARN", "dlq",
-                        f"{dlq} invalid records in {s.dlq_topic} ({share:.2%} of ratings)",
-                        f"inspect them: cinestream topics list; fix the producer"))
+    checks.append(
+        Check(
+            "OK" if share <= s.max_dlq_share else "WARN",
+            "dlq",
+            f"{dlq} invalid records in {s.dlq_topic} ({share:.2%} of ratings)",
+            "read the reasons in the DLQ records and fix the producer",
+        )
+    )
     return checks
 
 
-def _checkpoint_checks(s: Settings, row: Any, committed: int,
-                       parts: list[kafka_admin.PartitionOffsets]) -> list[Check]:
+def _checkpoint_checks(
+    s: Settings, row: Any, committed: int, parts: list[kafka_admin.PartitionOffsets]
+) -> Check:
     from cinestream.processor import plan_start
 
     if urlsplit(s.checkpoint_dir).scheme not in ("", "file"):
-        return [Check("WARN", "checkpoint", f"{s.checkpoint_dir} is not local; only the "
-                      "processor itself verifies it")]
+        return Check(
+            "WARN",
+            "checkpoint",
+            f"{s.checkpoint_dir} is not local; only the processor itself verifies it",
+        )
     try:
         plan = plan_start(s, LocalFS(), row[0] if row else None, committed)
     except CheckpointMismatch as exc:
-        return [Check("FAIL", "checkpoint", str(exc).split("; to re-read")[0],
-                      "cinestream reset --keep-topics")]
+        return Check(
+            "FAIL",
+            "checkpoint",
+            str(exc).split("; to re-read")[0],
+            "cinestream reset --keep-topics",
+        )
     except CinestreamError as exc:
-        return [Check("FAIL", "checkpoint", str(exc), "cinestream topics create")]
+        return Check("FAIL", "checkpoint", str(exc), "cinestream topics create")
     if plan.resumed_batch is None:
-        if plan.backlog == 0 and s.starting_offsets == "latest" and sum(
-                p.messages for p in parts):
-            return [Check("FAIL", "checkpoint",
-                          f"no checkpoint and starting offsets 'latest': the processor would "
-                          f"skip the {sum(p.messages for p in parts)} records in the topic",
-                          "unset CINESTREAM_STARTING_OFFSETS (earliest is the default)")]
-        return [Check("OK" if plan.backlog == 0 else "WARN", "checkpoint",
-                      f"none yet at {s.checkpoint_dir}; a first run reads from "
-                      f"{s.starting_offsets}: {plan.backlog} records to process",
-                      "cinestream process --trigger available-now")]
-    _, ckpt = checkpoint_offsets(LocalFS(), s.checkpoint_dir)
+        if plan.backlog == 0 and s.starting_offsets == "latest" and any(p.messages for p in parts):
+            return Check(
+                "FAIL",
+                "checkpoint",
+                f"no checkpoint and starting offsets 'latest': the processor would "
+                f"skip the {sum(p.messages for p in parts)} records in the topic",
+                "unset CINESTREAM_STARTING_OFFSETS (earliest is the default)",
+            )
+        return Check(
+            "OK" if plan.backlog == 0 else "WARN",
+            "checkpoint",
+            f"none yet at {s.checkpoint_dir}; a first run reads from "
+            f"{s.starting_offsets}: {plan.backlog} records to process",
+            "cinestream process --trigger available-now",
+        )
     lag = plan.backlog
-    detail = (f"batch {plan.resumed_batch} at " + ", ".join(
-        f"p{p}={o}/{plan.end_offsets.get(p, '?')}" for p, o in sorted(plan.start_offsets.items()))
-        + f"; lag {lag}")
-    return [Check("OK" if lag == 0 else "WARN", "checkpoint", detail,
-                  "cinestream process --trigger available-now")]
+    detail = (
+        f"batch {plan.resumed_batch} at "
+        + ", ".join(
+            f"p{p}={o}/{plan.end_offsets.get(p, '?')}"
+            for p, o in sorted(plan.start_offsets.items())
+        )
+        + f"; lag {lag}"
+    )
+    return Check(
+        "OK" if lag == 0 else "WARN",
+        "checkpoint",
+        detail,
+        "cinestream process --trigger available-now",
+    )
 
 
 def report(settings: Settings, as_json: bool = False) -> tuple[str, bool]:
     checks = run_checks(settings)
     failed = any(c.status == "FAIL" for c in checks)
     if as_json:
-        return json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2), failed
+        return json.dumps(
+            {"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2
+        ), failed
     return "\n".join(c.line() for c in checks), failed

@@ -64,11 +64,15 @@ class LatentFactorModel:
         """``n`` events: 1-based user ids, 1-based movie ids and ratings in half stars."""
         rng = self._rng
         users = np.minimum(np.searchsorted(self._user_cdf, rng.random(n)), self.params.users - 1)
-        movies = np.minimum(np.searchsorted(self._movie_cdf, rng.random(n)),
-                            self.params.movies - 1)
+        movies = np.minimum(np.searchsorted(self._movie_cdf, rng.random(n)), self.params.movies - 1)
         dot = np.einsum("ij,ij->i", self.user_vectors[users], self.movie_vectors[movies])
-        raw = (self.params.global_mean + self.user_bias[users] + self.movie_bias[movies] + dot
-               + rng.normal(0, self.params.noise_sd, n))
+        raw = (
+            self.params.global_mean
+            + self.user_bias[users]
+            + self.movie_bias[movies]
+            + dot
+            + rng.normal(0, self.params.noise_sd, n)
+        )
         ratings = np.clip(np.round(raw * 2) / 2, 0.5, 5.0)
         return users + 1, movies + 1, ratings
 
@@ -79,11 +83,13 @@ def event_times(start_ms: int, span_ms: int, first: int, n: int, total: int) -> 
     return start_ms + (idx * span_ms) // max(total, 1)
 
 
-def encode(users: np.ndarray, movies: np.ndarray, ratings: np.ndarray,
-           times: np.ndarray) -> Iterator[tuple[bytes, bytes, int]]:
+def encode(
+    users: np.ndarray, movies: np.ndarray, ratings: np.ndarray, times: np.ndarray
+) -> Iterator[tuple[bytes, bytes, int]]:
     """(key, value, timestamp) per event in the SPEC's JSON format."""
-    for u, m, r, t in zip(users.tolist(), movies.tolist(), ratings.tolist(), times.tolist(),
-                          strict=True):
+    for u, m, r, t in zip(
+        users.tolist(), movies.tolist(), ratings.tolist(), times.tolist(), strict=True
+    ):
         yield (
             str(u).encode(),
             f'{{"user_id":{u},"movie_id":{m},"rating":{r},"timestamp":{t}}}'.encode(),
@@ -106,10 +112,16 @@ class DeliveryReport:
         return self.delivered / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"produced": self.produced, "delivered": self.delivered, "failed": self.failed,
-                "errors": self.errors, "seconds": round(self.seconds, 3),
-                "rate_per_s": round(self.rate, 1), "first_event_ms": self.first_event_ms,
-                "last_event_ms": self.last_event_ms}
+        return {
+            "produced": self.produced,
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "rate_per_s": round(self.rate, 1),
+            "first_event_ms": self.first_event_ms,
+            "last_event_ms": self.last_event_ms,
+        }
 
 
 def producer_config(bootstrap: str) -> dict[str, Any]:
@@ -124,7 +136,8 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
         "message.timeout.ms": 120_000,
-        "log_level": 3,
+        # Connection errors surface in the delivery report, not as a line per retry.
+        "log_level": 0,
     }
 
 
@@ -164,8 +177,9 @@ def generate(
             report.errors[err.str()] = report.errors.get(err.str(), 0) + 1
 
     producer = Producer(producer_config(bootstrap))
-    bar = tqdm(total=count, unit="ratings", disable=not progress, mininterval=0.5,
-               desc=f"-> {topic}")
+    bar = tqdm(
+        total=count, unit="ratings", disable=not progress, mininterval=0.5, desc=f"-> {topic}"
+    )
     began = time.monotonic()
     deadline = began + duration_s if duration_s is not None else None
     sent = 0
@@ -193,8 +207,7 @@ def generate(
             for key, value, ts in encode(users, movies, ratings, times):
                 while True:
                     try:
-                        producer.produce(topic, value, key, on_delivery=on_delivery,
-                                         timestamp=ts)
+                        producer.produce(topic, value, key, on_delivery=on_delivery, timestamp=ts)
                         break
                     except BufferError:
                         producer.poll(0.05)

@@ -31,8 +31,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.metrics_topic,
             settings.metrics_partitions,
-            {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
-             "segment.ms": "600000"},
+            {
+                "cleanup.policy": "compact",
+                "min.cleanable.dirty.ratio": "0.1",
+                "segment.ms": "600000",
+            },
         ),
         TopicSpec(settings.dlq_topic, settings.dlq_partitions, {}),
     ]
@@ -112,8 +115,7 @@ def delete_topics(settings: Settings, timeout_s: float = 60) -> list[str]:
         except KafkaException as exc:
             if exc.args[0].code() != 3:  # UNKNOWN_TOPIC_OR_PART: already gone
                 raise CinestreamError(f"could not delete topic {name}: {exc.args[0]}") from exc
-    _wait_for(settings, lambda topics: not any(n in topics for n in present), "deleted",
-              timeout_s)
+    _wait_for(settings, lambda topics: not any(n in topics for n in present), "deleted", timeout_s)
     log.info("deleted topics %s", ", ".join(present))
     return present
 
@@ -154,8 +156,9 @@ def partition_offsets(settings: Settings, topic: str) -> list[PartitionOffsets]:
     topics = list_topics(settings)
     if topic not in topics:
         return []
-    consumer = Consumer(client_config(settings, **{"group.id": "cinestream-inspector",
-                                                   "enable.auto.commit": False}))
+    consumer = Consumer(
+        client_config(settings, **{"group.id": "cinestream-inspector", "enable.auto.commit": False})
+    )
     try:
         result = []
         for p in sorted(topics[topic].partitions):
@@ -173,9 +176,16 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]
     ends = {p.partition: p.high for p in partition_offsets(settings, topic) if p.high > p.low}
     if not ends:
         return []
-    consumer = Consumer(client_config(settings, **{"group.id": "cinestream-reader",
-                                                   "enable.auto.commit": False,
-                                                   "auto.offset.reset": "earliest"}))
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": "cinestream-reader",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in ends])
     # Start at the low watermark of each partition (offset 0 may have been compacted away).
     lows = {p.partition: p.low for p in partition_offsets(settings, topic)}
@@ -187,11 +197,12 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]
     try:
         while remaining and time.monotonic() < deadline:
             for msg in consumer.consume(10_000, timeout=1.0):
-                if msg.error():
+                offset, partition = msg.offset(), msg.partition()
+                if msg.error() or offset is None or partition is None:
                     continue
                 messages.append(msg)
-                if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
-                    remaining.pop(msg.partition(), None)
+                if offset + 1 >= remaining.get(partition, 0):
+                    remaining.pop(partition, None)
     finally:
         consumer.close()
     if remaining:

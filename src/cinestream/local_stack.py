@@ -41,13 +41,23 @@ def jars(kind: str) -> list[Path]:
         if not pom.exists():
             raise CinestreamError(f"{pom} is missing: run from a cinestream checkout")
         if shutil.which("mvn") is None:
-            raise CinestreamError("Maven (mvn) is needed to resolve the jars: apt-get install maven")
+            raise CinestreamError(
+                "Maven (mvn) is needed to resolve the jars: apt-get install maven"
+            )
         log.info("resolving %s jars from Maven Central into %s", kind, target)
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        cmd = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-               "-DincludeScope=runtime", f"-DoutputDirectory={target}"]
+        cmd = [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={target}",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
@@ -99,14 +109,20 @@ class ManagedProcess:
             return None
         return pid if _pid_alive(pid) else None
 
-    def start(self, cmd: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> int:
+    def start(
+        self, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> int:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:
             proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
@@ -150,8 +166,9 @@ def _wait(check, what: str, timeout_s: float, log_file: Path) -> None:  # type: 
             tail = ""
             if log_file.exists():
                 tail = " | ".join(log_file.read_text(errors="replace").strip().splitlines()[-3:])
-            raise CinestreamError(f"{what} did not come up in {timeout_s:.0f}s; see {log_file}: "
-                                  f"{tail[-400:]}")
+            raise CinestreamError(
+                f"{what} did not come up in {timeout_s:.0f}s; see {log_file}: {tail[-400:]}"
+            )
         time.sleep(0.3)
 
 
@@ -239,9 +256,15 @@ class LocalKafka:
     def _java(self, main: str, *args: str) -> list[str]:
         classpath = ":".join(str(j) for j in jars("kafka"))
         return [
-            "java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+            "java",
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-            "-cp", classpath, main, *args,
+            "-cp",
+            classpath,
+            main,
+            *args,
         ]
 
     def _format(self) -> None:
@@ -250,9 +273,11 @@ class LocalKafka:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         log.info("formatting Kafka storage in %s (cluster id %s)", self.home / "data", cluster_id)
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                       "-c", str(self.config_file)),
-            capture_output=True, text=True,
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_file)
+            ),
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise CinestreamError(f"kafka storage format failed: {result.stdout}{result.stderr}")
@@ -271,12 +296,21 @@ class LocalKafka:
         self._write_config()
         self._format()
         pid = self.proc.start(self._java("kafka.Kafka", str(self.config_file)))
-        log.info("starting Kafka (pid %d) on %s:%d, logs %s", pid, self.host, self.port,
-                 self.proc.log_file)
+        log.info(
+            "starting Kafka (pid %d) on %s:%d, logs %s",
+            pid,
+            self.host,
+            self.port,
+            self.proc.log_file,
+        )
         from cinestream.kafka_admin import broker_ready
 
-        _wait(lambda: self.proc.pid() is not None and broker_ready(self.settings),
-              "Kafka", 90, self.proc.log_file)
+        _wait(
+            lambda: self.proc.pid() is not None and broker_ready(self.settings),
+            "Kafka",
+            90,
+            self.proc.log_file,
+        )
 
     def stop(self) -> bool:
         return self.proc.stop(timeout_s=60)
@@ -344,10 +378,22 @@ class LocalPostgres:
         self._chown(pwfile)
         log.info("initialising PostgreSQL in %s", self.data)
         result = subprocess.run(
-            self._as_owner([_pg_bin("initdb"), "-D", str(self.data), "-U", "cinestream",
-                            "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
-                            "--locale=C.UTF-8"]),
-            capture_output=True, text=True,
+            self._as_owner(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "cinestream",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
+            capture_output=True,
+            text=True,
         )
         pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
@@ -379,13 +425,26 @@ class LocalPostgres:
         log_file.touch()
         self._chown(log_file)
         result = subprocess.run(
-            self._as_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(log_file),
-                            "-w", "-t", "60", "start"]),
-            capture_output=True, text=True,
+            self._as_owner(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(log_file),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
-            raise CinestreamError(f"PostgreSQL did not start: {result.stdout.strip()[-300:]}; "
-                                  f"see {log_file}")
+            raise CinestreamError(
+                f"PostgreSQL did not start: {result.stdout.strip()[-300:]}; see {log_file}"
+            )
         self._create_database()
         log.info("PostgreSQL is up at %s", self.settings.redacted_database_url())
 
@@ -395,7 +454,8 @@ class LocalPostgres:
         url = self.settings.resolved_database_url.rsplit("/", 1)[0] + "/postgres"
         with psycopg.connect(url, autocommit=True) as conn:
             exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = 'cinestream'").fetchone()
+                "SELECT 1 FROM pg_database WHERE datname = 'cinestream'"
+            ).fetchone()
             if not exists:
                 conn.execute("CREATE DATABASE cinestream")
 
@@ -404,6 +464,7 @@ class LocalPostgres:
             return False
         subprocess.run(
             self._as_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         return True

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from cinestream import kafka_admin, store
-from cinestream.checkpoint import CheckpointFS, checkpoint_offsets, committed_batch
+from cinestream.checkpoint import CheckpointFS, checkpoint_offsets
 from cinestream.errors import (
     CheckpointMismatch,
     CinestreamError,
@@ -74,8 +74,9 @@ class StartPlan:
         return sum(max(0, self.end_offsets[p] - o) for p, o in self.start_offsets.items())
 
 
-def plan_start(settings: Settings, fs: CheckpointFS, stored_topic_id: str | None,
-               committed_batches: int) -> StartPlan:
+def plan_start(
+    settings: Settings, fs: CheckpointFS, stored_topic_id: str | None, committed_batches: int
+) -> StartPlan:
     """Check that the checkpoint matches the topic as it is now; raise if starting would skip."""
     topic = settings.ratings_topic
     partitions = kafka_admin.partition_offsets(settings, topic)
@@ -183,10 +184,11 @@ class StreamProcessor:
                     (s.checkpoint_dir,),
                 ).fetchone()
                 stored_id = row[0] if row else None
-                committed = conn.execute(
+                (committed,) = store.one(
+                    conn,
                     "SELECT count(*) FROM processor_batches WHERE checkpoint = %s",
                     (s.checkpoint_dir,),
-                ).fetchone()[0]
+                )
             plan = plan_start(s, self.fs, stored_id, committed)
             self._topic_id = plan.topic_id
             self._log_plan(plan)
@@ -210,24 +212,50 @@ class StreamProcessor:
 
     def _log_plan(self, plan: StartPlan) -> None:
         s = self.settings
-        offsets = ", ".join(f"{s.ratings_topic}-{p}@{o}" for p, o in sorted(plan.start_offsets.items()))
+        offsets = ", ".join(
+            f"{s.ratings_topic}-{p}@{o}" for p, o in sorted(plan.start_offsets.items())
+        )
         ends = ", ".join(f"{s.ratings_topic}-{p}@{o}" for p, o in sorted(plan.end_offsets.items()))
         if plan.resumed_batch is None:
-            log.info("no checkpoint at %s: first run, starting from %s: %s (topic ends at %s; "
-                     "%d records to process)", s.checkpoint_dir, s.starting_offsets, offsets,
-                     ends, plan.backlog)
+            log.info(
+                "no checkpoint at %s: first run, starting from %s: %s (topic ends at %s; "
+                "%d records to process)",
+                s.checkpoint_dir,
+                s.starting_offsets,
+                offsets,
+                ends,
+                plan.backlog,
+            )
             if s.starting_offsets == "latest":
-                log.warning("starting at 'latest' skips records already in %s (%d now); set "
-                            "CINESTREAM_STARTING_OFFSETS=earliest to process them",
-                            s.ratings_topic, sum(plan.end_offsets.values()))
+                log.warning(
+                    "starting at 'latest' skips records already in %s (%d now); set "
+                    "CINESTREAM_STARTING_OFFSETS=earliest to process them",
+                    s.ratings_topic,
+                    sum(plan.end_offsets.values()),
+                )
         else:
-            log.info("resuming from checkpoint %s after batch %d: %s (topic ends at %s; lag %d)",
-                     s.checkpoint_dir, plan.resumed_batch, offsets, ends, plan.backlog)
-        log.info("kafka %s, topic %s (id %s) -> metrics %s, dlq %s; database %s; windows %s; "
-                 "allowed lateness %ss; trigger %s%s", s.kafka_bootstrap, s.ratings_topic,
-                 plan.topic_id, s.metrics_topic, s.dlq_topic, s.redacted_database_url(),
-                 ",".join(s.window_types), s.allowed_lateness_s, self.trigger,
-                 f" every {self.interval}" if self.trigger == "continuous" else "")
+            log.info(
+                "resuming from checkpoint %s after batch %d: %s (topic ends at %s; lag %d)",
+                s.checkpoint_dir,
+                plan.resumed_batch,
+                offsets,
+                ends,
+                plan.backlog,
+            )
+        log.info(
+            "kafka %s, topic %s (id %s) -> metrics %s, dlq %s; database %s; windows %s; "
+            "allowed lateness %ss; trigger %s%s",
+            s.kafka_bootstrap,
+            s.ratings_topic,
+            plan.topic_id,
+            s.metrics_topic,
+            s.dlq_topic,
+            s.redacted_database_url(),
+            ",".join(s.window_types),
+            s.allowed_lateness_s,
+            self.trigger,
+            f" every {self.interval}" if self.trigger == "continuous" else "",
+        )
 
     # ---------------------------------------------------------------------------------------
     def _start_query(self) -> Any:
@@ -265,17 +293,27 @@ class StreamProcessor:
             if self._fatal is not None:
                 raise self._fatal
             if error is None:
-                log.info("processor finished: %d batches, %d valid, %d invalid -> %s, %d late",
-                         self.totals["batches"], self.totals["valid"], self.totals["invalid"],
-                         self.settings.dlq_topic, self.totals["late"])
+                log.info(
+                    "processor finished: %d batches, %d valid, %d invalid -> %s, %d late",
+                    self.totals["batches"],
+                    self.totals["valid"],
+                    self.totals["invalid"],
+                    self.settings.dlq_topic,
+                    self.totals["late"],
+                )
                 return 0
             message = str(error.desc if hasattr(error, "desc") else error).splitlines()[0]
             failures += 1
             if stopped or self.trigger != "continuous" or failures > self.max_restarts:
                 raise CinestreamError(f"streaming query failed: {message[:500]}")
-            backoff = min(60, 2 ** failures)
-            log.error("query failed (%s); restarting from the checkpoint in %ds (%d/%d)",
-                      message[:300], backoff, failures, self.max_restarts)
+            backoff = min(60, 2**failures)
+            log.error(
+                "query failed (%s); restarting from the checkpoint in %ds (%d/%d)",
+                message[:300],
+                backoff,
+                failures,
+                self.max_restarts,
+            )
             if self._stop.wait(backoff):
                 return 0
 
@@ -284,7 +322,8 @@ class StreamProcessor:
         sf = stop_file(self.settings)
         while query.isActive:
             expired = self.max_duration_s is not None and (
-                time.monotonic() - began >= self.max_duration_s)
+                time.monotonic() - began >= self.max_duration_s
+            )
             if sf.exists():
                 log.info("stop requested through %s", sf)
                 self._stop.set()
@@ -299,8 +338,9 @@ class StreamProcessor:
 
     def _stop_gracefully(self, query: Any, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
-        while query.isActive and query.status.get("isTriggerActive") and \
-                time.monotonic() < deadline:
+        while (
+            query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline
+        ):
             time.sleep(0.2)
         query.stop()
         log.info("query stopped between batches")
@@ -340,12 +380,17 @@ class StreamProcessor:
         valid_cells = cells.filter(pc.invert(invalid_mask))
         max_event = pc.max(valid_cells["max_event_ms"]).as_py() if valid_cells.num_rows else None
         if invalid:
-            (dlq_records(parsed).write.format("kafka")
-             .option("kafka.bootstrap.servers", s.kafka_bootstrap)
-             .option("topic", s.dlq_topic).save())
+            (
+                dlq_records(parsed)
+                .write.format("kafka")
+                .option("kafka.bootstrap.servers", s.kafka_bootstrap)
+                .option("topic", s.dlq_topic)
+                .save()
+            )
         sink = io.BytesIO()
-        pacsv.write_csv(valid_cells.select(CELL_COLUMNS), sink,
-                        pacsv.WriteOptions(include_header=False))
+        pacsv.write_csv(
+            valid_cells.select(CELL_COLUMNS), sink, pacsv.WriteOptions(include_header=False)
+        )
         _, offsets = checkpoint_offsets(self.fs, s.checkpoint_dir, batch_id)
         end_offsets = offsets.get(s.ratings_topic, {})
 
@@ -354,9 +399,14 @@ class StreamProcessor:
             conn = self._connection()
             try:
                 return store.commit_batch(
-                    conn, checkpoint=s.checkpoint_dir, topic=s.ratings_topic,
-                    topic_id=self._topic_id, batch_id=batch_id, cells_csv=sink.getvalue(),
-                    invalid=invalid, batch_max_event_ms=max_event,
+                    conn,
+                    checkpoint=s.checkpoint_dir,
+                    topic=s.ratings_topic,
+                    topic_id=self._topic_id,
+                    batch_id=batch_id,
+                    cells_csv=sink.getvalue(),
+                    invalid=invalid,
+                    batch_max_event_ms=max_event,
                     allowed_lateness_ms=s.allowed_lateness_s * 1000,
                     end_offsets={str(k): v for k, v in end_offsets.items()},
                     primary_window_type=s.window_types[0],
@@ -365,17 +415,29 @@ class StreamProcessor:
                 self._drop_connection()
                 raise
 
-        result = store.retry_on_disconnect(commit, timeout_s=s.db_retry_timeout_s,
-                                           what=f"batch {batch_id}")
-        keys = {(wt, ws) for wt, ws in zip(valid_cells["window_type"].to_pylist(),
-                                            valid_cells["window_start_ms"].to_pylist(),
-                                            strict=True)}
+        result = store.retry_on_disconnect(
+            commit, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
+        )
+        keys = {
+            (wt, ws)
+            for wt, ws in zip(
+                valid_cells["window_type"].to_pylist(),
+                valid_cells["window_start_ms"].to_pylist(),
+                strict=True,
+            )
+        }
         if result.already_committed:
-            log.info("batch %d was already committed (replay after a restart); re-publishing "
-                     "its %d windows", batch_id, len(keys))
+            log.info(
+                "batch %d was already committed (replay after a restart); re-publishing "
+                "its %d windows",
+                batch_id,
+                len(keys),
+            )
             rows = store.retry_on_disconnect(
                 lambda: store.metrics_for_keys(self._connection(), keys),
-                timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}")
+                timeout_s=s.db_retry_timeout_s,
+                what=f"batch {batch_id}",
+            )
         else:
             rows = [m.as_row() for m in result.metrics]
         self._publish(rows)
@@ -387,9 +449,15 @@ class StreamProcessor:
         log.info(
             "batch %d: %d valid, %d invalid -> %s, %d late; %d windows updated; watermark %s; "
             "end offsets %s; %.2fs",
-            batch_id, result.valid, invalid, s.dlq_topic, result.late, len(rows),
+            batch_id,
+            result.valid,
+            invalid,
+            s.dlq_topic,
+            result.late,
+            len(rows),
             format_time(result.watermark_ms) if result.watermark_ms else "-",
-            json.dumps(end_offsets, sort_keys=True), time.monotonic() - began,
+            json.dumps(end_offsets, sort_keys=True),
+            time.monotonic() - began,
         )
 
     def _publish(self, rows: list[dict[str, Any]]) -> None:

@@ -37,8 +37,15 @@ def rating_event_schema() -> StructType:
 
 
 # --- invalid event (topic `ratings_dlq`) -------------------------------------------------------
-DLQ_FIELDS = ("error", "raw", "raw_encoding", "source_topic", "source_partition", "source_offset",
-              "source_timestamp")
+DLQ_FIELDS = (
+    "error",
+    "raw",
+    "raw_encoding",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "source_timestamp",
+)
 
 # --- window metric (topic `metrics`, table `window_metrics`) -----------------------------------
 METRIC_FIELDS = (

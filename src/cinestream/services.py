@@ -44,30 +44,60 @@ def up(settings: Settings, *, backlog: int, backlog_span_s: float | None, live_r
     if backlog and sum(p.messages for p in parts) == 0:
         span = backlog_span_s or 2400
         start = datetime.fromtimestamp(time.time() - span, tz=UTC)
-        log.info("empty topic: replaying a historical backlog of %d ratings over the last %.0f "
-                 "minutes (the seed's option A)", backlog, span / 60)
-        subprocess.run(_cinestream_cmd("generate", "--count", str(backlog), "--start",
-                                       start.isoformat(), "--span", f"{span}s", "--no-progress"),
-                       check=True)
+        log.info(
+            "empty topic: replaying a historical backlog of %d ratings over the last %.0f "
+            "minutes (the seed's option A)",
+            backlog,
+            span / 60,
+        )
+        subprocess.run(
+            _cinestream_cmd(
+                "generate",
+                "--count",
+                str(backlog),
+                "--start",
+                start.isoformat(),
+                "--span",
+                f"{span}s",
+                "--no-progress",
+            ),
+            check=True,
+        )
     processor = ManagedProcess("processor", settings)
     if processor.pid() is None:
         log.info("draining the backlog with an available-now run")
-        result = subprocess.run(_cinestream_cmd("process", "--trigger", "available-now",
-                                                "--wait-for-lock", "30"), env=spark_env())
+        result = subprocess.run(
+            _cinestream_cmd("process", "--trigger", "available-now", "--wait-for-lock", "30"),
+            env=spark_env(),
+        )
         if result.returncode not in (0, 75):
-            raise CinestreamError("the backlog run failed (see above); `cinestream doctor` "
-                                  "explains the state")
+            raise CinestreamError(
+                "the backlog run failed (see above); `cinestream doctor` explains the state"
+            )
     if live_rate <= 0:
         return
     generator = ManagedProcess("generator", settings)
     if generator.pid() is None:
-        generator.start(_cinestream_cmd("generate", "--duration", "3650d", "--rate",
-                                        str(live_rate), "--seed", str(int(time.time())),
-                                        "--no-progress"))
+        generator.start(
+            _cinestream_cmd(
+                "generate",
+                "--duration",
+                "3650d",
+                "--rate",
+                str(live_rate),
+                "--seed",
+                str(int(time.time())),
+                "--no-progress",
+            )
+        )
         log.info("live generator: %s ratings/s, log %s", live_rate, generator.log_file)
     if processor.pid() is None:
-        processor.start(_cinestream_cmd("process", "--trigger", "continuous", "--interval",
-                                        "10s", "--wait-for-lock", "60"), env=spark_env())
+        processor.start(
+            _cinestream_cmd(
+                "process", "--trigger", "continuous", "--interval", "10s", "--wait-for-lock", "60"
+            ),
+            env=spark_env(),
+        )
         log.info("live processor: continuous, every 10s, log %s", processor.log_file)
 
 
@@ -102,8 +132,12 @@ def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
 def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     for name in ("dashboard", "api", "generator"):
         yield name, ManagedProcess(name, settings).stop()
-    yield "processor", stop_processor(settings) if _postgres_up(settings) else \
-        ManagedProcess("processor", settings).stop()
+    yield (
+        "processor",
+        stop_processor(settings)
+        if _postgres_up(settings)
+        else ManagedProcess("processor", settings).stop(),
+    )
     yield "kafka", LocalKafka(settings).stop()
     yield "postgres", LocalPostgres(settings).stop()
 
@@ -129,8 +163,11 @@ def reset(settings: Settings, *, keep_topics: bool) -> Iterator[str]:
         yield f"deleted topics: {', '.join(deleted) or 'none'} (waited until gone)"
         created = kafka_admin.create_topics(settings)
         yield f"created topics: {', '.join(created)}"
-    yield ("deleted checkpoint " if delete_local_checkpoint(settings.checkpoint_dir)
-           else "no checkpoint at ") + settings.checkpoint_dir
+    yield (
+        "deleted checkpoint "
+        if delete_local_checkpoint(settings.checkpoint_dir)
+        else "no checkpoint at "
+    ) + settings.checkpoint_dir
     with store.connect(settings.resolved_database_url) as conn:
         store.ensure_schema(conn)
         store.truncate_all(conn)
@@ -146,12 +183,16 @@ def _service_state(settings: Settings) -> dict[str, str]:
         pid = ManagedProcess(name, settings).pid()
         states[name] = f"running (pid {pid})" if pid else "stopped"
     if states["postgres"] == "running" and states["processor"] == "stopped":
-        holder = store.CheckpointLock(settings.resolved_database_url,
-                                      settings.checkpoint_dir).holder()
+        holder = store.CheckpointLock(
+            settings.resolved_database_url, settings.checkpoint_dir
+        ).holder()
         if holder:
             states["processor"] = f"running elsewhere ({holder})"
-    for name, port in (("api", settings.api_port), ("dashboard", settings.dashboard_port),
-                       ("airflow", settings.airflow_port)):
+    for name, port in (
+        ("api", settings.api_port),
+        ("dashboard", settings.dashboard_port),
+        ("airflow", settings.airflow_port),
+    ):
         states[name] = "running" if port_open("127.0.0.1", port) else "stopped"
     del kafka
     return states
@@ -172,15 +213,17 @@ def status(settings: Settings) -> dict[str, Any]:
 
 
 def where_to_look(settings: Settings) -> str:
-    return "\n".join([
-        "",
-        "cinestream is up.",
-        f"  Kafka       {settings.kafka_bootstrap}  (topics {settings.ratings_topic}, "
-        f"{settings.metrics_topic}, {settings.dlq_topic})",
-        f"  PostgreSQL  {settings.redacted_database_url()}  (table window_metrics)",
-        f"  logs        {settings.log_dir}",
-        "  cinestream status      services and URLs",
-        "  cinestream doctor      offsets, lag, windows; what to fix",
-        "  cinestream topics list",
-        "  make down              stop everything",
-    ])
+    return "\n".join(
+        [
+            "",
+            "cinestream is up.",
+            f"  Kafka       {settings.kafka_bootstrap}  (topics {settings.ratings_topic}, "
+            f"{settings.metrics_topic}, {settings.dlq_topic})",
+            f"  PostgreSQL  {settings.redacted_database_url()}  (table window_metrics)",
+            f"  logs        {settings.log_dir}",
+            "  cinestream status      services and URLs",
+            "  cinestream doctor      offsets, lag, windows; what to fix",
+            "  cinestream topics list",
+            "  make down              stop everything",
+        ]
+    )

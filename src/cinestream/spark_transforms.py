@@ -77,9 +77,7 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
             F.concat(F.lit("rating must be one of 0.5, 1.0, ..., 5.0, got "), rating),
         )
         .when(ts.isNull(), _field_error(r, raw, "timestamp", "an integer (epoch milliseconds)"))
-        .otherwise(
-            F.concat(F.lit(f"timestamp must be epoch milliseconds {_RANGE}, got "), ts)
-        )
+        .otherwise(F.concat(F.lit(f"timestamp must be epoch milliseconds {_RANGE}, got "), ts))
     )
     return df.select(
         "key",
@@ -110,8 +108,9 @@ def dlq_records(parsed: DataFrame) -> DataFrame:
         F.col("topic").alias("source_topic"),
         F.col("partition").alias("source_partition"),
         F.col("offset").alias("source_offset"),
-        F.date_format(F.col("kafka_timestamp"), "yyyy-MM-dd'T'HH:mm:ss.SSSXXX")
-        .alias("source_timestamp"),
+        F.date_format(F.col("kafka_timestamp"), "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias(
+            "source_timestamp"
+        ),
     )
     return parsed.where(F.col("error").isNotNull()).select(
         "key", F.to_json(body, {"ignoreNullFields": "false"}).alias("value")
@@ -163,7 +162,9 @@ def assign_windows(events: DataFrame, specs: Sequence[WindowSpec]) -> DataFrame:
     )
 
 
-def window_cells(parsed: DataFrame, specs: Sequence[WindowSpec], watermark_limit_ms: int) -> DataFrame:
+def window_cells(
+    parsed: DataFrame, specs: Sequence[WindowSpec], watermark_limit_ms: int
+) -> DataFrame:
     """Exact per-window aggregates: one row per (window, movie, half star) with its count ``n``.
 
     ``max_event_ms`` is the newest event time not beyond ``watermark_limit_ms`` (events from a
@@ -176,9 +177,9 @@ def window_cells(parsed: DataFrame, specs: Sequence[WindowSpec], watermark_limit
         "window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars"
     ).agg(
         F.count(F.lit(1)).alias("n"),
-        F.max(
-            F.when(F.col("event_ms") <= F.lit(watermark_limit_ms), F.col("event_ms"))
-        ).alias("max_event_ms"),
+        F.max(F.when(F.col("event_ms") <= F.lit(watermark_limit_ms), F.col("event_ms"))).alias(
+            "max_event_ms"
+        ),
     )
 
 

@@ -21,19 +21,32 @@ def spark_submit_command(settings: Settings, script: str, args: list[str]) -> li
     python = sys.executable
     return [
         str(spark_submit),
-        "--master", settings.spark_master,
-        "--name", Path(script).stem,
-        "--driver-memory", settings.spark_driver_memory,
-        "--jars", connector,
-        "--conf", f"spark.pyspark.python={python}",
-        "--conf", f"spark.pyspark.driver.python={python}",
-        "--conf", "spark.sql.session.timeZone=UTC",
-        "--conf", "spark.log.structuredLogging.enabled=false",
-        "--conf", "spark.ui.showConsoleProgress=false",
-        "--conf", "spark.ui.enabled=false",
-        "--conf", f"spark.sql.shuffle.partitions={settings.shuffle_partitions}",
-        "--conf", "spark.sql.adaptive.enabled=true",
-        "--driver-java-options", f"-Dlog4j2.configurationFile={REPO_ROOT / 'infra' / 'spark' / 'log4j2.properties'}",
+        "--master",
+        settings.spark_master,
+        "--name",
+        Path(script).stem,
+        "--driver-memory",
+        settings.spark_driver_memory,
+        "--jars",
+        connector,
+        "--conf",
+        f"spark.pyspark.python={python}",
+        "--conf",
+        f"spark.pyspark.driver.python={python}",
+        "--conf",
+        "spark.sql.session.timeZone=UTC",
+        "--conf",
+        "spark.log.structuredLogging.enabled=false",
+        "--conf",
+        "spark.ui.showConsoleProgress=false",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        f"spark.sql.shuffle.partitions={settings.shuffle_partitions}",
+        "--conf",
+        "spark.sql.adaptive.enabled=true",
+        "--driver-java-options",
+        f"-Dlog4j2.configurationFile={REPO_ROOT / 'infra' / 'spark' / 'log4j2.properties'}",
         str(SPARK_JOBS_DIR / script),
         *args,
     ]
@@ -41,8 +54,7 @@ def spark_submit_command(settings: Settings, script: str, args: list[str]) -> li
 
 def spark_env() -> dict[str, str]:
     """Workers must run this venv's Python (pyspark, pyarrow and cinestream live there)."""
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable,
-            "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
 def job_session(app_name: str, settings: Settings) -> Any:

@@ -7,7 +7,6 @@ whole windows. Both derive ``window_metrics`` through :func:`finalize_windows`.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -133,6 +132,14 @@ def connect(url: str, *, autocommit: bool = False, timeout: int = 5) -> psycopg.
         ) from exc
 
 
+def one(conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+    """The single row an aggregate query returns."""
+    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+    if row is None:
+        raise RuntimeError(f"query returned no row: {sql}")
+    return tuple(row)
+
+
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_STORE_LOCK + 1,))
@@ -154,9 +161,13 @@ def retry_on_disconnect(
                 raise ServiceUnavailable(
                     f"{what}: PostgreSQL still unavailable after {timeout_s:.0f}s ({exc})"
                 ) from exc
-            log.warning("%s: PostgreSQL unavailable (%s); retry %d in %.0fs",
-                        what, str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
-                        attempt, sleep_s)
+            log.warning(
+                "%s: PostgreSQL unavailable (%s); retry %d in %.0fs",
+                what,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                attempt,
+                sleep_s,
+            )
             time.sleep(sleep_s)
 
 
@@ -192,7 +203,8 @@ def finalize_windows(
     ends = dict(
         ((wt, ws), we)
         for wt, ws, we in conn.execute(
-            key_cte + " SELECT s.window_type, s.window_start_ms, s.window_end_ms FROM window_state s"
+            key_cte
+            + " SELECT s.window_type, s.window_start_ms, s.window_end_ms FROM window_state s"
             " JOIN k ON s.window_type = k.wt AND s.window_start_ms = k.ws",
             (types, starts),
         )
@@ -371,8 +383,16 @@ def commit_batch(
                                            windows_updated, watermark_ms)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
             """,
-            (checkpoint, batch_id, json.dumps(end_offsets), valid, invalid, late_n,
-             len(open_keys), new_watermark),
+            (
+                checkpoint,
+                batch_id,
+                json.dumps(end_offsets),
+                valid,
+                invalid,
+                late_n,
+                len(open_keys),
+                new_watermark,
+            ),
         )
         conn.execute(
             """
@@ -382,13 +402,23 @@ def commit_batch(
                    updated_at = now()
             WHERE checkpoint = %s
             """,
-            (new_watermark, new_max_event, batch_id, json.dumps(end_offsets), valid, invalid,
-             late_n, checkpoint),
+            (
+                new_watermark,
+                new_max_event,
+                batch_id,
+                json.dumps(end_offsets),
+                valid,
+                invalid,
+                late_n,
+                checkpoint,
+            ),
         )
     return BatchResult(batch_id, False, valid, late_n, invalid, new_watermark, metrics)
 
 
-def metrics_for_keys(conn: psycopg.Connection[Any], keys: Iterable[WindowKey]) -> list[dict[str, Any]]:
+def metrics_for_keys(
+    conn: psycopg.Connection[Any], keys: Iterable[WindowKey]
+) -> list[dict[str, Any]]:
     keys = sorted(set(keys))
     if not keys:
         return []
@@ -450,8 +480,9 @@ def replace_windows(
                SET closed_by = 'backfill', late_count = 0, updated_at = now()
             """
         )
-        keys = [tuple(r) for r in conn.execute(
-            "SELECT window_type, window_start_ms FROM batch_windows")]
+        keys = [
+            tuple(r) for r in conn.execute("SELECT window_type, window_start_ms FROM batch_windows")
+        ]
         return finalize_windows(conn, keys, processing_time)  # type: ignore[arg-type]
 
 

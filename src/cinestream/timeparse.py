@@ -7,8 +7,19 @@ from datetime import datetime
 
 from cinestream.schemas import parse_time
 
-_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "seconds": 1, "m": 60, "min": 60, "minutes": 60,
-          "h": 3600, "hours": 3600, "d": 86400, "days": 86400}
+_UNITS = {
+    "ms": 0.001,
+    "s": 1,
+    "sec": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "days": 86400,
+}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 
 

@@ -69,45 +69,67 @@ class Pipeline:
     def produce_historical(self, count: int, start_ms: int, span_ms: int, seed: int = 7) -> Any:
         from cinestream.generator import ModelParams, generate
 
-        report = generate(bootstrap=self.settings.kafka_bootstrap,
-                          topic=self.settings.ratings_topic, params=ModelParams(seed=seed),
-                          count=count, start_ms=start_ms, span_ms=span_ms, progress=False)
+        report = generate(
+            bootstrap=self.settings.kafka_bootstrap,
+            topic=self.settings.ratings_topic,
+            params=ModelParams(seed=seed),
+            count=count,
+            start_ms=start_ms,
+            span_ms=span_ms,
+            progress=False,
+        )
         assert report.delivered == count and report.failed == 0, report.as_dict()
         return report
 
     def produce_raw(self, records: list[tuple[bytes | None, bytes | None]]) -> None:
         from confluent_kafka import Producer
 
-        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap,
-                             "enable.idempotence": True})
+        producer = Producer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True}
+        )
         for key, value in records:
             producer.produce(self.settings.ratings_topic, value, key)
         assert producer.flush(30) == 0
 
     # --- running the jobs -----------------------------------------------------------------
-    def cli(self, *args: str, timeout: float = 600, check: bool = False,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        timeout: float = 600,
+        check: bool = False,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``cinestream ARGS``; stdout holds everything (Spark merges the driver's stderr)."""
         result = subprocess.run(
             [sys.executable, "-m", "cinestream.cli", *args],
             env={**os.environ, **self.env, **(extra_env or {})},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
         )
         if check:
-            assert result.returncode == 0, f"{args}: rc={result.returncode}\n{result.stdout[-4000:]}"
+            assert result.returncode == 0, (
+                f"{args}: rc={result.returncode}\n{result.stdout[-4000:]}"
+            )
         return result
 
     def process(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return self.cli("process", "--trigger", "available-now", *args, **kwargs)
 
-    def start_cli(self, *args: str, extra_env: dict[str, str] | None = None,
-                  log_name: str = "bg") -> subprocess.Popen[bytes]:
+    def start_cli(
+        self, *args: str, extra_env: dict[str, str] | None = None, log_name: str = "bg"
+    ) -> subprocess.Popen[bytes]:
         log_path = TEST_STATE / "logs" / f"{log_name}-{next(_counter)}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "cinestream.cli", *args],
-                                env={**os.environ, **self.env, **(extra_env or {})},
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cinestream.cli", *args],
+            env={**os.environ, **self.env, **(extra_env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         proc.log_path = log_path  # type: ignore[attr-defined]
         return proc
 
@@ -119,14 +141,16 @@ class Pipeline:
             return conn.execute(sql, params).fetchall()
 
     def db_windows(self, window_type: str = "tumbling_1min") -> dict[str, dict[str, Any]]:
-        from cinestream.schemas import metric_record
-
         import psycopg
         from psycopg.rows import dict_row
 
+        from cinestream.schemas import metric_record
+
         with psycopg.connect(self.settings.resolved_database_url, row_factory=dict_row) as conn:
-            rows = conn.execute("SELECT * FROM window_metrics WHERE window_type = %s "
-                                "ORDER BY window_start", (window_type,)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM window_metrics WHERE window_type = %s ORDER BY window_start",
+                (window_type,),
+            ).fetchall()
         return {r["window_start"]: r for r in (metric_record(row) for row in rows)}
 
     def topic_windows(self) -> dict[str, dict[str, Any]]:
@@ -149,11 +173,16 @@ class Pipeline:
         return events_from_messages(read_all(self.settings, self.settings.ratings_topic))
 
     def total_counted(self) -> int:
-        return int(self.db("SELECT coalesce(sum(count), 0) FROM window_metrics "
-                           "WHERE window_type = 'tumbling_1min'")[0][0])
+        return int(
+            self.db(
+                "SELECT coalesce(sum(count), 0) FROM window_metrics "
+                "WHERE window_type = 'tumbling_1min'"
+            )[0][0]
+        )
 
-    def wait_for_total(self, expected: int, timeout: float = 180,
-                       proc: subprocess.Popen[bytes] | None = None) -> None:
+    def wait_for_total(
+        self, expected: int, timeout: float = 180, proc: subprocess.Popen[bytes] | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout
         total = -1
         while time.monotonic() < deadline:
@@ -170,8 +199,9 @@ class Pipeline:
         raise AssertionError(f"total {total} != {expected} after {timeout}s\n{log}")
 
 
-def assert_windows_equal(actual: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]
-                         ) -> None:
+def assert_windows_equal(
+    actual: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]
+) -> None:
     assert sorted(actual) == sorted(expected)
     for start, want in expected.items():
         got = actual[start]
@@ -183,8 +213,9 @@ def assert_windows_equal(actual: dict[str, dict[str, Any]], expected: dict[str, 
 
 
 @pytest.fixture
-def pipeline(stack: dict[str, str], request: pytest.FixtureRequest,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
+def pipeline(
+    stack: dict[str, str], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
     from cinestream import kafka_admin, store
     from cinestream.settings import Settings
 

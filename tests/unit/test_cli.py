@@ -9,14 +9,24 @@ import pytest
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cinestream.cli", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "cinestream.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_help_lists_the_commands() -> None:
     out = run("--help").stdout
-    for command in ("up", "down", "status", "topics", "generate", "process", "backfill",
-                    "doctor", "reset"):
+    for command in (
+        "up",
+        "down",
+        "status",
+        "topics",
+        "generate",
+        "process",
+        "backfill",
+        "doctor",
+        "reset",
+    ):
         assert f"  {command} " in out
 
 
@@ -29,8 +39,10 @@ def test_help_lists_the_commands() -> None:
         (("generate",), "give --count or --duration"),
         (("generate", "--count", "5", "--start", "2025-01-01T00:00:00Z"), "--start and --span"),
         (("backfill", "--start", "yesterday", "--end", "2025-01-01T00:00:00Z"), "bad time"),
-        (("backfill", "--start", "2025-01-02T00:00:00Z", "--end", "2025-01-01T00:00:00Z"),
-         "--end must be after --start"),
+        (
+            ("backfill", "--start", "2025-01-02T00:00:00Z", "--end", "2025-01-01T00:00:00Z"),
+            "--end must be after --start",
+        ),
         (("topics", "purge"), "'purge' is not one of"),
     ],
 )

@@ -33,8 +33,13 @@ def test_historical_times_spread_evenly_over_the_span() -> None:
 
 
 def test_encode_follows_the_spec_format() -> None:
-    key, value, ts = next(encode(np.array([12]), np.array([34]), np.array([4.5]),
-                                 np.array([1762797900000])))
+    key, value, ts = next(
+        encode(np.array([12]), np.array([34]), np.array([4.5]), np.array([1762797900000]))
+    )
     assert key == b"12" and ts == 1762797900000
-    assert json.loads(value) == {"user_id": 12, "movie_id": 34, "rating": 4.5,
-                                 "timestamp": 1762797900000}
+    assert json.loads(value) == {
+        "user_id": 12,
+        "movie_id": 34,
+        "rating": 4.5,
+        "timestamp": 1762797900000,
+    }

@@ -51,11 +51,26 @@ def test_top_movies_keeps_ten_and_breaks_ties_at_the_cut() -> None:
 def test_window_metric_matches_the_spec_example_shape() -> None:
     start = int(datetime(2025, 11, 10, 18, 5, tzinfo=UTC).timestamp() * 1000)
     processed = datetime(2025, 11, 10, 18, 6, 15, 123000, tzinfo=UTC)
-    m = window_metric("tumbling_1min", start, start + 60_000, hist(3.5, 4.5, 3.0, 5.0),
-                      [(1, 2), (2, 1), (3, 1)], processed)
+    m = window_metric(
+        "tumbling_1min",
+        start,
+        start + 60_000,
+        hist(3.5, 4.5, 3.0, 5.0),
+        [(1, 2), (2, 1), (3, 1)],
+        processed,
+    )
     record = metric_record(m.as_row())
-    assert list(record) == ["window_start", "window_end", "window_type", "count", "avg_rating",
-                            "p50_rating", "p95_rating", "top_movies", "processing_time"]
+    assert list(record) == [
+        "window_start",
+        "window_end",
+        "window_type",
+        "count",
+        "avg_rating",
+        "p50_rating",
+        "p95_rating",
+        "top_movies",
+        "processing_time",
+    ]
     assert record["window_start"] == "2025-11-10T18:05:00.000Z"
     assert record["window_end"] == "2025-11-10T18:06:00.000Z"
     assert record["processing_time"] == "2025-11-10T18:06:15.123Z"
@@ -68,7 +83,8 @@ def test_window_metric_matches_the_spec_example_shape() -> None:
 
 def test_times_round_trip_and_keys() -> None:
     assert format_time(1762797900123) == "2025-11-10T18:05:00.123Z"
-    assert parse_time("2025-11-10T18:05:00.123Z") == datetime(2025, 11, 10, 18, 5, 0, 123000,
-                                                               tzinfo=UTC)
+    assert parse_time("2025-11-10T18:05:00.123Z") == datetime(
+        2025, 11, 10, 18, 5, 0, 123000, tzinfo=UTC
+    )
     assert parse_time("2025-11-10T18:05:00") == datetime(2025, 11, 10, 18, 5, tzinfo=UTC)
     assert metric_key("tumbling_1min", 1762797900000) == "tumbling_1min|2025-11-10T18:05:00.000Z"

@@ -14,8 +14,9 @@ from cinestream.spark_transforms import dlq_records, events_in_range, parse_rati
 from cinestream.windows import parse_window_type
 
 T0 = 1_762_797_900_000  # 2025-11-10T18:05:00Z
-KAFKA_SCHEMA = ("key binary, value binary, topic string, partition int, offset long, "
-                "timestamp timestamp")
+KAFKA_SCHEMA = (
+    "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+)
 TUMBLING = [parse_window_type("tumbling_1min")]
 
 
@@ -37,16 +38,20 @@ INVALID = [
     (None, "value is null (a tombstone), not a rating"),
     (rating(user="7"), "user_id must be an integer, got 7"),
     (rating(user=0), "user_id must be >= 1, got 0"),
-    (json.dumps({"movie_id": 2, "rating": 4.5, "timestamp": T0}).encode(),
-     "user_id is missing or null"),
+    (
+        json.dumps({"movie_id": 2, "rating": 4.5, "timestamp": T0}).encode(),
+        "user_id is missing or null",
+    ),
     (rating(movie=-3), "movie_id must be >= 1, got -3"),
     (rating(movie=2.5), "movie_id must be an integer, got 2.5"),
     (rating(value=4.3), "rating must be one of 0.5, 1.0, ..., 5.0, got 4.3"),
     (rating(value=0.0), "rating must be one of 0.5, 1.0, ..., 5.0, got 0.0"),
     (rating(value=5.5), "rating must be one of 0.5, 1.0, ..., 5.0, got 5.5"),
     (rating(value="4.5"), "rating must be a number, got 4.5"),
-    (rating(ts=1_762_797_900), "timestamp must be epoch milliseconds in [2000-01-01, "
-                               "2100-01-01), got 1762797900"),
+    (
+        rating(ts=1_762_797_900),
+        "timestamp must be epoch milliseconds in [2000-01-01, 2100-01-01), got 1762797900",
+    ),
     (rating(ts=4_102_444_800_000), "timestamp must be epoch milliseconds"),
     (rating(ts="2025-11-10T18:05:00Z"), "timestamp must be an integer (epoch milliseconds)"),
     (rating() + b" trailing", "value has characters after the JSON object"),
@@ -54,8 +59,13 @@ INVALID = [
 
 
 def test_valid_records_parse_with_extra_fields_ignored(spark: Any) -> None:
-    values = [rating(), rating(value=1, extra="x"), rating(ts=946_684_800_000),
-              rating(ts=4_102_444_799_999), rating(value=0.5) + b"\n"]
+    values = [
+        rating(),
+        rating(value=1, extra="x"),
+        rating(ts=946_684_800_000),
+        rating(ts=4_102_444_799_999),
+        rating(value=0.5) + b"\n",
+    ]
     parsed = parse_ratings(kafka_df(spark, values))
     rows = parsed.select("user_id", "movie_id", "half_stars", "event_ms", "error").collect()
     assert [r.error for r in rows] == [None] * 5
@@ -64,8 +74,9 @@ def test_valid_records_parse_with_extra_fields_ignored(spark: Any) -> None:
 
 
 @pytest.mark.parametrize(("value", "reason"), INVALID, ids=[r for _, r in INVALID])
-def test_each_kind_of_invalid_record_has_a_reason(spark: Any, value: bytes | None,
-                                                  reason: str) -> None:
+def test_each_kind_of_invalid_record_has_a_reason(
+    spark: Any, value: bytes | None, reason: str
+) -> None:
     parsed = parse_ratings(kafka_df(spark, [value]))
     (row,) = parsed.select("error").collect()
     assert row.error is not None and row.error.startswith(reason)
@@ -93,13 +104,33 @@ def test_tumbling_window_bounds_and_cells(spark: Any) -> None:
     cells = window_cells(parse_ratings(kafka_df(spark, values)), TUMBLING, 10**13)
     expected = spark.createDataFrame(
         [
-            Row(window_type="tumbling_1min", window_start_ms=T0, window_end_ms=T0 + 60_000,
-                movie_id=5, half_stars=8, n=2, max_event_ms=T0 + 59_999),
-            Row(window_type="tumbling_1min", window_start_ms=T0 + 60_000,
-                window_end_ms=T0 + 120_000, movie_id=6, half_stars=5, n=1,
-                max_event_ms=T0 + 60_000),
-            Row(window_type=None, window_start_ms=None, window_end_ms=None, movie_id=None,
-                half_stars=None, n=1, max_event_ms=None),
+            Row(
+                window_type="tumbling_1min",
+                window_start_ms=T0,
+                window_end_ms=T0 + 60_000,
+                movie_id=5,
+                half_stars=8,
+                n=2,
+                max_event_ms=T0 + 59_999,
+            ),
+            Row(
+                window_type="tumbling_1min",
+                window_start_ms=T0 + 60_000,
+                window_end_ms=T0 + 120_000,
+                movie_id=6,
+                half_stars=5,
+                n=1,
+                max_event_ms=T0 + 60_000,
+            ),
+            Row(
+                window_type=None,
+                window_start_ms=None,
+                window_end_ms=None,
+                movie_id=None,
+                half_stars=None,
+                n=1,
+                max_event_ms=None,
+            ),
         ],
         cells.schema,
     )
@@ -120,8 +151,9 @@ def test_sliding_windows_count_an_event_in_each_window(spark: Any) -> None:
 
 def test_future_events_are_counted_but_do_not_move_the_watermark(spark: Any) -> None:
     far = 4_000_000_000_000  # year 2096: valid, but far beyond the wall clock
-    cells = window_cells(parse_ratings(kafka_df(spark, [rating(ts=T0), rating(ts=far)])),
-                         TUMBLING, T0 + 1_000)
+    cells = window_cells(
+        parse_ratings(kafka_df(spark, [rating(ts=T0), rating(ts=far)])), TUMBLING, T0 + 1_000
+    )
     rows = {r.window_start_ms: r for r in cells.collect()}
     assert rows[T0].max_event_ms == T0
     assert rows[far - far % 60_000].n == 1 and rows[far - far % 60_000].max_event_ms is None

@@ -24,8 +24,9 @@ def test_sliding_windows_contain_the_event() -> None:
     assert starts[-1] == 1_762_797_900_000
 
 
-@pytest.mark.parametrize("name", ["tumbling", "tumbling_0min", "sliding_5min_2min", "hopping_1min",
-                                  "tumbling_1week"])
+@pytest.mark.parametrize(
+    "name", ["tumbling", "tumbling_0min", "sliding_5min_2min", "hopping_1min", "tumbling_1week"]
+)
 def test_bad_window_types_say_what_to_use(name: str) -> None:
     with pytest.raises(WindowTypeError):
         parse_window_type(name)

@@ -1,0 +1,116 @@
+"""Malformed records go to the DLQ with a reason; a recreated topic is detected, never skipped."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from cinestream import kafka_admin
+from cinestream.kafka_admin import read_all
+from tests.integration.conftest import Pipeline, assert_windows_equal
+from tests.reference import recompute
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000
+
+# Ten kinds of malformed records, with the start of the reason each must get.
+MALFORMED: list[tuple[bytes | None, str]] = [
+    (b"this is not json", "value is not a valid JSON object"),
+    (b"\xff\xfe\xfd binary", "value is not valid UTF-8"),
+    (None, "value is null"),
+    (b'{"movie_id": 5, "rating": 4.0, "timestamp": %d}', "user_id is missing or null"),
+    (
+        b'{"user_id": "abc", "movie_id": 5, "rating": 4.0, "timestamp": %d}',
+        "user_id must be an integer",
+    ),
+    (b'{"user_id": 3, "movie_id": 0, "rating": 4.0, "timestamp": %d}', "movie_id must be >= 1"),
+    (
+        b'{"user_id": 3, "movie_id": 5, "rating": 3.7, "timestamp": %d}',
+        "rating must be one of 0.5, 1.0, ..., 5.0",
+    ),
+    (
+        b'{"user_id": 3, "movie_id": 5, "rating": 9, "timestamp": %d}',
+        "rating must be one of 0.5, 1.0, ..., 5.0",
+    ),
+    (
+        b'{"user_id": 3, "movie_id": 5, "rating": 4.0, "timestamp": 12345}',
+        "timestamp must be epoch milliseconds",
+    ),
+    (b"[3, 5, 4.0]", "value is not a valid JSON object"),
+]
+
+
+def test_malformed_records_go_to_the_dlq_with_reasons(pipeline: Pipeline) -> None:
+    start = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+    pipeline.produce_historical(3_000, start, 3 * MINUTE)
+    bad = [
+        (b"k%d" % i, v % (start + MINUTE) if v and b"%d" in v else v)
+        for i, (v, _) in enumerate(MALFORMED)
+    ]
+    pipeline.produce_raw(bad * 3)  # 30 invalid records mixed in
+    pipeline.produce_historical(2_000, start + 3 * MINUTE, 2 * MINUTE, seed=9)
+
+    result = pipeline.process(check=True)
+    assert "30 invalid" in result.stdout
+
+    dlq = read_all(pipeline.settings, pipeline.settings.dlq_topic)
+    assert len(dlq) == 30
+    by_key: dict[bytes, list[dict]] = {}
+    for msg in dlq:
+        by_key.setdefault(msg.key(), []).append(json.loads(msg.value()))
+    for i, (value, reason) in enumerate(MALFORMED):
+        records = by_key[b"k%d" % i]
+        assert len(records) == 3
+        for record in records:
+            assert record["error"].startswith(reason), (record, reason)
+            assert record["source_topic"] == pipeline.settings.ratings_topic
+            assert isinstance(record["source_offset"], int)
+            if value is not None and record["raw_encoding"] == "utf-8":
+                assert record["raw"].encode() == bad[i][1]
+
+    valid = [e for e in _valid_events(pipeline)]
+    assert len(valid) == 5_000
+    assert pipeline.total_counted() == 5_000
+    assert_windows_equal(pipeline.db_windows(), recompute(valid))
+    assert pipeline.db("SELECT invalid_total FROM processor_state")[0][0] == 30
+
+
+def _valid_events(pipeline: Pipeline) -> list[tuple[int, int, float, int]]:
+    events = []
+    for msg in read_all(pipeline.settings, pipeline.settings.ratings_topic):
+        if msg.key().startswith(b"k"):
+            continue  # the malformed ones, keyed k0..k9
+        body = json.loads(msg.value())
+        events.append((body["user_id"], body["movie_id"], body["rating"], body["timestamp"]))
+    return events
+
+
+def test_topic_recreated_under_an_old_checkpoint_is_a_clear_error(pipeline: Pipeline) -> None:
+    start = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+    pipeline.produce_historical(2_000, start, 2 * MINUTE)
+    pipeline.process(check=True)
+
+    kafka_admin.delete_topics(pipeline.settings)
+    kafka_admin.create_topics(pipeline.settings)
+    pipeline.produce_historical(500, start + 3 * MINUTE, MINUTE)
+
+    result = pipeline.process()
+    assert result.returncode == 3, result.stdout[-3000:]
+    error = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1
+    assert "does not match topic" in error[0] and "deleted and recreated" in error[0]
+    assert "cinestream reset --keep-topics" in error[0]
+    assert pipeline.total_counted() == 2_000  # nothing skipped, nothing half-applied
+
+    doctor = pipeline.cli("doctor")
+    assert doctor.returncode == 1
+    line = next(x for x in doctor.stdout.splitlines() if x.startswith("FAIL checkpoint"))
+    assert "deleted and recreated" in line and "cinestream reset --keep-topics" in line
+
+    # The named fix works: re-read the new topic from the start.
+    pipeline.cli("reset", "--yes", "--keep-topics", check=True)
+    pipeline.process(check=True)
+    assert pipeline.total_counted() == 500

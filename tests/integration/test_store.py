@@ -1,0 +1,93 @@
+"""The window store's exactly-once commit and lateness rules on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from cinestream import store
+from tests.integration.conftest import Pipeline
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_762_797_900_000
+W = 60_000
+
+
+def cells(*rows: tuple[int, int, int, int]) -> bytes:
+    """(window_start_ms, movie_id, half_stars, n) rows of tumbling_1min cells as CSV."""
+    return "".join(f"tumbling_1min,{ws},{ws + W},{m},{h},{n}\n" for ws, m, h, n in rows).encode()
+
+
+def commit(conn, batch_id: int, data: bytes, max_event: int | None):  # type: ignore[no-untyped-def]
+    return store.commit_batch(
+        conn,
+        checkpoint="ckpt",
+        topic="ratings",
+        topic_id="id",
+        batch_id=batch_id,
+        cells_csv=data,
+        invalid=0,
+        batch_max_event_ms=max_event,
+        allowed_lateness_ms=2 * W,
+        end_offsets={"0": batch_id},
+        primary_window_type="tumbling_1min",
+    )
+
+
+def test_a_replayed_batch_changes_nothing(pipeline: Pipeline) -> None:
+    with store.connect(pipeline.settings.resolved_database_url) as conn:
+        first = commit(conn, 0, cells((T0, 1, 8, 3), (T0, 2, 10, 1)), T0 + 10)
+        assert not first.already_committed and first.valid == 4
+        replay = commit(conn, 0, cells((T0, 1, 8, 3), (T0, 2, 10, 1)), T0 + 10)
+        assert replay.already_committed
+        (row,) = conn.execute(
+            "SELECT count, avg_rating, p50_rating, p95_rating, top_movies FROM window_metrics"
+        ).fetchall()
+    assert row == (4, 4.25, 4.0, 5.0, "[1,2]")
+
+
+def test_a_window_grows_across_batches(pipeline: Pipeline) -> None:
+    with store.connect(pipeline.settings.resolved_database_url) as conn:
+        commit(conn, 0, cells((T0, 1, 2, 1)), T0 + 1)
+        commit(conn, 1, cells((T0, 2, 10, 2), (T0, 1, 2, 1)), T0 + 2)
+        (row,) = conn.execute("SELECT count, top_movies, p50_rating FROM window_metrics").fetchall()
+    assert row == (4, "[1,2]", 1.0)
+
+
+def test_records_for_closed_windows_are_counted_late_and_not_added(pipeline: Pipeline) -> None:
+    with store.connect(pipeline.settings.resolved_database_url) as conn:
+        commit(conn, 0, cells((T0, 1, 8, 5)), T0 + 5 * W)  # watermark -> T0 + 3W
+        late = commit(
+            conn, 1, cells((T0, 1, 8, 2), (T0 + 2 * W, 3, 6, 1), (T0 + 4 * W, 4, 6, 1)), T0 + 5 * W
+        )
+        # window T0 closed (end T0+W <= T0+3W), window T0+2W too (end = T0+3W); T0+4W is open
+        assert (late.valid, late.late) == (1, 3)
+        counts = dict(conn.execute("SELECT window_start, count FROM window_metrics").fetchall())
+        states = conn.execute(
+            "SELECT window_start_ms, closed_by, late_count FROM window_state ORDER BY 1"
+        ).fetchall()
+        assert conn.execute("SELECT late_total, watermark_ms FROM processor_state").fetchone() == (
+            3,
+            T0 + 3 * W,
+        )
+    assert sorted(counts.values()) == [1, 5]
+    assert states == [(T0, "watermark", 2), (T0 + 2 * W, "watermark", 1), (T0 + 4 * W, None, 0)]
+
+
+def test_the_watermark_never_goes_back(pipeline: Pipeline) -> None:
+    with store.connect(pipeline.settings.resolved_database_url) as conn:
+        assert commit(conn, 0, cells((T0 + 9 * W, 1, 8, 1)), T0 + 9 * W).watermark_ms == T0 + 7 * W
+        assert commit(conn, 1, cells((T0 + 8 * W, 1, 8, 1)), T0 + 8 * W).watermark_ms == T0 + 7 * W
+
+
+def test_a_second_lock_holder_is_refused(pipeline: Pipeline) -> None:
+    url = pipeline.settings.resolved_database_url
+    first, second = store.CheckpointLock(url, "file:///x"), store.CheckpointLock(url, "file:///x")
+    assert first.try_acquire()
+    try:
+        assert not second.try_acquire()
+        assert "cinestream-processor" in (second.holder() or "")
+    finally:
+        first.release()
+    assert second.try_acquire()
+    second.release()
