@@ -293,13 +293,18 @@ class StreamProcessor:
             if self._fatal is not None:
                 raise self._fatal
             if error is None:
+                elapsed = time.monotonic() - began
+                records = self.totals["valid"] + self.totals["invalid"] + self.totals["late"]
                 log.info(
-                    "processor finished: %d batches, %d valid, %d invalid -> %s, %d late",
+                    "processor finished: %d batches, %d valid, %d invalid -> %s, %d late in "
+                    "%.2fs after the JVM was up (%.0f records/s)",
                     self.totals["batches"],
                     self.totals["valid"],
                     self.totals["invalid"],
                     self.settings.dlq_topic,
                     self.totals["late"],
+                    elapsed,
+                    records / elapsed if elapsed else 0.0,
                 )
                 return 0
             message = str(error.desc if hasattr(error, "desc") else error).splitlines()[0]
@@ -379,6 +384,7 @@ class StreamProcessor:
         invalid = int(pc.sum(cells.filter(invalid_mask)["n"]).as_py() or 0)
         valid_cells = cells.filter(pc.invert(invalid_mask))
         max_event = pc.max(valid_cells["max_event_ms"]).as_py() if valid_cells.num_rows else None
+        spark_s = time.monotonic() - began
         if invalid:
             (
                 dlq_records(parsed)
@@ -415,9 +421,11 @@ class StreamProcessor:
                 self._drop_connection()
                 raise
 
+        store_began = time.monotonic()
         result = store.retry_on_disconnect(
             commit, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
         )
+        store_s = time.monotonic() - store_began
         keys = {
             (wt, ws)
             for wt, ws in zip(
@@ -448,7 +456,7 @@ class StreamProcessor:
             self.totals["late"] += result.late
         log.info(
             "batch %d: %d valid, %d invalid -> %s, %d late; %d windows updated; watermark %s; "
-            "end offsets %s; %.2fs",
+            "end offsets %s; %.2fs (spark %.2fs, store %.2fs, %d cells)",
             batch_id,
             result.valid,
             invalid,
@@ -458,6 +466,9 @@ class StreamProcessor:
             format_time(result.watermark_ms) if result.watermark_ms else "-",
             json.dumps(end_offsets, sort_keys=True),
             time.monotonic() - began,
+            spark_s,
+            store_s,
+            valid_cells.num_rows,
         )
 
     def _publish(self, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,169 @@
+"""Throughput of the generator and of the stream processor on this machine, in one run.
+
+    .venv/bin/python bench/bench_pipeline.py [--count 1000000]
+
+Starts its own Kafka and PostgreSQL (state in .state-bench, ports 29092/25432), fills a topic with
+COUNT ratings, and reports:
+  * the generator's rate next to a raw confluent-kafka producer sending the same payloads;
+  * the processor's drain rate (available-now over the whole topic, JVM start excluded) next to
+    the ceiling: the same streaming read and parse with no aggregation, as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = REPO / ".state-bench"
+os.environ.update(
+    {
+        "CINESTREAM_STATE_DIR": str(STATE),
+        "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:29092",
+        "CINESTREAM_PG_PORT": "25432",
+        "CINESTREAM_RATINGS_TOPIC": "bench_ratings",
+        "CINESTREAM_METRICS_TOPIC": "bench_metrics",
+        "CINESTREAM_DLQ_TOPIC": "bench_dlq",
+    }
+)
+
+from cinestream import kafka_admin, store  # noqa: E402
+from cinestream.generator import (  # noqa: E402
+    LatentFactorModel,
+    ModelParams,
+    encode,
+    event_times,
+    generate,
+    producer_config,
+)
+from cinestream.local_stack import LocalKafka, LocalPostgres  # noqa: E402
+from cinestream.settings import Settings  # noqa: E402
+from cinestream.sparkrun import spark_env, spark_submit_command  # noqa: E402
+
+
+def raw_producer_rate(settings: Settings, count: int, start_ms: int, span_ms: int) -> float:
+    """confluent-kafka with the same config and pre-encoded payloads: the producer's ceiling."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
+
+    admin = kafka_admin.admin_client(settings)
+    admin.create_topics([NewTopic("bench_raw", 3, 1)])["bench_raw"].result()
+    model = LatentFactorModel(ModelParams(seed=99))
+    users, movies, ratings = model.sample(count)
+    payloads = list(encode(users, movies, ratings, event_times(start_ms, span_ms, 0, count, count)))
+    producer = Producer(producer_config(settings.kafka_bootstrap))
+    began = time.monotonic()
+    for key, value, ts in payloads:
+        while True:
+            try:
+                producer.produce("bench_raw", value, key, timestamp=ts)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.poll(0)
+    assert producer.flush(120) == 0
+    return count / (time.monotonic() - began)
+
+
+def spark_run(settings: Settings, script: str, args: list[str]) -> str:
+    cmd = spark_submit_command(settings, script, args)
+    if script.startswith("../bench/"):
+        cmd[-1 - len(args)] = str(REPO / "bench" / Path(script).name)
+    result = subprocess.run(cmd, env=spark_env(), capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    if result.returncode:
+        sys.exit(f"{script} failed:\n{output[-3000:]}")
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--span-min", type=int, default=60, help="event-time span of the backlog")
+    args = parser.parse_args()
+
+    settings = Settings()
+    LocalKafka(settings).stop()
+    LocalPostgres(settings).stop(mode="immediate")
+    shutil.rmtree(STATE, ignore_errors=True)
+    LocalPostgres(settings).start()
+    LocalKafka(settings).start()
+    try:
+        kafka_admin.create_topics(settings)
+        with store.connect(settings.resolved_database_url) as conn:
+            store.ensure_schema(conn)
+        span_ms = args.span_min * 60_000
+        start_ms = int(time.time() * 1000) - span_ms - 3_600_000
+        print(f"generating {args.count:,} ratings over {args.span_min} min of event time ...")
+        report = generate(
+            bootstrap=settings.kafka_bootstrap,
+            topic=settings.ratings_topic,
+            params=ModelParams(),
+            count=args.count,
+            start_ms=start_ms,
+            span_ms=span_ms,
+            progress=False,
+        )
+        assert report.failed == 0, report.as_dict()
+        raw_rate = raw_producer_rate(settings, args.count, start_ms, span_ms)
+
+        print("ceiling: streaming read + parse, no aggregation ...")
+        ceiling = _last_json(
+            spark_run(settings, "../bench/spark_ceiling.py", [str(STATE / "ceiling-checkpoint")])
+        )
+        print("processor: available-now over the whole topic ...")
+        out = spark_run(settings, "ratings_stream_processor.py", ["--trigger", "available-now"])
+        match = re.search(r"processor finished: (\d+) batches, (\d+) valid.* in ([\d.]+)s", out)
+        if not match:
+            sys.exit(f"could not read the processor's summary:\n{out[-3000:]}")
+        batches, valid, drain_s = int(match[1]), int(match[2]), float(match[3])
+        assert valid == args.count, (valid, args.count)
+        with store.connect(settings.resolved_database_url) as conn:
+            (counted,) = store.one(
+                conn, "SELECT sum(count) FROM window_metrics WHERE window_type = 'tumbling_1min'"
+            )
+        assert counted == args.count, counted
+        batch_lines = [line for line in out.splitlines() if "cinestream.processor: batch" in line]
+    finally:
+        LocalKafka(settings).stop()
+        LocalPostgres(settings).stop()
+
+    drain_rate = args.count / drain_s
+    ceiling_rate = ceiling["ceiling_records"] / ceiling["ceiling_seconds"]
+    result = {
+        "date": datetime.now(tz=UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+        "ratings": args.count,
+        "generator_rate_per_s": round(report.rate),
+        "raw_producer_rate_per_s": round(raw_rate),
+        "generator_vs_raw": round(report.rate / raw_rate, 2),
+        "processor_batches": batches,
+        "processor_drain_s": round(drain_s, 2),
+        "processor_drain_rate_per_s": round(drain_rate),
+        "ceiling_s": round(ceiling["ceiling_seconds"], 2),
+        "ceiling_rate_per_s": round(ceiling_rate),
+        "drain_vs_ceiling": round(drain_rate / ceiling_rate, 2),
+    }
+    print("\n".join(line.split("cinestream.processor: ")[-1] for line in batch_lines))
+    print(json.dumps(result, indent=2))
+
+
+def _last_json(output: str) -> dict:
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise SystemExit(f"no JSON result in:\n{output[-2000:]}")
+
+
+if __name__ == "__main__":
+    main()
