@@ -30,7 +30,7 @@ doctor: $(STAMP)
 	$(BIN)/cinestream doctor
 
 test: $(STAMP)
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests/unit tests/integration
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit

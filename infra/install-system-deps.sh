@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cinestream's local stack needs from Debian when it is missing:
-# Java 17 (Kafka, Spark), Maven (resolves the Kafka and Spark-Kafka jars), PostgreSQL server.
+# Java 17 (Kafka, Spark), Maven (resolves the Kafka and Spark-Kafka jars), PostgreSQL server,
+# Chromium (the dashboard's browser test).
 # Idempotent; needs root (or sudo) only when something is actually missing.
 set -euo pipefail
 
@@ -11,9 +12,11 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   missing+=(postgresql)
 fi
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+# Headless browser for the dashboard's browser test (driven by Playwright's Python package).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "system dependencies present: java, mvn, postgresql"
+  echo "system dependencies present: java, mvn, postgresql, chromium"
   exit 0
 fi
 

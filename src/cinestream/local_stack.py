@@ -458,6 +458,24 @@ class LocalPostgres:
             ).fetchone()
             if not exists:
                 conn.execute("CREATE DATABASE cinestream")
+        from psycopg import sql
+
+        from cinestream.settings import local_db_password
+
+        reader_password = local_db_password(self.settings.state_dir, role="cinestream_reader")
+        with psycopg.connect(self.settings.resolved_database_url, autocommit=True) as conn:
+            # The API connects as a read-only role; ensure_schema grants it SELECT.
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = 'cinestream_reader'"
+            ).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(
+                sql.SQL(verb + " ROLE cinestream_reader LOGIN PASSWORD {}").format(
+                    sql.Literal(reader_password)
+                )
+            )
+            conn.execute("GRANT CONNECT ON DATABASE cinestream TO cinestream_reader")
+            conn.execute("GRANT USAGE ON SCHEMA public TO cinestream_reader")
 
     def stop(self, mode: str = "fast") -> bool:
         if not self.running():

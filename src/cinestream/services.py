@@ -40,6 +40,7 @@ def up(settings: Settings, *, backlog: int, backlog_span_s: float | None, live_r
     from cinestream.sparkrun import spark_env
 
     start_infra(settings)
+    start_serving(settings)
     parts = kafka_admin.partition_offsets(settings, settings.ratings_topic)
     if backlog and sum(p.messages for p in parts) == 0:
         span = backlog_span_s or 2400
@@ -99,6 +100,44 @@ def up(settings: Settings, *, backlog: int, backlog_span_s: float | None, live_r
             env=spark_env(),
         )
         log.info("live processor: continuous, every 10s, log %s", processor.log_file)
+
+
+def dashboard_command(settings: Settings, port: int | None = None) -> list[str]:
+    from pathlib import Path
+
+    app = Path(__file__).parent / "dashboard" / "app.py"
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.port",
+        str(port or settings.dashboard_port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+
+
+def start_serving(settings: Settings) -> None:
+    """The API and the dashboard as background processes (idempotent)."""
+    api = ManagedProcess("api", settings)
+    if api.pid() is None and not port_open("127.0.0.1", settings.api_port):
+        api.start(_cinestream_cmd("api"))
+        log.info(
+            "API on %s (OpenAPI at %s/docs), log %s",
+            settings.api_url,
+            settings.api_url,
+            api.log_file,
+        )
+    dashboard = ManagedProcess("dashboard", settings)
+    if dashboard.pid() is None and not port_open("127.0.0.1", settings.dashboard_port):
+        dashboard.start(dashboard_command(settings))
+        log.info("dashboard on %s, log %s", settings.dashboard_url, dashboard.log_file)
 
 
 def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
@@ -220,6 +259,8 @@ def where_to_look(settings: Settings) -> str:
             f"  Kafka       {settings.kafka_bootstrap}  (topics {settings.ratings_topic}, "
             f"{settings.metrics_topic}, {settings.dlq_topic})",
             f"  PostgreSQL  {settings.redacted_database_url()}  (table window_metrics)",
+            f"  API         {settings.api_url}  (OpenAPI at {settings.api_url}/docs)",
+            f"  dashboard   {settings.dashboard_url}",
             f"  logs        {settings.log_dir}",
             "  cinestream status      services and URLs",
             "  cinestream doctor      offsets, lag, windows; what to fix",

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     # Empty means "the local stack's database", whose password `make up` generates.
     database_url: str = ""
+    # The API's read-only connection; empty means the local stack's reader role (or database_url).
+    api_database_url: str = ""
     pg_port: int = 5432
 
     checkpoint_dir: str = ""
@@ -123,6 +125,17 @@ class Settings(BaseSettings):
         return f"postgresql://cinestream:{quote(password)}@127.0.0.1:{self.pg_port}/cinestream"
 
     @property
+    def resolved_api_database_url(self) -> str:
+        if self.api_database_url:
+            return self.api_database_url
+        if self.database_url:
+            return self.database_url
+        password = local_db_password(self.state_dir, role="cinestream_reader")
+        return (
+            f"postgresql://cinestream_reader:{quote(password)}@127.0.0.1:{self.pg_port}/cinestream"
+        )
+
+    @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
 
@@ -150,9 +163,10 @@ class Settings(BaseSettings):
         return parts._replace(netloc=netloc).geturl()
 
 
-def local_db_password(state_dir: Path) -> str:
-    """Password of the local stack's ``cinestream`` role, generated once per state dir."""
-    path = state_dir / "secrets" / "postgres_password"
+def local_db_password(state_dir: Path, role: str = "cinestream") -> str:
+    """Password of a local stack role, generated once per state dir."""
+    name = "postgres_password" if role == "cinestream" else f"postgres_{role}_password"
+    path = state_dir / "secrets" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.parent.chmod(0o700)

@@ -101,6 +101,17 @@ CREATE TABLE IF NOT EXISTS backfill_runs (
 );
 """
 
+# The local stack creates a read-only role for the API; elsewhere it may not exist.
+_GRANT_READER_SQL = """
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cinestream_reader') THEN
+        GRANT SELECT ON ALL TABLES IN SCHEMA public TO cinestream_reader;
+    END IF;
+END
+$$;
+"""
+
 # Tables that `reset` empties (everything the pipeline derived from the topics).
 DERIVED_TABLES = (
     "window_metrics",
@@ -144,6 +155,7 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_STORE_LOCK + 1,))
         conn.execute(SCHEMA_SQL)
+        conn.execute(_GRANT_READER_SQL)
 
 
 def retry_on_disconnect(

@@ -6,6 +6,16 @@ from pydantic import ValidationError
 from cinestream.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def _no_cinestream_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defaults are what these tests check: nothing from the caller's environment."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CINESTREAM_"):
+            monkeypatch.delenv(key)
+
+
 def test_defaults_target_the_local_stack(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
     s = Settings()

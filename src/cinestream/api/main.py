@@ -1,0 +1,70 @@
+"""The cinestream metrics API (FastAPI): `cinestream api` or `uvicorn cinestream.api.main:app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
+
+from cinestream.api.deps import KafkaView
+from cinestream.api.routes import health, metrics
+from cinestream.settings import Settings
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(x) for x in error.get("loc", ()) if x not in ("query", "body"))
+        parts.append(f"{where}: {error.get('msg')}")
+    return "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = ConnectionPool(
+            settings.resolved_api_database_url,
+            min_size=1,
+            max_size=8,
+            open=False,
+            kwargs={"connect_timeout": 2, "options": "-c default_transaction_read_only=on"},
+        )
+        pool.open(wait=False)
+        app.state.settings = settings
+        app.state.pool = pool
+        app.state.kafka = KafkaView(settings)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="cinestream metrics API",
+        version="0.1.0",
+        description="Event-time window metrics of movie ratings, computed exactly by the "
+        "cinestream pipeline and stored in PostgreSQL.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": f"invalid parameters: {_validation_message(exc)}",
+                "errors": exc.errors(),
+            },
+        )
+
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    return app
+
+
+app = create_app()

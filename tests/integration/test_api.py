@@ -1,0 +1,135 @@
+"""The metrics API against the real PostgreSQL, with windows written by the pipeline's own code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from cinestream.api.main import create_app
+from cinestream.settings import Settings
+from tests.integration.conftest import Pipeline
+from tests.integration.windows_fixture import T0, sample_events, write_windows
+from tests.reference import recompute
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(pipeline: Pipeline) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings())) as c:
+        yield c
+
+
+def test_empty_store_is_200_with_a_hint(client: TestClient) -> None:
+    summary = client.get("/metrics/summary")
+    assert summary.status_code == 200
+    body = summary.json()
+    assert body["windows"] == 0 and body["latest_window"] is None
+    assert "cinestream process" in body["hint"]
+    assert client.get("/metrics/windows").json() == []
+    top = client.get("/metrics/top-movies").json()
+    assert top["movies"] == [] and "hint" in top
+
+
+def test_windows_summary_and_top_movies_are_exact(pipeline: Pipeline, client: TestClient) -> None:
+    events = sample_events()
+    write_windows(pipeline.settings, events)
+    expected = recompute(events)
+
+    windows = client.get("/metrics/windows", params={"window_type": "tumbling_1min"}).json()
+    assert [w["window_start"] for w in windows] == sorted(expected)
+    for w in windows:
+        assert set(w) == {
+            "window_start",
+            "window_end",
+            "window_type",
+            "count",
+            "avg_rating",
+            "p50_rating",
+            "p95_rating",
+            "top_movies",
+            "processing_time",
+        }
+        for field, value in expected[w["window_start"]].items():
+            assert w[field] == (pytest.approx(value) if field == "avg_rating" else value)
+
+    ranged = client.get(
+        "/metrics/windows", params={"start": "2025-11-10T18:06:00Z", "end": "2025-11-10T18:07:00Z"}
+    ).json()
+    assert [w["window_start"] for w in ranged] == ["2025-11-10T18:06:00.000Z"]
+    newest = client.get("/metrics/windows", params={"limit": 1}).json()
+    assert [w["window_start"] for w in newest] == ["2025-11-10T18:07:00.000Z"]
+
+    summary = client.get("/metrics/summary").json()
+    assert summary["windows"] == 3
+    assert summary["latest_window"]["window_start"] == "2025-11-10T18:07:00.000Z"
+    hour = recompute([(u, m, r, T0) for u, m, r, _ in events])  # everything as one window
+    (all_of_it,) = hour.values()
+    assert summary["last_hour"]["count"] == len(events)
+    assert summary["last_hour"]["avg_rating"] == pytest.approx(all_of_it["avg_rating"])
+    assert summary["last_hour"]["p50_rating"] == all_of_it["p50_rating"]
+    assert summary["last_hour"]["p95_rating"] == all_of_it["p95_rating"]
+    top_ids = [m["movie_id"] for m in summary["last_hour"]["top_movies"]]
+    assert str(top_ids).replace(" ", "") == all_of_it["top_movies"]
+    assert summary["pipeline"]["dlq_count"] == 4
+    assert summary["pipeline"]["newest_window_age_s"] > 0
+
+    top = client.get("/metrics/top-movies", params={"minutes": 1, "limit": 3}).json()
+    last_minute = expected["2025-11-10T18:07:00.000Z"]["top_movies"]
+    assert (
+        str([m["movie_id"] for m in top["movies"]]).replace(" ", "")
+        == "[" + ",".join(last_minute.strip("[]").split(",")[:3]) + "]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "message"),
+    [
+        ("/metrics/windows", {"limit": 0}, "limit"),
+        ("/metrics/windows", {"limit": "many"}, "limit"),
+        ("/metrics/windows", {"start": "yesterday"}, "start: not an ISO-8601 time"),
+        ("/metrics/windows", {"window_type": "weekly"}, "window_type"),
+        ("/metrics/windows", {"window_type": "tumbling_5min"}, "is not computed"),
+        (
+            "/metrics/windows",
+            {"start": "2025-11-10T18:07:00Z", "end": "2025-11-10T18:06:00Z"},
+            "end must be after start",
+        ),
+        ("/metrics/top-movies", {"minutes": 0}, "minutes"),
+        ("/metrics/top-movies", {"limit": 1000}, "limit"),
+    ],
+)
+def test_bad_parameters_are_422_with_a_message(
+    client: TestClient, path: str, params: dict[str, Any], message: str
+) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith("invalid parameters") and message in detail
+
+
+def test_health_names_what_is_down(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    with TestClient(create_app(Settings())) as up:
+        ok = up.get("/metrics/health")
+        assert ok.status_code == 200 and ok.json()["down"] == []
+
+    monkeypatch.setenv(
+        "CINESTREAM_API_DATABASE_URL", "postgresql://cinestream_reader:x@127.0.0.1:1/cinestream"
+    )
+    with TestClient(create_app(Settings())) as down:
+        health = down.get("/metrics/health")
+        assert health.status_code == 503 and health.json()["down"] == ["postgres"]
+        summary = down.get("/metrics/summary")
+        assert summary.status_code == 503
+        assert "PostgreSQL is unavailable" in summary.json()["detail"]
+
+
+def test_the_api_role_cannot_write(pipeline: Pipeline) -> None:
+    with psycopg.connect(pipeline.settings.resolved_api_database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM window_metrics").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM window_metrics")

@@ -1,0 +1,42 @@
+"""Windows written through the pipeline's own commit code, for the API and dashboard tests."""
+
+from __future__ import annotations
+
+from cinestream import store
+from cinestream.settings import Settings
+
+T0 = 1_762_797_900_000  # 2025-11-10T18:05:00Z
+W = 60_000
+
+
+def sample_events() -> list[tuple[int, int, float, int]]:
+    """Three minutes of ratings with ties in movie counts."""
+    events = []
+    for minute in range(3):
+        for i in range(40 + minute * 7):
+            movie = (i * 7 + minute) % 13 + 1
+            rating = ((i * 3 + minute) % 10 + 1) / 2
+            events.append((i + 1, movie, rating, T0 + minute * W + i * 1000))
+    return events
+
+
+def write_windows(settings: Settings, events: list[tuple[int, int, float, int]]) -> None:
+    cells: dict[tuple[int, int, int], int] = {}
+    for _u, movie, rating, ts in events:
+        key = (ts - ts % W, movie, int(rating * 2))
+        cells[key] = cells.get(key, 0) + 1
+    csv = "".join(f"tumbling_1min,{ws},{ws + W},{m},{h},{n}\n" for (ws, m, h), n in cells.items())
+    with store.connect(settings.resolved_database_url) as conn:
+        store.commit_batch(
+            conn,
+            checkpoint=settings.checkpoint_dir,
+            topic=settings.ratings_topic,
+            topic_id=None,
+            batch_id=0,
+            cells_csv=csv.encode(),
+            invalid=4,
+            batch_max_event_ms=T0,
+            allowed_lateness_ms=120_000,
+            end_offsets={"0": 0, "1": 0, "2": 0},
+            primary_window_type="tumbling_1min",
+        )
