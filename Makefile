@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@bash infra/install-system-deps.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,airflow]'
 	$(PY) -c "from cinestream.local_stack import jars; jars('kafka'); jars('spark')"
 	@touch $(STAMP)
 
@@ -30,7 +30,7 @@ doctor: $(STAMP)
 	$(BIN)/cinestream doctor
 
 test: $(STAMP)
-	$(BIN)/pytest tests/unit tests/integration
+	$(BIN)/pytest tests/unit tests/dags/test_dag_integrity.py tests/integration tests/dags
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -39,8 +39,8 @@ test-integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests spark_jobs bench
-	$(BIN)/ruff format --check src tests spark_jobs bench
+	$(BIN)/ruff check src tests spark_jobs bench dags plugins expectations
+	$(BIN)/ruff format --check src tests spark_jobs bench dags plugins expectations
 	$(BIN)/mypy
 
 bench: $(STAMP)

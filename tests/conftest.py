@@ -9,6 +9,12 @@ from typing import Any
 
 import pytest
 
+# Airflow is imported by some unit tests; keep its home out of the user's ~/airflow.
+os.environ.setdefault(
+    "AIRFLOW_HOME",
+    str(os.path.join(os.path.dirname(__file__), "..", ".state-test", "airflow-unit")),
+)
+
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:

@@ -317,6 +317,22 @@ def backfill(start: datetime, end: datetime, lookback: str) -> None:
 
 
 @cli.command()
+@click.option("--start", default=None, callback=_instant, help="ISO-8601, inclusive.")
+@click.option("--end", default=None, callback=_instant, help="ISO-8601, exclusive.")
+def validate(start: datetime | None, end: datetime | None) -> None:
+    """Run the Great Expectations suites; print failures; exit 1 if any expectation fails."""
+    from cinestream.quality import validate as run
+
+    if start and end and end <= start:
+        raise click.BadParameter("--end must be after --start", param_hint="--end")
+    report = run(_settings(), start, end)
+    for line in report.lines():
+        click.echo(line)
+    if not report.success:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 def doctor(as_json: bool) -> None:
     """Check topics, checkpoint, lag and metrics; each line OK / WARN / FAIL with its fix."""

@@ -97,6 +97,48 @@ def encode(
         )
 
 
+def rating_batches(
+    model: LatentFactorModel,
+    *,
+    count: int | None = None,
+    duration_s: float | None = None,
+    rate: float | None = None,
+    start_ms: int | None = None,
+    span_ms: int | None = None,
+    chunk: int = 5_000,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Chunks of (users, movies, ratings, event times) until ``count`` or ``duration_s``.
+
+    Paced to ``rate`` per second when given. Event times are live (now) unless ``start_ms`` and
+    ``span_ms`` spread them evenly over a historical span (which needs ``count``).
+    """
+    if count is None and duration_s is None:
+        raise ValueError("give a count or a duration")
+    if start_ms is not None and (count is None or span_ms is None):
+        raise ValueError("a historical start needs a count and a span")
+    began = time.monotonic()
+    sent = 0
+    while count is None or sent < count:
+        now = time.monotonic()
+        if duration_s is not None and now - began >= duration_s:
+            return
+        n = chunk if count is None else min(chunk, count - sent)
+        if rate:
+            # Pace whole chunks so that sent / elapsed never exceeds the rate.
+            n = max(1, min(n, int(rate)))
+            ahead = sent / rate - (now - began)
+            if ahead > 0:
+                time.sleep(min(ahead, 0.5))
+                continue
+        users, movies, ratings = model.sample(n)
+        if start_ms is not None and span_ms is not None and count is not None:
+            times = event_times(start_ms, span_ms, sent, n, count)
+        else:
+            times = np.full(n, int(time.time() * 1000), dtype=np.int64)
+        yield users, movies, ratings, times
+        sent += n
+
+
 @dataclass
 class DeliveryReport:
     produced: int = 0
@@ -162,11 +204,16 @@ def generate(
     from confluent_kafka import KafkaError, Producer
     from tqdm import tqdm
 
-    if count is None and duration_s is None:
-        raise ValueError("give a count or a duration")
-    if start_ms is not None and (count is None or span_ms is None):
-        raise ValueError("a historical start needs a count and a span")
     model = LatentFactorModel(params)
+    batches = rating_batches(
+        model,
+        count=count,
+        duration_s=duration_s,
+        rate=rate,
+        start_ms=start_ms,
+        span_ms=span_ms,
+        chunk=chunk,
+    )
     report = DeliveryReport()
 
     def on_delivery(err: KafkaError | None, _msg: object) -> None:
@@ -181,26 +228,8 @@ def generate(
         total=count, unit="ratings", disable=not progress, mininterval=0.5, desc=f"-> {topic}"
     )
     began = time.monotonic()
-    deadline = began + duration_s if duration_s is not None else None
-    sent = 0
     try:
-        while count is None or sent < count:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
-            n = chunk if count is None else min(chunk, count - sent)
-            if rate:
-                # Pace whole chunks so that sent / elapsed never exceeds the rate.
-                n = max(1, min(n, int(rate)))
-                ahead = sent / rate - (now - began)
-                if ahead > 0:
-                    time.sleep(min(ahead, 0.5))
-                    continue
-            users, movies, ratings = model.sample(n)
-            if start_ms is not None and span_ms is not None and count is not None:
-                times = event_times(start_ms, span_ms, sent, n, count)
-            else:
-                times = np.full(n, int(time.time() * 1000), dtype=np.int64)
+        for users, movies, ratings, times in batches:
             if report.first_event_ms is None:
                 report.first_event_ms = int(times[0])
             report.last_event_ms = int(times[-1])
@@ -212,9 +241,8 @@ def generate(
                     except BufferError:
                         producer.poll(0.05)
             producer.poll(0)
-            sent += n
-            report.produced = sent
-            bar.update(n)
+            report.produced += len(users)
+            bar.update(len(users))
         remaining = producer.flush(120)
         if remaining:
             report.failed += remaining

@@ -77,9 +77,16 @@ def broker_ready(settings: Settings, timeout: float = 2.0) -> bool:
         return False
 
 
-def create_topics(settings: Settings) -> list[str]:
-    """Create the missing topics; returns the names created. Existing ones are left alone."""
-    existing = list_topics(settings)
+def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[str]:
+    """Create the missing topics; returns the names created. Existing ones are left alone.
+
+    ``admin`` lets Airflow pass the client of its Kafka connection (KafkaAdminClientHook).
+    """
+    admin = admin or admin_client(settings)
+    try:
+        existing = admin.list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise _unavailable(settings, exc.args[0]) from exc
     wanted = [
         NewTopic(s.name, s.partitions, settings.replication_factor, config=s.config)
         for s in topic_specs(settings)
@@ -87,7 +94,6 @@ def create_topics(settings: Settings) -> list[str]:
     ]
     if not wanted:
         return []
-    admin = admin_client(settings)  # keep a reference until the futures resolve
     futures = admin.create_topics(wanted, operation_timeout=30)
     created = []
     for name, future in futures.items():
@@ -102,13 +108,15 @@ def create_topics(settings: Settings) -> list[str]:
     return created
 
 
-def delete_topics(settings: Settings, timeout_s: float = 60) -> list[str]:
+def delete_topics(
+    settings: Settings, timeout_s: float = 60, admin: AdminClient | None = None
+) -> list[str]:
     """Delete the three topics and wait until the broker no longer lists them."""
     names = [s.name for s in topic_specs(settings)]
     present = [n for n in names if n in list_topics(settings)]
     if not present:
         return []
-    admin = admin_client(settings)
+    admin = admin or admin_client(settings)
     for name, future in admin.delete_topics(present, operation_timeout=30).items():
         try:
             future.result()

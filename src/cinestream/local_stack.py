@@ -476,6 +476,17 @@ class LocalPostgres:
             )
             conn.execute("GRANT CONNECT ON DATABASE cinestream TO cinestream_reader")
             conn.execute("GRANT USAGE ON SCHEMA public TO cinestream_reader")
+            # Airflow's metadata lives in its own database, owned by its own role.
+            airflow_password = local_db_password(self.settings.state_dir, role="airflow")
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'airflow'").fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(
+                sql.SQL(verb + " ROLE airflow LOGIN PASSWORD {}").format(
+                    sql.Literal(airflow_password)
+                )
+            )
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'airflow'").fetchone():
+                conn.execute("CREATE DATABASE airflow OWNER airflow")
 
     def stop(self, mode: str = "fast") -> bool:
         if not self.running():

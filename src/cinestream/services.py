@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -34,7 +35,14 @@ def start_infra(settings: Settings) -> None:
         store.ensure_schema(conn)
 
 
-def up(settings: Settings, *, backlog: int, backlog_span_s: float | None, live_rate: float) -> None:
+def up(
+    settings: Settings,
+    *,
+    backlog: int,
+    backlog_span_s: float | None,
+    live_rate: float,
+    with_airflow: bool = True,
+) -> None:
     import subprocess
 
     from cinestream.sparkrun import spark_env
@@ -75,6 +83,9 @@ def up(settings: Settings, *, backlog: int, backlog_span_s: float | None, live_r
             raise CinestreamError(
                 "the backlog run failed (see above); `cinestream doctor` explains the state"
             )
+    if with_airflow:
+        start_airflow(settings)
+        trigger_pipeline(settings)
     if live_rate <= 0:
         return
     generator = ManagedProcess("generator", settings)
@@ -140,6 +151,75 @@ def start_serving(settings: Settings) -> None:
         log.info("dashboard on %s, log %s", settings.dashboard_url, dashboard.log_file)
 
 
+AIRFLOW_COMPONENTS = (
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+)
+
+
+def airflow_cli(settings: Settings, *args: str, check: bool = True) -> Any:
+    import subprocess
+    from pathlib import Path
+
+    from cinestream.airflow_env import airflow_env
+
+    airflow = str(Path(sys.executable).parent / "airflow")
+    return subprocess.run(
+        [airflow, *args],
+        env={**os.environ, **airflow_env(settings)},
+        check=check,
+        capture_output=True,
+        text=True,
+    )
+
+
+def start_airflow(settings: Settings) -> None:
+    """Airflow 3 on the local PostgreSQL: migrate, then the four components, LocalExecutor."""
+    from pathlib import Path
+
+    from cinestream.airflow_env import airflow_env
+
+    if all(ManagedProcess(name, settings).pid() for name in AIRFLOW_COMPONENTS):
+        return
+    log.info("migrating Airflow's metadata database")
+    result = airflow_cli(settings, "db", "migrate", check=False)
+    if result.returncode:
+        raise CinestreamError(f"airflow db migrate failed: {result.stderr.strip()[-500:]}")
+    airflow = str(Path(sys.executable).parent / "airflow")
+    env = airflow_env(settings)
+    for name in AIRFLOW_COMPONENTS:
+        proc = ManagedProcess(name, settings)
+        if proc.pid() is None:
+            proc.start([airflow, name.removeprefix("airflow-")], env=env)
+            log.info("started %s, log %s", name, proc.log_file)
+    deadline = time.monotonic() + 180
+    while not port_open("127.0.0.1", settings.airflow_port):
+        if time.monotonic() > deadline:
+            raise CinestreamError(
+                f"the Airflow api-server did not open port "
+                f"{settings.airflow_port}; see {settings.log_dir}"
+            )
+        time.sleep(1)
+
+
+def trigger_pipeline(settings: Settings) -> None:
+    """Trigger cinestream_pipeline once (when the DAG processor has parsed it)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        listed = airflow_cli(settings, "dags", "list", "-o", "plain", check=False)
+        if "cinestream_pipeline" in listed.stdout:
+            break
+        time.sleep(5)
+    airflow_cli(settings, "dags", "unpause", "cinestream_pipeline", check=False)
+    result = airflow_cli(settings, "dags", "trigger", "cinestream_pipeline", check=False)
+    if result.returncode == 0:
+        log.info("triggered cinestream_pipeline once")
+    else:
+        log.warning("could not trigger cinestream_pipeline: %s", result.stderr.strip()[-300:])
+
+
 def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
     """Ask the processor on the checkpoint to stop between batches and wait for it."""
     from cinestream.processor import request_stop, stop_file
@@ -169,7 +249,7 @@ def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
 
 
 def down(settings: Settings) -> Iterator[tuple[str, bool]]:
-    for name in ("dashboard", "api", "generator"):
+    for name in (*AIRFLOW_COMPONENTS, "dashboard", "api", "generator"):
         yield name, ManagedProcess(name, settings).stop()
     yield (
         "processor",
@@ -251,6 +331,12 @@ def status(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _admin_password(settings: Settings) -> str:
+    from cinestream.airflow_env import admin_password
+
+    return admin_password(settings) or "in .state/airflow/simple_auth_manager_passwords.json"
+
+
 def where_to_look(settings: Settings) -> str:
     return "\n".join(
         [
@@ -261,6 +347,8 @@ def where_to_look(settings: Settings) -> str:
             f"  PostgreSQL  {settings.redacted_database_url()}  (table window_metrics)",
             f"  API         {settings.api_url}  (OpenAPI at {settings.api_url}/docs)",
             f"  dashboard   {settings.dashboard_url}",
+            f"  Airflow     {settings.airflow_url}  (user admin, password "
+            f"{_admin_password(settings)})",
             f"  logs        {settings.log_dir}",
             "  cinestream status      services and URLs",
             "  cinestream doctor      offsets, lag, windows; what to fix",

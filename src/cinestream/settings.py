@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # The API's read-only connection; empty means the local stack's reader role (or database_url).
     api_database_url: str = ""
     pg_port: int = 5432
+    # Airflow's metadata database; empty means a separate database in the local server.
+    airflow_database_url: str = ""
 
     checkpoint_dir: str = ""
 
@@ -68,6 +70,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     dashboard_port: int = 8501
+    dashboard_host: str = "127.0.0.1"
     airflow_port: int = 8080
 
     # Share of ratings that may go to the DLQ before the quality checks fail.

@@ -12,14 +12,37 @@ from cinestream.local_stack import REPO_ROOT, jars
 from cinestream.settings import Settings
 
 SPARK_JOBS_DIR = REPO_ROOT / "spark_jobs"
+LOG4J2 = REPO_ROOT / "infra" / "spark" / "log4j2.properties"
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The Spark configuration every cinestream job runs with (CLI and Airflow alike)."""
+    python = sys.executable
+    return {
+        "spark.pyspark.python": python,
+        "spark.pyspark.driver.python": python,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.log.structuredLogging.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2}",
+    }
+
+
+def connector_jars() -> str:
+    return ",".join(str(j) for j in jars("spark"))
+
+
+def job_path(script: str) -> Path:
+    return SPARK_JOBS_DIR / script
 
 
 def spark_submit_command(settings: Settings, script: str, args: list[str]) -> list[str]:
     """``spark-submit`` of pyspark (from this venv) with the Kafka connector jars."""
     spark_submit = Path(sys.executable).parent / "spark-submit"
-    connector = ",".join(str(j) for j in jars("spark"))
-    python = sys.executable
-    return [
+    cmd = [
         str(spark_submit),
         "--master",
         settings.spark_master,
@@ -28,28 +51,11 @@ def spark_submit_command(settings: Settings, script: str, args: list[str]) -> li
         "--driver-memory",
         settings.spark_driver_memory,
         "--jars",
-        connector,
-        "--conf",
-        f"spark.pyspark.python={python}",
-        "--conf",
-        f"spark.pyspark.driver.python={python}",
-        "--conf",
-        "spark.sql.session.timeZone=UTC",
-        "--conf",
-        "spark.log.structuredLogging.enabled=false",
-        "--conf",
-        "spark.ui.showConsoleProgress=false",
-        "--conf",
-        "spark.ui.enabled=false",
-        "--conf",
-        f"spark.sql.shuffle.partitions={settings.shuffle_partitions}",
-        "--conf",
-        "spark.sql.adaptive.enabled=true",
-        "--driver-java-options",
-        f"-Dlog4j2.configurationFile={REPO_ROOT / 'infra' / 'spark' / 'log4j2.properties'}",
-        str(SPARK_JOBS_DIR / script),
-        *args,
+        connector_jars(),
     ]
+    for key, value in spark_conf(settings).items():
+        cmd += ["--conf", f"{key}={value}"]
+    return [*cmd, str(job_path(script)), *args]
 
 
 def spark_env() -> dict[str, str]:

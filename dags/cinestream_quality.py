@@ -1,0 +1,37 @@
+"""
+### cinestream_quality
+
+Runs the Great Expectations suites (`expectations/`: window_metrics, metrics_topic, continuity,
+ratings) over the windows just written, whenever `cinestream_stream` or `cinestream_backfill`
+updates the `window_metrics` asset. A failed expectation fails the task, with each failure and
+its observed value in the log. The Data Docs are one click away: *Browse -> Data quality
+(cinestream)*.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, task
+
+from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS, WINDOW_METRICS
+
+
+@dag(
+    dag_id="cinestream_quality",
+    schedule=[WINDOW_METRICS],
+    start_date=START_DATE,
+    catchup=False,
+    tags=[*TAGS, "data-quality"],
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+)
+def cinestream_quality() -> None:
+    @task
+    def validate() -> dict:
+        from cinestream import orchestration
+
+        return orchestration.run_quality()
+
+    validate()
+
+
+cinestream_quality()

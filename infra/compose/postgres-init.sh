@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Separate databases and roles for the metrics (cinestream, plus a read-only role for the API)
+# and for Airflow's metadata. Runs once, when the postgres volume is created.
+set -euo pipefail
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<SQL
+CREATE ROLE cinestream LOGIN PASSWORD '${CINESTREAM_DB_PASSWORD}';
+CREATE DATABASE cinestream OWNER cinestream;
+CREATE ROLE cinestream_reader LOGIN PASSWORD '${CINESTREAM_READER_PASSWORD}';
+GRANT CONNECT ON DATABASE cinestream TO cinestream_reader;
+CREATE ROLE airflow LOGIN PASSWORD '${AIRFLOW_DB_PASSWORD}';
+CREATE DATABASE airflow OWNER airflow;
+SQL
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname cinestream <<SQL
+GRANT USAGE ON SCHEMA public TO cinestream_reader;
+ALTER DEFAULT PRIVILEGES FOR ROLE cinestream IN SCHEMA public GRANT SELECT ON TABLES TO cinestream_reader;
+SQL

@@ -1,0 +1,67 @@
+"""What Airflow needs beyond the providers for cinestream's Spark jobs.
+
+``CinestreamSparkSubmitOperator`` is the provider's SparkSubmitOperator with two behaviours the
+stream processor needs: stopping the task asks the query to stop between micro-batches (instead
+of the provider's SIGKILL, which would leave half a batch), and a run that finds another
+processor holding the checkpoint is skipped with that reason instead of failing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+try:
+    from airflow.sdk.exceptions import AirflowSkipException
+except ImportError:  # pragma: no cover - older task SDKs
+    from airflow.exceptions import AirflowSkipException
+
+# `cinestream process` exits with this code when another processor holds the checkpoint.
+EXIT_PROCESSOR_BUSY = 75
+
+
+class CinestreamSparkSubmitOperator(SparkSubmitOperator):
+    """SparkSubmitOperator with a graceful stop and 'checkpoint busy' as a skip.
+
+    :param graceful_stop_timeout: seconds to wait for the query to stop between batches after a
+        stop request before falling back to killing spark-submit.
+    """
+
+    def __init__(self, *, graceful_stop_timeout: float = 120, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.graceful_stop_timeout = graceful_stop_timeout
+
+    def execute(self, context: Any) -> None:
+        try:
+            super().execute(context)
+        except Exception as exc:
+            if f"Error code is: {EXIT_PROCESSOR_BUSY}" in str(exc):
+                raise AirflowSkipException(
+                    "another stream processor holds the checkpoint (for example the live one "
+                    "`make up` runs); this run has nothing to do"
+                ) from exc
+            raise
+
+    def on_kill(self) -> None:
+        from cinestream.processor import request_stop
+        from cinestream.settings import Settings
+
+        hook = getattr(self, "_hook", None)
+        process = getattr(hook, "_submit_sp", None) if hook else None
+        if process is not None and process.poll() is None:
+            path = request_stop(Settings())
+            self.log.info("asked the processor to stop between batches (%s)", path)
+            deadline = time.monotonic() + self.graceful_stop_timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if process.poll() is not None:
+                self.log.info(
+                    "spark-submit exited with %s after the graceful stop", process.returncode
+                )
+                return
+            self.log.warning(
+                "no graceful stop within %.0fs; killing spark-submit", self.graceful_stop_timeout
+            )
+        super().on_kill()

@@ -1,0 +1,217 @@
+"""Task bodies of the Airflow DAGs: each DAG task is one call into this module.
+
+Airflow reaches Kafka through its connection (``kafka_default``); everything else comes from
+the one :class:`~cinestream.settings.Settings` object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from cinestream import kafka_admin, store
+from cinestream.errors import CheckpointMismatch, CinestreamError
+from cinestream.settings import Settings
+
+log = logging.getLogger("cinestream.orchestration")
+
+WINDOW_METRICS_ASSET = "cinestream://metrics/window_metrics"
+_delivered = {"ok": 0, "failed": 0}
+
+
+def _admin(kafka_conn_id: str) -> Any:
+    from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+
+    return KafkaAdminClientHook(kafka_config_id=kafka_conn_id).get_conn
+
+
+def check_broker(kafka_conn_id: str = "kafka_default") -> dict[str, Any]:
+    """Fail unless the broker of the connection answers; return what it lists."""
+    from confluent_kafka import KafkaException
+
+    try:
+        metadata = _admin(kafka_conn_id).list_topics(timeout=10)
+    except KafkaException as exc:
+        raise CinestreamError(f"Kafka connection {kafka_conn_id!r} does not answer: {exc}") from exc
+    info = {"brokers": len(metadata.brokers), "topics": sorted(metadata.topics)}
+    log.info("broker reachable through %s: %s", kafka_conn_id, info)
+    return info
+
+
+def create_topics(kafka_conn_id: str = "kafka_default") -> list[str]:
+    settings = Settings()
+    created = kafka_admin.create_topics(settings, admin=_admin(kafka_conn_id))
+    for spec in kafka_admin.topic_specs(settings):
+        log.info(
+            "topic %s: %d partitions, config %s (%s)",
+            spec.name,
+            spec.partitions,
+            spec.config or "{}",
+            "created" if spec.name in created else "exists",
+        )
+    return created
+
+
+def clear_checkpoint(clear: bool) -> str:
+    """Delete the processor checkpoint and the windows derived from it (only when asked)."""
+    settings = Settings()
+    if not clear:
+        return "kept"
+    from cinestream.services import reset
+
+    for step in reset(settings, keep_topics=True):
+        log.info("%s", step)
+    return "cleared"
+
+
+def preflight() -> str:
+    """Fail with doctor's explanation when the processor would skip or double-count data."""
+    from cinestream.checkpoint import LocalFS
+    from cinestream.processor import plan_start
+
+    settings = Settings()
+    with store.connect(settings.resolved_database_url) as conn:
+        store.ensure_schema(conn)
+        row = conn.execute(
+            "SELECT topic_id FROM processor_state WHERE checkpoint = %s", (settings.checkpoint_dir,)
+        ).fetchone()
+        (committed,) = store.one(
+            conn,
+            "SELECT count(*) FROM processor_batches WHERE checkpoint = %s",
+            (settings.checkpoint_dir,),
+        )
+    try:
+        plan = plan_start(settings, LocalFS(), row[0] if row else None, committed)
+    except CheckpointMismatch as exc:
+        raise CinestreamError(f"preflight failed (cinestream doctor says): {exc}") from exc
+    total = sum(p.messages for p in kafka_admin.partition_offsets(settings, settings.ratings_topic))
+    if plan.resumed_batch is None and settings.starting_offsets == "latest" and total:
+        raise CinestreamError(
+            f"preflight failed: no checkpoint and starting offsets 'latest' would skip the {total} "
+            "ratings already in the topic (the seed's empty windows); unset "
+            "CINESTREAM_STARTING_OFFSETS"
+        )
+    message = (
+        f"processor will start at {plan.start_offsets} "
+        f"({'resume' if plan.resumed_batch is not None else 'first run'}), "
+        f"{plan.backlog} records to process"
+    )
+    log.info("preflight OK: %s", message)
+    return message
+
+
+def rating_messages(
+    count: int | None = None,
+    duration_s: float | None = None,
+    rate: float | None = None,
+    users: int = 5_000,
+    movies: int = 10_000,
+    seed: int = 42,
+    start: str | None = None,
+    span_s: float | None = None,
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) ratings for ProduceToTopicOperator, from the latent-factor model."""
+    from cinestream.generator import LatentFactorModel, ModelParams, encode, rating_batches
+    from cinestream.timeparse import parse_instant
+
+    model = LatentFactorModel(ModelParams(users=int(users), movies=int(movies), seed=int(seed)))
+    began = time.monotonic()
+    sent = 0
+    _delivered.update(ok=0, failed=0)
+    try:
+        batches = rating_batches(
+            model,
+            count=int(count) if count else None,
+            duration_s=float(duration_s) if duration_s else None,
+            rate=float(rate) if rate else None,
+            start_ms=int(parse_instant(start).timestamp() * 1000) if start else None,
+            span_ms=int(float(span_s) * 1000) if span_s else None,
+        )
+        for users_, movies_, ratings, times in batches:
+            for key, value, _ts in encode(users_, movies_, ratings, times):
+                yield key, value
+            sent += len(users_)
+            if sent % 50_000 < len(users_):
+                log.info("produced %d ratings (%d delivered so far)", sent, _delivered["ok"])
+    except ValueError as exc:
+        raise CinestreamError(str(exc)) from exc
+    log.info("produced %d ratings in %.1fs", sent, time.monotonic() - began)
+
+
+def on_delivery(err: Any, _msg: Any) -> None:
+    """Delivery callback: count, and log only failures (no INFO line per message)."""
+    if err is None:
+        _delivered["ok"] += 1
+    else:
+        _delivered["failed"] += 1
+        if _delivered["failed"] <= 10:
+            log.error("delivery failed: %s", err)
+
+
+def reset_all(confirm: str) -> list[str]:
+    """The seed's full restart, guarded: ``confirm`` must be ``RESET``."""
+    if confirm != "RESET":
+        raise CinestreamError("refusing to reset: set the Param confirm to RESET")
+    from cinestream.services import reset
+
+    steps = list(reset(Settings(), keep_topics=False))
+    for step in steps:
+        log.info("%s", step)
+    return steps
+
+
+def spark_job_kwargs(script: str, args: list[str]) -> dict[str, Any]:
+    """SparkSubmitOperator arguments for a job in spark_jobs/ (same conf as the CLI)."""
+    import sys
+
+    from cinestream.sparkrun import connector_jars, job_path, spark_conf
+
+    settings = Settings()
+    return {
+        "application": str(job_path(script)),
+        "application_args": args,
+        "conf": spark_conf(settings),
+        "jars": connector_jars(),
+        "driver_memory": settings.spark_driver_memory,
+        "name": script.removesuffix(".py"),
+        "env_vars": {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable},
+    }
+
+
+def summary_for_asset() -> dict[str, Any]:
+    """What the stream and backfill tasks attach to the window_metrics asset event."""
+    settings = Settings()
+    with store.connect(settings.resolved_database_url) as conn:
+        windows, newest = store.one(
+            conn,
+            "SELECT count(*), max(window_start) FROM window_metrics WHERE window_type = %s",
+            (settings.window_types[0],),
+        )
+    return {
+        "windows": int(windows),
+        "newest_window_start": newest.astimezone(UTC).isoformat() if newest else None,
+        "at": datetime.now(tz=UTC).isoformat(),
+    }
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def run_quality(start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    """Run the GX suites; a failed expectation fails the task with every failure logged."""
+    from cinestream.quality import validate
+    from cinestream.timeparse import parse_instant
+
+    report = validate(
+        Settings(), parse_instant(start) if start else None, parse_instant(end) if end else None
+    )
+    if not report.success:
+        raise CinestreamError(
+            "data quality failed: " + "; ".join(f.line() for f in report.failures[:10])
+        )
+    return {"suites": report.suites, "docs": str(report.docs_index)}

@@ -1,0 +1,227 @@
+"""Running the Great Expectations suites (``expectations/``) over what cinestream wrote.
+
+GX cannot validate a streaming DataFrame, so the suites run on the ``window_metrics`` rows of a
+window range, the records of the ``metrics`` topic and a sample of ``ratings``, each through a GX
+checkpoint whose action builds the Data Docs under ``<state dir>/gx``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cinestream import kafka_admin, store
+from cinestream.settings import Settings
+
+log = logging.getLogger("cinestream.quality")
+
+RATINGS_SAMPLE = 5_000
+
+
+@dataclass
+class Failure:
+    suite: str
+    expectation: str
+    column: str | None
+    observed: Any
+
+    def line(self) -> str:
+        where = f"({self.column})" if self.column else ""
+        return f"FAIL {self.suite}: {self.expectation}{where} observed {self.observed}"
+
+
+@dataclass
+class QualityReport:
+    success: bool
+    suites: dict[str, bool] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    docs_index: Path | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"{'OK  ' if ok else 'FAIL'} suite {name}" for name, ok in self.suites.items()]
+        out += [f.line() for f in self.failures]
+        if self.docs_index:
+            out.append(f"Data Docs: {self.docs_index}")
+        return out
+
+
+def gx_root(settings: Settings) -> Path:
+    return settings.state_dir / "gx"
+
+
+def docs_dir(settings: Settings) -> Path:
+    return gx_root(settings) / "gx" / "uncommitted" / "data_docs" / "local_site"
+
+
+def _observed(result: dict[str, Any]) -> Any:
+    res = result.get("result") or {}
+    if "observed_value" in res:
+        return res["observed_value"]
+    if "unexpected_count" in res:
+        sample = res.get("partial_unexpected_list") or []
+        return f"{res['unexpected_count']} unexpected of {res.get('element_count')}: {sample[:5]}"
+    return res or result.get("exception_info")
+
+
+def run_suites(
+    settings: Settings, frames: dict[str, tuple[Any, pd.DataFrame]], build_docs: bool = True
+) -> QualityReport:
+    """Validate each ``suite name -> (suite, DataFrame)`` through a GX checkpoint."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    context: Any
+    if build_docs:
+        root = gx_root(settings)
+        root.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=str(root))
+    else:
+        context = gx.get_context(mode="ephemeral")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_or_update_pandas("cinestream")
+    report = QualityReport(success=True)
+    for name, (suite, frame) in frames.items():
+        try:
+            asset = source.get_asset(name)
+        except LookupError:
+            asset = source.add_dataframe_asset(name=name)
+        try:
+            batch = asset.get_batch_definition("all")
+        except (KeyError, LookupError, ValueError):
+            batch = asset.add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add_or_update(suite)
+        definition = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+        actions: list[Any] = [UpdateDataDocsAction(name="data_docs")] if build_docs else []
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=f"cinestream_{name}",
+                validation_definitions=[definition],
+                actions=actions,
+                result_format={"result_format": "SUMMARY"},
+            )
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        ok = bool(result.success)
+        report.suites[name] = ok
+        report.success &= ok
+        for validation in result.run_results.values():
+            for er in validation.results:
+                if er.success:
+                    continue
+                data: dict[str, Any] = dict(er.to_json_dict())  # type: ignore[arg-type]
+                config: dict[str, Any] = data.get("expectation_config") or {}
+                kwargs: dict[str, Any] = config.get("kwargs") or {}
+                report.failures.append(
+                    Failure(
+                        suite=name,
+                        expectation=config.get("type", "?"),
+                        column=kwargs.get("column")
+                        or (
+                            f"{kwargs.get('column_A')} vs {kwargs.get('column_B')}"
+                            if "column_A" in kwargs
+                            else None
+                        ),
+                        observed=_observed(data),
+                    )
+                )
+    if build_docs:
+        index = docs_dir(settings) / "index.html"
+        report.docs_index = index if index.exists() else None
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Loading what the pipeline wrote
+# --------------------------------------------------------------------------------------------
+def load_frames(
+    settings: Settings, start: datetime | None, end: datetime | None
+) -> dict[str, tuple[Any, pd.DataFrame]]:
+    from expectations import continuity, metrics_topic, ratings, window_metrics
+
+    lengths = {w.name: w.size_ms for w in settings.windows}
+    with store.connect(settings.resolved_database_url) as conn:
+        store.ensure_schema(conn)
+        cur = conn.execute(
+            "SELECT * FROM window_metrics WHERE window_start >= coalesce(%s::timestamptz, '-infinity') "
+            "AND window_start < coalesce(%s::timestamptz, 'infinity') ORDER BY window_type, window_start",
+            (start, end),
+        )
+        columns = [d.name for d in cur.description or []]
+        rows = pd.DataFrame(cur.fetchall(), columns=columns)
+        primary = settings.window_types[0]
+        window_starts = [
+            int(t.timestamp() * 1000)
+            for t in rows.loc[rows["window_type"] == primary, "window_start"]
+        ]
+    for column in ("window_start", "window_end", "processing_time"):
+        if column in rows:
+            rows[column] = pd.to_datetime(rows[column], utc=True)
+    for column in ("avg_rating", "p50_rating", "p95_rating"):
+        if column in rows:
+            rows[column] = rows[column].astype(float)
+
+    start_ms = int(start.timestamp() * 1000) if start else None
+    end_ms = int(end.timestamp() * 1000) if end else None
+    metric_messages = [
+        (m.key(), m.value()) for m in kafka_admin.read_all(settings, settings.metrics_topic)
+    ]
+    values, minutes = _ratings_sample(settings, start_ms, end_ms)
+    total = sum(p.messages for p in kafka_admin.partition_offsets(settings, settings.ratings_topic))
+    dlq = sum(p.messages for p in kafka_admin.partition_offsets(settings, settings.dlq_topic))
+    return {
+        window_metrics.NAME: (window_metrics.suite(), window_metrics.prepare(rows, lengths)),
+        metrics_topic.NAME: (metrics_topic.suite(), metrics_topic.prepare(metric_messages)),
+        continuity.NAME: (continuity.suite(), continuity.prepare(minutes, window_starts)),
+        ratings.NAME: (ratings.suite(settings.max_dlq_share), ratings.prepare(values, dlq, total)),
+    }
+
+
+def _ratings_sample(
+    settings: Settings, start_ms: int | None, end_ms: int | None
+) -> tuple[list[bytes | None], set[int]]:
+    """The newest records of ``ratings`` (a sample) and every minute that has ratings.
+
+    Minutes are taken from the whole range (all records are read: the local topics are small;
+    on a large topic, pass a window range).
+    """
+    import json
+
+    values: list[bytes | None] = []
+    minutes: set[int] = set()
+    messages = kafka_admin.read_all(settings, settings.ratings_topic, timeout_s=120)
+    for msg in messages[-RATINGS_SAMPLE:]:
+        values.append(msg.value())
+    # Minutes still inside the allowed lateness may legitimately have no window yet.
+    import time
+
+    closed_before = int(time.time() * 1000) - settings.allowed_lateness_s * 1000 - 60_000
+    for msg in messages:
+        try:
+            ts = int(json.loads(msg.value() or b"")["timestamp"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if (
+            (start_ms is None or ts >= start_ms)
+            and (end_ms is None or ts < end_ms)
+            and ts < closed_before
+        ):
+            minutes.add(ts - ts % 60_000)
+    return values, minutes
+
+
+def validate(
+    settings: Settings, start: datetime | None = None, end: datetime | None = None
+) -> QualityReport:
+    report = run_suites(settings, load_frames(settings, start, end))
+    for line in report.lines():
+        (log.info if line.startswith(("OK", "Data")) else log.error)("%s", line)
+    return report

@@ -1,0 +1,40 @@
+"""Fixtures for the DAG tests: Airflow's environment on the test stack's PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import pipeline, stack  # noqa: F401 - shared fixtures
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def airflow_run(
+    *args: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    from cinestream.airflow_env import airflow_env
+    from cinestream.settings import Settings
+
+    full_env = {**os.environ, **airflow_env(Settings()), **(env or {})}
+    return subprocess.run(
+        [AIRFLOW, *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_db(stack: dict[str, str]) -> Iterator[None]:  # noqa: F811
+    result = airflow_run("db", "migrate", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    yield

@@ -1,0 +1,141 @@
+"""docker-compose.yml checked statically: the Compose schema, and against the code."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from cinestream.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+RAW = (REPO / "docker-compose.yml").read_text()
+VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:\?[^}]*)?\}")
+
+
+def compose() -> dict[str, Any]:
+    # Interpolate like `docker compose config` would with a filled .env.
+    return yaml.safe_load(VARIABLE.sub(lambda m: f"x{m.group(1).lower()}", RAW))
+
+
+def test_validates_against_the_compose_specification() -> None:
+    schema_file = resources.files("check_jsonschema") / "builtin_schemas/vendor/compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    jsonschema.validate(compose(), schema)
+
+
+def test_no_default_passwords_and_env_example_lists_every_variable() -> None:
+    names = {m.group(1) for m in VARIABLE.finditer(RAW)}
+    assert names, "the file takes its secrets from the environment"
+    for match in VARIABLE.finditer(RAW):
+        assert match.group(2), f"${{{match.group(1)}}} needs :? so a missing value stops compose"
+    example = (REPO / ".env.example").read_text()
+    for name in names:
+        assert re.search(rf"^{name}=", example, re.M), f"{name} missing from .env.example"
+    assert "admin:admin@" not in RAW and "password: admin" not in RAW.lower()
+
+
+def test_every_image_is_pinned_and_spark_matches_pyspark() -> None:
+    import pyspark
+
+    for name, service in compose()["services"].items():
+        image = service["image"]
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+    images = {s["image"] for s in compose()["services"].values()}
+    assert f"apache/spark:{pyspark.__version__}" in images
+    pom = (REPO / "infra/kafka/pom.xml").read_text()
+    kafka_version = re.search(r"<kafka.version>([^<]+)<", pom).group(1)  # type: ignore[union-attr]
+    assert f"apache/kafka:{kafka_version}" in images
+
+
+def test_ports_match_the_spec() -> None:
+    services = compose()["services"]
+    assert "8000:8000" in services["api"]["ports"]
+    assert "8501:8501" in services["dashboard"]["ports"]
+    assert "8080:8080" in services["airflow-api-server"]["ports"]
+    defaults = Settings()
+    assert (defaults.api_port, defaults.dashboard_port, defaults.airflow_port) == (8000, 8501, 8080)
+
+
+def test_every_path_and_command_exists_in_the_repo() -> None:
+    data = compose()
+    for name, service in data["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), (name, source)
+        build = service.get("build")
+        if build:
+            assert (REPO / build["context"] / build["dockerfile"]).exists()
+        command = service.get("command") or []
+        if command and command[0] == "cinestream":
+            from click.testing import CliRunner
+
+            from cinestream.cli import cli
+
+            result = CliRunner().invoke(cli, [command[1], "--help"])
+            assert result.exit_code == 0, (name, command)
+        if command and command[0] == "airflow":
+            assert command[1] in {"db", "api-server", "scheduler", "dag-processor", "triggerer"}
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'cinestream = "cinestream.cli:main"' in pyproject
+
+
+def _airflow_option_exists(name: str) -> bool:
+    from airflow.configuration import conf
+
+    _, section, key = name.split("__", 2)
+    options = conf.configuration_description.get(section.lower(), {}).get("options", {})
+    return key.lower() in options
+
+
+def test_every_environment_variable_is_read_by_someone() -> None:
+    fields = {f"CINESTREAM_{f.upper()}" for f in Settings.model_fields}
+    init_script = (REPO / "infra/compose/postgres-init.sh").read_text()
+    image_prefixes = {
+        "kafka": "KAFKA_",
+        "postgres": "POSTGRES_",
+        "spark-master": "SPARK_",
+        "spark-worker": "SPARK_",
+    }
+    for name, service in compose()["services"].items():
+        for var in service.get("environment", {}):
+            if var.startswith("CINESTREAM_") and name != "postgres":
+                assert var in fields, (name, var)
+            elif var.startswith("AIRFLOW_CONN_"):
+                continue
+            elif var.startswith("AIRFLOW__"):
+                assert _airflow_option_exists(var), (name, var)
+            elif name == "postgres" and not var.startswith("POSTGRES_"):
+                assert f"${{{var}}}" in init_script, (name, var)
+            else:
+                assert var.startswith(image_prefixes.get(name, "\0")), (name, var)
+
+
+@pytest.mark.parametrize(
+    "service", ["api", "dashboard", "airflow-api-server", "airflow-scheduler", "spark-worker"]
+)
+def test_dependencies_wait_for_health(service: str) -> None:
+    depends = compose()["services"][service]["depends_on"]
+    assert all("condition" in spec for spec in depends.values())
+    for dep in depends:
+        if compose()["services"][dep].get("healthcheck"):
+            assert depends[dep]["condition"] == "service_healthy"
+
+
+def test_the_local_airflow_environment_uses_real_options(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
+    from cinestream.airflow_env import airflow_env
+
+    env = airflow_env(Settings())
+    for var in env:
+        if var.startswith("AIRFLOW__"):
+            assert _airflow_option_exists(var), var
+    assert json.loads(env["AIRFLOW_CONN_KAFKA_DEFAULT"])["extra"]["bootstrap.servers"]
+    assert "admin:admin" == env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]  # user:role
