@@ -151,8 +151,10 @@ def load_frames(
     with store.connect(settings.resolved_database_url) as conn:
         store.ensure_schema(conn)
         cur = conn.execute(
-            "SELECT * FROM window_metrics WHERE window_start >= coalesce(%s::timestamptz, '-infinity') "
-            "AND window_start < coalesce(%s::timestamptz, 'infinity') ORDER BY window_type, window_start",
+            "SELECT * FROM window_metrics "
+            "WHERE window_start >= coalesce(%s::timestamptz, '-infinity') "
+            "AND window_start < coalesce(%s::timestamptz, 'infinity') "
+            "ORDER BY window_type, window_start",
             (start, end),
         )
         columns = [d.name for d in cur.description or []]
