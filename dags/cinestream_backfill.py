@@ -10,13 +10,15 @@ cinestream_backfill --from-date ... --to-date ...` over past days can be run any
 from __future__ import annotations
 
 from airflow.sdk import dag
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS, backfill_task
 
 
 @dag(
     dag_id="cinestream_backfill",
-    schedule="@hourly",
+    # Hour-long data intervals (a plain "@hourly" is a zero-length CronTriggerTimetable in 3.x).
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=True,
     max_active_runs=1,

@@ -6,6 +6,7 @@ import ast
 import os
 from pathlib import Path
 
+import pendulum
 import pytest
 
 pytestmark = pytest.mark.dags
@@ -78,4 +79,8 @@ def test_stream_and_backfill_update_the_asset_quality_is_scheduled_on(dagbag) ->
         assert [o.uri for o in task.outlets] == ["cinestream://metrics/window_metrics"]
     assert "window_metrics" in str(quality.schedule)
     assert dagbag.dags["cinestream_backfill"].catchup is True
-    assert str(dagbag.dags["cinestream_backfill"].schedule) == "@hourly"
+    backfill = dagbag.dags["cinestream_backfill"]
+    interval = backfill.timetable.infer_manual_data_interval(
+        run_after=pendulum.datetime(2026, 11, 27, 10, tz="UTC")
+    )
+    assert (interval.end - interval.start).total_seconds() == 3600

@@ -75,18 +75,34 @@ def test_quality_dag_fails_on_bad_data_and_passes_on_good(
     assert "expect_column_values_to_be_between(count)" in bad
 
 
+def _interval(output: str) -> tuple[datetime, datetime]:
+    found = re.search(r"data_interval_start=([^,]+), data_interval_end=([^,]+),", output)
+    assert found, output[-3000:]
+    return datetime.fromisoformat(found[1]), datetime.fromisoformat(found[2])
+
+
 def test_backfill_dag_two_hours_exact_and_idempotent(pipeline: Pipeline, airflow_db: None) -> None:
     hour0 = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
     start_ms = int(hour0.timestamp() * 1000)
     pipeline.produce_historical(6_000, start_ms, 2 * 60 * MINUTE)
-    for hour in (hour0, hour0 + timedelta(hours=1)):
+    covered = []
+    for hour in (hour0 + timedelta(hours=1), hour0 + timedelta(hours=2)):
         out = dags_test("cinestream_backfill", logical_date=hour.isoformat())
         assert _state(out) == "success", out[-4000:]
-    expected = recompute(pipeline.raw_events())
-    assert len(expected) == 120
+        begin, end = _interval(out)
+        assert end - begin == timedelta(hours=1)
+        covered.append((begin, end))
+    assert covered[0][1] == covered[1][0]  # two consecutive hours
+    events = [
+        e
+        for e in pipeline.raw_events()
+        if covered[0][0].timestamp() * 1000 <= e[3] < covered[1][1].timestamp() * 1000
+    ]
+    expected = recompute(events)
+    assert len(expected) == 60 * sum(1 for b, _ in covered if b >= hour0)
     assert_windows_equal(pipeline.db_windows(), expected)
     first = pipeline.db("SELECT count(*), sum(count) FROM window_metrics")
-    out = dags_test("cinestream_backfill", logical_date=hour0.isoformat())
+    out = dags_test("cinestream_backfill", logical_date=(hour0 + timedelta(hours=1)).isoformat())
     assert _state(out) == "success"
     assert pipeline.db("SELECT count(*), sum(count) FROM window_metrics") == first
     assert_windows_equal(pipeline.db_windows(), expected)
