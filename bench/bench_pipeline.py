@@ -16,20 +16,19 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from stack import bench_stack
+
 REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / ".state-bench"
+# Set before cinestream is imported: the settings are read from the environment.
 os.environ.update(
     {
-        "CINESTREAM_STATE_DIR": str(STATE),
-        "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:29092",
-        "CINESTREAM_PG_PORT": "25432",
         "CINESTREAM_RATINGS_TOPIC": "bench_ratings",
         "CINESTREAM_METRICS_TOPIC": "bench_metrics",
         "CINESTREAM_DLQ_TOPIC": "bench_dlq",
@@ -45,7 +44,6 @@ from cinestream.generator import (  # noqa: E402
     generate,
     producer_config,
 )
-from cinestream.local_stack import LocalKafka, LocalPostgres  # noqa: E402
 from cinestream.settings import Settings  # noqa: E402
 from cinestream.sparkrun import spark_env, spark_submit_command  # noqa: E402
 
@@ -91,16 +89,8 @@ def main() -> None:
     parser.add_argument("--span-min", type=int, default=60, help="event-time span of the backlog")
     args = parser.parse_args()
 
-    settings = Settings()
-    LocalKafka(settings).stop()
-    LocalPostgres(settings).stop(mode="immediate")
-    shutil.rmtree(STATE, ignore_errors=True)
-    LocalPostgres(settings).start()
-    LocalKafka(settings).start()
-    try:
-        kafka_admin.create_topics(settings)
-        with store.connect(settings.resolved_database_url) as conn:
-            store.ensure_schema(conn)
+    with bench_stack("bench", 29092, 25432):
+        settings = Settings()
         span_ms = args.span_min * 60_000
         start_ms = int(time.time() * 1000) - span_ms - 3_600_000
         print(f"generating {args.count:,} ratings over {args.span_min} min of event time ...")
@@ -133,9 +123,6 @@ def main() -> None:
             )
         assert counted == args.count, counted
         batch_lines = [line for line in out.splitlines() if "cinestream.processor: batch" in line]
-    finally:
-        LocalKafka(settings).stop()
-        LocalPostgres(settings).stop()
 
     drain_rate = args.count / drain_s
     ceiling_rate = ceiling["ceiling_records"] / ceiling["ceiling_seconds"]

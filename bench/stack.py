@@ -1,0 +1,43 @@
+"""A private local stack for a benchmark: its own state dir and ports, wiped at start."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def bench_stack(name: str, kafka_port: int, pg_port: int, **extra_env: str) -> Iterator[Path]:
+    """Start PostgreSQL and Kafka under ``.state-<name>`` and stop them afterwards."""
+    state = REPO / f".state-{name}"
+    os.environ.update(
+        {
+            "CINESTREAM_STATE_DIR": str(state),
+            "CINESTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
+            "CINESTREAM_PG_PORT": str(pg_port),
+            **extra_env,
+        }
+    )
+    from cinestream import kafka_admin, store
+    from cinestream.local_stack import LocalKafka, LocalPostgres
+    from cinestream.settings import Settings
+
+    settings = Settings()
+    LocalKafka(settings).stop()
+    LocalPostgres(settings).stop(mode="immediate")
+    shutil.rmtree(state, ignore_errors=True)
+    LocalPostgres(settings).start()
+    LocalKafka(settings).start()
+    try:
+        kafka_admin.create_topics(settings)
+        with store.connect(settings.resolved_database_url) as conn:
+            store.ensure_schema(conn)
+        yield state
+    finally:
+        LocalKafka(settings).stop()
+        LocalPostgres(settings).stop()
