@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from pathlib import Path
 
 import pendulum
@@ -34,6 +35,11 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         }
     )
+    # Airflow puts the plugins folder on sys.path when its configuration is first read; in this
+    # process that may have happened before (other tests import airflow), so do it here too.
+    plugins = str(DAGS.parent / "plugins")
+    if plugins not in sys.path:
+        sys.path.insert(0, plugins)
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS))

@@ -191,3 +191,24 @@ def test_trigger_with_params_through_the_rest_api(pipeline: Pipeline, airflow_db
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+
+
+def test_stream_dag_skips_when_another_processor_holds_the_checkpoint(
+    pipeline: Pipeline, airflow_db: None
+) -> None:
+    from cinestream.processor import request_stop
+
+    start = int(time.time() * 1000) // MINUTE * MINUTE - 30 * MINUTE
+    pipeline.produce_historical(1_000, start, MINUTE)
+    live = pipeline.start_cli(
+        "process", "--trigger", "continuous", "--interval", "2s", log_name="live"
+    )
+    try:
+        pipeline.wait_for_total(1_000, proc=live)
+        out = dags_test("cinestream_stream", conf={"mode": "available-now"})
+        assert "another stream processor holds the checkpoint" in out, out[-4000:]
+        assert re.search(r"ratings_stream_processor.*(skipped|SKIPPED)", out), out[-4000:]
+    finally:
+        request_stop(pipeline.settings)
+        assert live.wait(120) == 0
+    assert pipeline.total_counted() == 1_000
