@@ -48,31 +48,41 @@ ConnDep = Annotated[Any, Depends(get_connection)]
 
 
 class KafkaView:
-    """Topic end offsets, refreshed at most every ``ttl_s`` so requests never wait on Kafka."""
+    """Topic end offsets, refreshed in the background at most every ``ttl_s``.
+
+    Requests never wait on Kafka: they get the last snapshot while one thread refreshes it.
+    """
 
     def __init__(self, settings: Settings, ttl_s: float = 5.0) -> None:
         self.settings = settings
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
+        self._refreshing = False
         self._at = 0.0
-        self._value: dict[str, Any] = {}
+        self._value: dict[str, Any] = {"up": False, "error": "not checked yet"}
+        self._refresh()  # the first answer is a real one
+
+    def _refresh(self) -> None:
+        try:
+            ratings = kafka_admin.partition_offsets(self.settings, self.settings.ratings_topic)
+            dlq = kafka_admin.partition_offsets(self.settings, self.settings.dlq_topic)
+            value: dict[str, Any] = {
+                "up": True,
+                "ratings_end_offsets": {str(p.partition): p.high for p in ratings},
+                "ratings_messages": sum(p.messages for p in ratings),
+                "dlq_messages": sum(p.messages for p in dlq),
+            }
+        except ServiceUnavailable as exc:
+            value = {"up": False, "error": str(exc)}
+        with self._lock:
+            self._value, self._at, self._refreshing = value, time.monotonic(), False
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            if time.monotonic() - self._at < self.ttl_s:
-                return self._value
-            try:
-                ratings = kafka_admin.partition_offsets(self.settings, self.settings.ratings_topic)
-                dlq = kafka_admin.partition_offsets(self.settings, self.settings.dlq_topic)
-                self._value = {
-                    "up": True,
-                    "ratings_end_offsets": {str(p.partition): p.high for p in ratings},
-                    "ratings_messages": sum(p.messages for p in ratings),
-                    "dlq_messages": sum(p.messages for p in dlq),
-                }
-            except ServiceUnavailable as exc:
-                self._value = {"up": False, "error": str(exc)}
-            self._at = time.monotonic()
+            stale = time.monotonic() - self._at >= self.ttl_s
+            if stale and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, daemon=True).start()
             return self._value
 
 
