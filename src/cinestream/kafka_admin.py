@@ -181,7 +181,9 @@ def partition_offsets(settings: Settings, topic: str) -> list[PartitionOffsets]:
 
 def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]:
     """Every message currently in ``topic`` (for tests, doctor and validation of small topics)."""
-    ends = {p.partition: p.high for p in partition_offsets(settings, topic) if p.high > p.low}
+    # Read each non-empty partition from its low watermark (offset 0 may be compacted away).
+    parts = [p for p in partition_offsets(settings, topic) if p.high > p.low]
+    ends = {p.partition: p.high for p in parts}
     if not ends:
         return []
     consumer = Consumer(
@@ -194,11 +196,7 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]
             },
         )
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-    # Start at the low watermark of each partition (offset 0 may have been compacted away).
-    lows = {p.partition: p.low for p in partition_offsets(settings, topic)}
-    for p in ends:
-        consumer.seek(TopicPartition(topic, p, lows[p]))
+    consumer.assign([TopicPartition(topic, p.partition, p.low) for p in parts])
     messages: list[Any] = []
     remaining = dict(ends)
     deadline = time.monotonic() + timeout_s

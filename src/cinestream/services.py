@@ -295,7 +295,6 @@ def reset(settings: Settings, *, keep_topics: bool) -> Iterator[str]:
 
 def _service_state(settings: Settings) -> dict[str, str]:
     states: dict[str, str] = {}
-    kafka = LocalKafka(settings)
     states["kafka"] = "running" if kafka_admin.broker_ready(settings) else "stopped"
     states["postgres"] = "running" if _postgres_up(settings) else "stopped"
     for name in ("processor", "generator"):
@@ -313,7 +312,6 @@ def _service_state(settings: Settings) -> dict[str, str]:
         ("airflow", settings.airflow_port),
     ):
         states[name] = "running" if port_open("127.0.0.1", port) else "stopped"
-    del kafka
     return states
 
 
