@@ -112,6 +112,29 @@ END
 $$;
 """
 
+# Every change to the tables the API reads is announced on this channel when its transaction
+# commits, so the API can keep answers until the data under them changes (cinestream.api.cache).
+CHANGE_CHANNEL = "cinestream_store_changed"
+API_TABLES = (
+    "window_metrics",
+    "window_rating_counts",
+    "window_movie_counts",
+    "window_state",
+    "processor_state",
+)
+_NOTIFY_SQL = f"""
+CREATE OR REPLACE FUNCTION cinestream_store_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANGE_CHANNEL}', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;
+""" + "".join(
+    f"CREATE OR REPLACE TRIGGER store_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+    f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION cinestream_store_changed();\n"
+    for table in API_TABLES
+)
+
 # Tables that `reset` empties (everything the pipeline derived from the topics).
 DERIVED_TABLES = (
     "window_metrics",
@@ -155,6 +178,7 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_STORE_LOCK + 1,))
         conn.execute(SCHEMA_SQL)
+        conn.execute(_NOTIFY_SQL)
         conn.execute(_GRANT_READER_SQL)
 
 

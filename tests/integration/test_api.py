@@ -10,9 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cinestream.api.main import create_app
+from cinestream.api.models import Summary, TopMovies, WindowRecord
+from cinestream.local_stack import LocalPostgres
 from cinestream.settings import Settings
 from tests.integration.conftest import Pipeline
-from tests.integration.windows_fixture import T0, sample_events, write_windows
+from tests.integration.windows_fixture import T0, eventually, sample_events, write_windows
 from tests.reference import recompute
 
 pytestmark = pytest.mark.integration
@@ -79,11 +81,58 @@ def test_windows_summary_and_top_movies_are_exact(pipeline: Pipeline, client: Te
     assert summary["pipeline"]["newest_window_age_s"] > 0
 
     top = client.get("/metrics/top-movies", params={"minutes": 1, "limit": 3}).json()
+    # /docs describes what is served: the bodies fit the documented models exactly.
+    for w in windows:
+        WindowRecord.model_validate(w)
+    Summary.model_validate(summary)
+    TopMovies.model_validate(top)
     last_minute = expected["2025-11-10T18:07:00.000Z"]["top_movies"]
     assert (
         str([m["movie_id"] for m in top["movies"]]).replace(" ", "")
         == "[" + ",".join(last_minute.strip("[]").split(",")[:3]) + "]"
     )
+
+
+def _windows(client: TestClient) -> int:
+    return int(client.get("/metrics/summary").json()["windows"])
+
+
+def test_answers_are_cached_until_the_store_changes(pipeline: Pipeline, client: TestClient) -> None:
+    cache = client.app.state.reader.cache  # type: ignore[attr-defined]
+    eventually(lambda: cache.generation is not None)  # the listener is connected
+    assert _windows(client) == 0
+    hits = cache.hits
+    assert _windows(client) == 0
+    assert cache.hits == hits + 1, "an unchanged store is answered from the cache"
+
+    write_windows(pipeline.settings, sample_events())  # the stream's own commit
+    eventually(lambda: _windows(client) == 3, timeout=2)
+
+    # An operator's SQL is noticed as well as the pipeline's writes.
+    pipeline.db(
+        "DELETE FROM window_metrics WHERE window_start = '2025-11-10T18:07:00Z' RETURNING 1"
+    )
+    eventually(lambda: _windows(client) == 2, timeout=2)
+    newest = client.get("/metrics/windows", params={"limit": 1}).json()
+    assert [w["window_start"] for w in newest] == ["2025-11-10T18:06:00.000Z"]
+
+
+def test_database_outage_is_503_then_recovers(pipeline: Pipeline, client: TestClient) -> None:
+    write_windows(pipeline.settings, sample_events())
+    eventually(lambda: _windows(client) == 3)
+    postgres = LocalPostgres(pipeline.settings)
+    postgres.stop(mode="immediate")
+    try:
+        # Cached answers are dropped as soon as the listener loses the database.
+        down = eventually(lambda: (r := client.get("/metrics/summary")).status_code == 503 and r)
+        assert "PostgreSQL is unavailable" in down.json()["detail"]
+        assert client.get("/metrics/windows").status_code == 503
+        assert client.get("/metrics/health").json()["down"] == ["postgres"]
+    finally:
+        postgres.start()
+    eventually(lambda: client.get("/metrics/summary").status_code == 200, timeout=20)
+    assert _windows(client) == 3
+    assert len(client.get("/metrics/windows").json()) == 3
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,13 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.integration.conftest import REPO, Pipeline
-from tests.integration.windows_fixture import sample_events, write_windows
+from tests.integration.windows_fixture import eventually, sample_events, write_windows
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,11 @@ def _wait_http(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+def _stored_summary(api_url: str) -> dict[str, Any] | None:
+    body: dict[str, Any] = httpx.get(f"{api_url}/metrics/summary").json()
+    return body if body["windows"] else None
 
 
 def test_dashboard_shows_the_apis_numbers(pipeline: Pipeline) -> None:
@@ -70,7 +76,7 @@ def test_dashboard_shows_the_apis_numbers(pipeline: Pipeline) -> None:
             page.screenshot(path=str(OUTPUT / "dashboard-empty.png"), full_page=True)
 
             write_windows(pipeline.settings, sample_events())
-            summary = httpx.get(f"{api_url}/metrics/summary").json()
+            summary = eventually(lambda: _stored_summary(api_url))
             page.reload()
             avg = page.locator("[data-testid='kpi-avg-rating']")
             avg.wait_for(state="attached", timeout=60_000)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 from cinestream import store
 from cinestream.settings import Settings
+
+T = TypeVar("T")
 
 T0 = 1_762_797_900_000  # 2025-11-10T18:05:00Z
 W = 60_000
@@ -40,3 +46,15 @@ def write_windows(settings: Settings, events: list[tuple[int, int, float, int]])
             end_offsets={"0": 0, "1": 0, "2": 0},
             primary_window_type="tumbling_1min",
         )
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 5.0) -> T:
+    """``check()``'s first truthy result. The API hears of a commit by a PostgreSQL notification,
+    milliseconds after it, so a read right after a write may still see the previous answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            assert value, f"still {value!r} after {timeout}s"
+            return value
+        time.sleep(0.05)

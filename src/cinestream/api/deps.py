@@ -1,50 +1,63 @@
-"""Shared dependencies of the API: settings, the connection pool, a cached view of Kafka."""
+"""Shared dependencies of the API: settings, the store reader (pool + cache), a view of Kafka."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Hashable
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, HTTPException, Request
 from psycopg_pool import ConnectionPool
 
 from cinestream import kafka_admin
+from cinestream.api.cache import StoreCache
 from cinestream.errors import ServiceUnavailable
 from cinestream.settings import Settings
+
+T = TypeVar("T")
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_pool(request: Request) -> ConnectionPool:
-    return request.app.state.pool  # type: ignore[no-any-return]
+class StoreReader:
+    """Reads the store through the pool, answering from the cache while the store is unchanged."""
+
+    def __init__(self, pool: ConnectionPool, cache: StoreCache) -> None:
+        self.pool = pool
+        self.cache = cache
+
+    def read(self, key: Hashable, query: Callable[[Any], T]) -> T:
+        return self.cache.get(key, lambda: self._run(query))
+
+    def _run(self, query: Callable[[Any], T]) -> T:
+        """Run ``query`` on a pooled read-only connection; a database that is down is a 503."""
+        try:
+            with self.pool.connection(timeout=2) as conn:
+                return query(conn)
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise HTTPException(
+                status_code=503,
+                detail=f"PostgreSQL is unavailable ({type(exc).__name__}); the pipeline's "
+                "metrics cannot be read right now",
+            ) from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise HTTPException(
+                status_code=503,
+                detail="the metrics tables do not exist yet: run `cinestream up` or "
+                "`cinestream process`",
+            ) from exc
 
 
-def get_connection(pool: Annotated[ConnectionPool, Depends(get_pool)]) -> Iterator[Any]:
-    """A pooled read-only connection; a database that is down is a 503 naming it."""
-    try:
-        with pool.connection(timeout=2) as conn:
-            yield conn
-    except (psycopg.OperationalError, TimeoutError) as exc:
-        raise HTTPException(
-            status_code=503,
-            detail=f"PostgreSQL is unavailable ({type(exc).__name__}); the pipeline's metrics "
-            "cannot be read right now",
-        ) from exc
-    except psycopg.errors.UndefinedTable as exc:
-        raise HTTPException(
-            status_code=503,
-            detail="the metrics tables do not exist yet: run `cinestream up` or "
-            "`cinestream process`",
-        ) from exc
+def get_reader(request: Request) -> StoreReader:
+    return request.app.state.reader  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ConnDep = Annotated[Any, Depends(get_connection)]
+ReaderDep = Annotated[StoreReader, Depends(get_reader)]
 
 
 class KafkaView:

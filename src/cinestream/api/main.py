@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 
-from cinestream.api.deps import KafkaView
+from cinestream.api.cache import StoreCache
+from cinestream.api.deps import KafkaView, StoreReader
 from cinestream.api.routes import health, metrics
 from cinestream.settings import Settings
 
@@ -33,15 +34,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_size=1,
             max_size=8,
             open=False,
+            check=ConnectionPool.check_connection,  # after a database restart: no stale 503s
             kwargs={"connect_timeout": 2, "options": "-c default_transaction_read_only=on"},
         )
         pool.open(wait=False)
+        cache = StoreCache(settings.resolved_api_database_url)
+        cache.start()
         app.state.settings = settings
         app.state.pool = pool
+        app.state.reader = StoreReader(pool, cache)
         app.state.kafka = KafkaView(settings)
         try:
             yield
         finally:
+            cache.close()
             pool.close()
 
     app = FastAPI(

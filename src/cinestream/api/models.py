@@ -1,0 +1,70 @@
+"""The API's response shapes, for the OpenAPI document at ``/docs``.
+
+Routes return ready JSON bytes (built once per store change, see :mod:`cinestream.api.cache`), so
+FastAPI uses these models for documentation only; ``tests/integration/test_api.py`` validates real
+responses against them so the document cannot drift from what is served.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class WindowRecord(_Strict):
+    """One window's metrics, exactly the SPEC's record format."""
+
+    window_start: str = Field(examples=["2025-11-10T18:05:00.000Z"])
+    window_end: str = Field(examples=["2025-11-10T18:06:00.000Z"])
+    window_type: str = Field(examples=["tumbling_1min"])
+    count: int
+    avg_rating: float
+    p50_rating: float
+    p95_rating: float
+    top_movies: str = Field(description="JSON array of up to 10 movie ids", examples=["[3,1,2]"])
+    processing_time: str
+
+
+class TopMovie(_Strict):
+    movie_id: int
+    ratings: int
+
+
+class TopMovies(_Strict):
+    minutes: int
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+    movies: list[TopMovie]
+    hint: str | None = Field(default=None, description="present when the store is empty")
+
+
+class LastHour(_Strict):
+    from_: str = Field(alias="from")
+    to: str
+    count: int
+    ratings_per_minute: float
+    avg_rating: float | None = None
+    p50_rating: float | None = None
+    p95_rating: float | None = None
+    top_movies: list[TopMovie] | None = None
+
+
+class PipelineState(_Strict):
+    valid_ratings: int
+    dlq_count: int
+    late_ratings: int
+    newest_window_age_s: float | None
+    consumer_lag: int | None = Field(description="ratings in the topic not yet processed")
+    kafka: str = Field(examples=["up"])
+
+
+class Summary(_Strict):
+    window_type: str
+    windows: int = Field(description="windows stored for window_type")
+    latest_window: WindowRecord | None
+    last_hour: LastHour | None = Field(description="event-time hour up to the newest window's end")
+    pipeline: PipelineState
+    hint: str | None = Field(default=None, description="present when the store is empty")
