@@ -5,7 +5,8 @@ PY    := $(VENV)/bin/python
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test test-unit test-integration lint bench install clean status doctor
+.PHONY: up down test test-unit test-integration lint bench bench-pipeline bench-api bench-airflow \
+	install clean status doctor
 
 $(STAMP): pyproject.toml
 	@bash infra/install-system-deps.sh
@@ -43,8 +44,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests spark_jobs bench dags plugins expectations
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: bench-pipeline bench-api bench-airflow
+
+bench-pipeline: $(STAMP)
 	$(PY) bench/bench_pipeline.py
+
+bench-api: $(STAMP)
+	$(PY) bench/bench_api.py
+
+bench-airflow: $(STAMP)
+	$(PY) bench/bench_airflow_pipeline.py
 
 clean: down
 	rm -rf .state .state-test $(VENV)
