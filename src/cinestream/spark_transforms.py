@@ -25,6 +25,34 @@ def _field_error(parsed: Column, raw_text: Column, name: str, kind: str) -> Colu
     )
 
 
+_WS = r"[ \t\n\r]*"
+
+
+def _single_json_object(raw: Column) -> Column:
+    """True when ``raw``, known to start with a JSON object, has nothing after it but whitespace.
+
+    Spark's JSON functions read the first value and ignore the rest (``{...} {...}`` parses as the
+    first object), while the SPEC calls anything but one object invalid. The usual flat record (no
+    braces inside) is settled by one regex; a record with braces inside is checked by the nesting
+    of its braces and brackets once its string literals are blanked out: the first object must
+    close at its last non-blank character.
+    """
+    flat = raw.rlike(rf"\A{_WS}\{{[^{{}}]*\}}{_WS}\z")
+    ends_with_brace = raw.rlike(rf"\}}{_WS}\z")
+    no_strings = F.regexp_replace(raw, r'"(?:[^"\\]++|\\.)*+"', '""')
+    skeleton = F.regexp_replace(no_strings, r"[^{}\[\]]", "")
+    closed_before_the_end = F.aggregate(
+        F.split(skeleton, ""),
+        F.struct(F.lit(0).alias("depth"), F.lit(False).alias("closed"), F.lit(0).alias("i")),
+        lambda acc, c: F.struct(
+            (acc["depth"] + F.when(c.isin("{", "["), 1).otherwise(-1)).alias("depth"),
+            (acc["closed"] | ((acc["depth"] == 0) & (acc["i"] > 0))).alias("closed"),
+            (acc["i"] + 1).alias("i"),
+        ),
+    )["closed"]
+    return F.when(flat, F.lit(True)).otherwise(ends_with_brace & ~closed_before_the_end)
+
+
 def parse_ratings(kafka_df: DataFrame) -> DataFrame:
     """Parse Kafka records into rating columns plus ``error`` (NULL when the record is valid).
 
@@ -57,8 +85,7 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
         & (ts < MAX_TIMESTAMP_MS)
     )
     raw = F.col("_text")
-    # Spark's JSON reader ignores anything after the first value; the SPEC calls that invalid.
-    single_object = F.endswith(F.rtrim(raw, F.lit(" \n\r\t")), F.lit("}"))
+    single_object = _single_json_object(raw)
     valid = valid & single_object
     # Branches are tried in order; the first (valid) one is the only one most records reach.
     error = (

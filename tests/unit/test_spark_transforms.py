@@ -55,6 +55,10 @@ INVALID = [
     (rating(ts=4_102_444_800_000), "timestamp must be epoch milliseconds"),
     (rating(ts="2025-11-10T18:05:00Z"), "timestamp must be an integer (epoch milliseconds)"),
     (rating() + b" trailing", "value has characters after the JSON object"),
+    (rating() + b"\n}", "value has characters after the JSON object"),
+    (rating() + b' {"user_id": 1}', "value has characters after the JSON object"),
+    (rating(meta={"a": [1, {"b": 2}]}) + b"}", "value has characters after the JSON object"),
+    (rating(note="}{") + b' "}"', "value has characters after the JSON object"),
 ]
 
 
@@ -65,11 +69,13 @@ def test_valid_records_parse_with_extra_fields_ignored(spark: Any) -> None:
         rating(ts=946_684_800_000),
         rating(ts=4_102_444_799_999),
         rating(value=0.5) + b"\n",
+        rating(value=3) + b" \r\n\t ",
+        rating(meta={"tags": ["a", {"b": "}"}]}, note='say "{hi}"') + b"\n",
     ]
     parsed = parse_ratings(kafka_df(spark, values))
     rows = parsed.select("user_id", "movie_id", "half_stars", "event_ms", "error").collect()
-    assert [r.error for r in rows] == [None] * 5
-    assert [r.half_stars for r in rows] == [9, 2, 9, 9, 1]
+    assert [r.error for r in rows] == [None] * 7
+    assert [r.half_stars for r in rows] == [9, 2, 9, 9, 1, 6, 9]
     assert rows[2].event_ms == 946_684_800_000
 
 
