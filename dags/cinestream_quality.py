@@ -3,9 +3,10 @@
 
 Runs the Great Expectations suites (`expectations/`: window_metrics, metrics_topic, continuity,
 ratings) over the windows just written, whenever `cinestream_stream` or `cinestream_backfill`
-updates the `window_metrics` asset. A failed expectation fails the task, with each failure and
-its observed value in the log. The Data Docs are one click away: *Browse -> Data quality
-(cinestream)*.
+updates the `window_metrics` asset: the asset events name the event-time range of the windows
+each run changed, and the suites validate that range (every window when triggered by hand).
+A failed expectation fails the task, with each failure and its observed value in the log. The
+Data Docs are one click away: *Browse -> Data quality (cinestream)*.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS, WINDOW_METR
 )
 def cinestream_quality() -> None:
     @task
-    def validate() -> dict:
+    def validate(triggering_asset_events=None) -> dict:  # type: ignore[no-untyped-def]
         from cinestream import orchestration
 
-        return orchestration.run_quality()
+        return orchestration.run_quality_for_events(triggering_asset_events)
 
     validate()
 

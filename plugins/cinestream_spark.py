@@ -2,8 +2,9 @@
 
 ``CinestreamSparkSubmitOperator`` is the provider's SparkSubmitOperator with two behaviours the
 stream processor needs: stopping the task asks the query to stop between micro-batches (instead
-of the provider's SIGKILL, which would leave half a batch), and a run that finds another
-processor holding the checkpoint is skipped with that reason instead of failing.
+of the provider's SIGKILL, which would leave half a batch), a run that finds another processor
+holding the checkpoint is skipped with that reason instead of failing, and the asset events of a
+run name the windows it changed (count and event-time range) for the quality DAG.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
         self.graceful_stop_timeout = graceful_stop_timeout
 
     def execute(self, context: Any) -> None:
+        from cinestream import orchestration
+
+        since = orchestration.store_clock()
         try:
             super().execute(context)
         except Exception as exc:
@@ -43,6 +47,10 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
                     "`make up` runs); this run has nothing to do"
                 ) from exc
             raise
+        # The asset event says which windows changed, so the quality DAG validates just those.
+        extra = orchestration.windows_changed_since(since)
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = extra
 
     def on_kill(self) -> None:
         from cinestream.processor import request_stop

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from cinestream import kafka_admin, store
-from cinestream.errors import CheckpointMismatch, CinestreamError
+from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
+from cinestream.schemas import format_time
 from cinestream.settings import Settings
 
 log = logging.getLogger("cinestream.orchestration")
@@ -182,20 +185,70 @@ def spark_job_kwargs(script: str, args: list[str]) -> dict[str, Any]:
     }
 
 
-def summary_for_asset() -> dict[str, Any]:
-    """What the stream and backfill tasks attach to the window_metrics asset event."""
-    settings = Settings()
-    with store.connect(settings.resolved_database_url) as conn:
-        windows, newest = store.one(
-            conn,
-            "SELECT count(*), max(window_start) FROM window_metrics WHERE window_type = %s",
-            (settings.window_types[0],),
-        )
-    return {
-        "windows": int(windows),
-        "newest_window_start": newest.astimezone(UTC).isoformat() if newest else None,
-        "at": datetime.now(tz=UTC).isoformat(),
-    }
+def store_clock() -> datetime | None:
+    """The database's clock before a job runs, to tell afterwards which windows it changed.
+
+    ``None`` (logged) when the database cannot be asked: the job still runs, its asset event then
+    names no range and the quality DAG validates every window.
+    """
+    try:
+        with store.connect(Settings().resolved_database_url) as conn:
+            (now,) = store.one(conn, "SELECT now()")
+    except (ServiceUnavailable, psycopg.Error) as exc:
+        log.warning("cannot read the database clock (%s); the asset event will name no range", exc)
+        return None
+    return now  # type: ignore[no-any-return]
+
+
+def windows_changed_since(since: datetime | None) -> dict[str, Any]:
+    """What stream and backfill runs attach to their ``window_metrics`` asset event: how many
+    windows they changed and the event-time range those windows span."""
+    if since is None:
+        return {}
+    try:
+        with store.connect(Settings().resolved_database_url) as conn:
+            n, first, last = store.one(
+                conn,
+                "SELECT count(*), min(window_start_ms), max(window_end_ms) FROM window_state "
+                "WHERE updated_at >= %s",
+                (since,),
+            )
+    except (ServiceUnavailable, psycopg.Error) as exc:
+        log.warning("cannot tell which windows changed (%s); the asset event names no range", exc)
+        return {}
+    extra: dict[str, Any] = {"windows_changed": int(n), "since": since.isoformat()}
+    if n:
+        extra |= {"from": format_time(int(first)), "to": format_time(int(last))}
+    log.info("windows changed since %s: %s", since.isoformat(), extra)
+    return extra
+
+
+def quality_range(extras: Iterable[Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    """The window range a quality run validates: the triggering events' ranges together.
+
+    Every window when any event does not name a range (a manual run, no database clock) or when
+    no event changed a window (validating nothing would pass vacuously).
+    """
+    ranges = []
+    for extra in extras:
+        if "windows_changed" not in extra:
+            return None, None
+        if extra["windows_changed"]:
+            ranges.append((extra["from"], extra["to"]))
+    if not ranges:
+        return None, None
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def run_quality_for_events(triggering_asset_events: Mapping[Any, Sequence[Any]] | None) -> Any:
+    """The quality DAG's task: validate the windows the triggering stream/backfill runs changed."""
+    extras = [e.extra or {} for events in (triggering_asset_events or {}).values() for e in events]
+    start, end = quality_range(extras) if extras else (None, None)
+    log.info(
+        "validating windows %s",
+        f"from {start} to {end} ({len(extras)} asset events)" if start else "(all of them)",
+    )
+    return run_quality(start, end)
 
 
 def to_json(value: Any) -> str:

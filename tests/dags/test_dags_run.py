@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cinestream.schemas import format_time
 from tests.dags.conftest import airflow_run
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
@@ -81,6 +82,22 @@ def _interval(output: str) -> tuple[datetime, datetime]:
     return datetime.fromisoformat(found[1]), datetime.fromisoformat(found[2])
 
 
+def _last_asset_event_extra(dag_id: str) -> dict:
+    import psycopg
+
+    from cinestream.airflow_env import metadata_db_url
+    from cinestream.settings import Settings
+
+    url = metadata_db_url(Settings()).replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT extra FROM asset_event WHERE source_dag_id = %s ORDER BY id DESC LIMIT 1",
+            (dag_id,),
+        ).fetchone()
+    assert row is not None, f"{dag_id} recorded no asset event"
+    return row[0]  # type: ignore[no-any-return]
+
+
 def test_backfill_dag_two_hours_exact_and_idempotent(pipeline: Pipeline, airflow_db: None) -> None:
     hour0 = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
     start_ms = int(hour0.timestamp() * 1000)
@@ -92,6 +109,10 @@ def test_backfill_dag_two_hours_exact_and_idempotent(pipeline: Pipeline, airflow
         begin, end = _interval(out)
         assert end - begin == timedelta(hours=1)
         covered.append((begin, end))
+        # The asset event names the windows the run replaced, for the quality DAG.
+        extra = _last_asset_event_extra("cinestream_backfill")
+        assert extra["windows_changed"] >= 60
+        assert (extra["from"], extra["to"]) == (format_time(begin), format_time(end))
     assert covered[0][1] == covered[1][0]  # two consecutive hours
     events = [
         e

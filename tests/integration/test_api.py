@@ -35,6 +35,11 @@ def test_empty_store_is_200_with_a_hint(client: TestClient) -> None:
     assert client.get("/metrics/windows").json() == []
     top = client.get("/metrics/top-movies").json()
     assert top["movies"] == [] and "hint" in top
+    Summary.model_validate(body)
+    TopMovies.model_validate(top)
+    paths = client.get("/openapi.json").json()["paths"]
+    schema = paths["/metrics/summary"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert schema["schema"]["$ref"].endswith("/Summary")
 
 
 def test_windows_summary_and_top_movies_are_exact(pipeline: Pipeline, client: TestClient) -> None:
