@@ -95,6 +95,14 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _check_state_dir(cls, value: object) -> object:
+        # An empty CINESTREAM_STATE_DIR would otherwise mean the current directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: unset CINESTREAM_STATE_DIR to use .state, or name a path")
+        return value
+
     @field_validator("starting_offsets")
     @classmethod
     def _check_starting_offsets(cls, value: str) -> str:

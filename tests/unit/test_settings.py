@@ -44,3 +44,9 @@ def test_external_database_url_wins(monkeypatch) -> None:  # type: ignore[no-unt
     monkeypatch.setenv("CINESTREAM_DATABASE_URL", "postgresql://u:p@db:5432/x")
     assert Settings().resolved_database_url == "postgresql://u:p@db:5432/x"
     assert not Settings().uses_local_database
+
+
+def test_an_empty_state_dir_is_refused_not_taken_as_the_current_directory(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CINESTREAM_STATE_DIR", "")
+    with pytest.raises(ValueError, match="unset CINESTREAM_STATE_DIR"):
+        Settings()
