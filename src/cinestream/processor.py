@@ -482,7 +482,9 @@ class StreamProcessor:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = store.connect(self.url)
+            # Autocommit: a read between batches must not leave a transaction open, or the next
+            # batch's transaction would become a savepoint inside it and never commit.
+            self._conn = store.connect(self.url, autocommit=True)
         return self._conn
 
     def _drop_connection(self) -> None:

@@ -289,6 +289,16 @@ class BatchResult:
     metrics: list[WindowMetric] = field(default_factory=list)
 
 
+def _require_no_open_transaction(conn: psycopg.Connection[Any], what: str) -> None:
+    """Writers commit their own transaction. Called inside an open one, ``conn.transaction()``
+    would only make a savepoint and the batch would not be committed when the writer returns."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError(
+            f"{what} needs a connection with no open transaction (found "
+            f"{conn.info.transaction_status.name}); use autocommit or commit first"
+        )
+
+
 def _copy_cells(conn: psycopg.Connection[Any], cells_csv: bytes) -> None:
     conn.execute(
         """
@@ -326,6 +336,7 @@ def commit_batch(
     rows. Counts of windows the watermark (or a backfill) has closed are not added: they are
     counted as late. The watermark then advances to ``batch_max_event_ms - allowed_lateness_ms``.
     """
+    _require_no_open_transaction(conn, "commit_batch")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_STORE_LOCK,))
         done = conn.execute(
@@ -458,7 +469,7 @@ def metrics_for_keys(
     keys = sorted(set(keys))
     if not keys:
         return []
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             """
             SELECT m.* FROM window_metrics m
@@ -481,6 +492,7 @@ def replace_windows(
     processing_time: datetime | None = None,
 ) -> list[WindowMetric]:
     """Replace the aggregates of every window present in ``cells_csv`` and close them."""
+    _require_no_open_transaction(conn, "replace_windows")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_STORE_LOCK,))
         _copy_cells(conn, cells_csv)

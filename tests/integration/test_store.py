@@ -91,3 +91,21 @@ def test_a_second_lock_holder_is_refused(pipeline: Pipeline) -> None:
         first.release()
     assert second.try_acquire()
     second.release()
+
+
+def test_a_read_between_batches_does_not_swallow_the_next_commit(pipeline: Pipeline) -> None:
+    # A replayed batch re-publishes its windows (metrics_for_keys) between two commits. That read
+    # must not leave a transaction open, or the next commit becomes a savepoint inside it: not
+    # committed, and its temp table still there for the batch after (found by the kill -9 test).
+    url = pipeline.settings.resolved_database_url
+    with store.connect(url) as conn:
+        commit(conn, 0, cells((T0, 1, 8, 1)), T0)
+        assert len(store.metrics_for_keys(conn, [("tumbling_1min", T0)])) == 1
+        commit(conn, 1, cells((T0, 2, 8, 1)), T0)
+        commit(conn, 2, cells((T0, 3, 8, 1)), T0)
+        with store.connect(url) as other:  # committed, not just visible to this session
+            assert other.execute("SELECT count FROM window_metrics").fetchone() == (3,)
+        # A connection left inside a transaction is refused, not nested into a savepoint.
+        conn.execute("SELECT 1")
+        with pytest.raises(RuntimeError, match="no open transaction"):
+            commit(conn, 3, cells((T0, 4, 8, 1)), T0)
