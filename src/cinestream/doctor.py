@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from cinestream import kafka_admin, store
@@ -113,12 +112,7 @@ def run_checks(settings: Settings) -> list[Check]:
             "invalid_total, late_total FROM processor_state WHERE checkpoint = %s",
             (s.checkpoint_dir,),
         ).fetchone()
-        (committed,) = store.one(
-            conn,
-            "SELECT count(*) FROM processor_batches WHERE checkpoint = %s",
-            (s.checkpoint_dir,),
-        )
-        checkpoint = _checkpoint_checks(s, row, committed, parts)
+        checkpoint = _checkpoint_checks(s, store.stored_checkpoint(conn, s.checkpoint_dir), parts)
         checks.append(checkpoint)
         holder = store.CheckpointLock(s.resolved_database_url, s.checkpoint_dir).holder()
         behind = checkpoint.status != "OK"
@@ -186,7 +180,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _checkpoint_checks(
-    s: Settings, row: Any, committed: int, parts: list[kafka_admin.PartitionOffsets]
+    s: Settings, stored: store.StoredCheckpoint, parts: list[kafka_admin.PartitionOffsets]
 ) -> Check:
     from cinestream.processor import plan_start
 
@@ -197,7 +191,7 @@ def _checkpoint_checks(
             f"{s.checkpoint_dir} is not local; only the processor itself verifies it",
         )
     try:
-        plan = plan_start(s, LocalFS(), row[0] if row else None, committed)
+        plan = plan_start(s, LocalFS(), stored)
     except CheckpointMismatch as exc:
         return Check(
             "FAIL",

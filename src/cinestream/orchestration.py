@@ -79,16 +79,9 @@ def preflight() -> str:
     settings = Settings()
     with store.connect(settings.resolved_database_url) as conn:
         store.ensure_schema(conn)
-        row = conn.execute(
-            "SELECT topic_id FROM processor_state WHERE checkpoint = %s", (settings.checkpoint_dir,)
-        ).fetchone()
-        (committed,) = store.one(
-            conn,
-            "SELECT count(*) FROM processor_batches WHERE checkpoint = %s",
-            (settings.checkpoint_dir,),
-        )
+        stored = store.stored_checkpoint(conn, settings.checkpoint_dir)
     try:
-        plan = plan_start(settings, LocalFS(), row[0] if row else None, committed)
+        plan = plan_start(settings, LocalFS(), stored)
     except CheckpointMismatch as exc:
         raise CinestreamError(f"preflight failed (cinestream doctor says): {exc}") from exc
     total = sum(p.messages for p in kafka_admin.partition_offsets(settings, settings.ratings_topic))

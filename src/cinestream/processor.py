@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from cinestream import kafka_admin, store
-from cinestream.checkpoint import CheckpointFS, checkpoint_offsets
+from cinestream.checkpoint import CheckpointFS, checkpoint_offsets, committed_batch
 from cinestream.errors import (
     CheckpointMismatch,
     CinestreamError,
@@ -74,10 +74,9 @@ class StartPlan:
         return sum(max(0, self.end_offsets[p] - o) for p, o in self.start_offsets.items())
 
 
-def plan_start(
-    settings: Settings, fs: CheckpointFS, stored_topic_id: str | None, committed_batches: int
-) -> StartPlan:
-    """Check that the checkpoint matches the topic as it is now; raise if starting would skip."""
+def plan_start(settings: Settings, fs: CheckpointFS, stored: store.StoredCheckpoint) -> StartPlan:
+    """Check that the checkpoint matches the topic and the store; raise if starting would skip
+    or double-count ratings."""
     topic = settings.ratings_topic
     partitions = kafka_admin.partition_offsets(settings, topic)
     if not partitions:
@@ -90,10 +89,10 @@ def plan_start(
     high = {p.partition: p.high for p in partitions}
     batch, offsets = checkpoint_offsets(fs, settings.checkpoint_dir)
     if batch is None:
-        if committed_batches:
+        if stored.batches:
             raise CheckpointMismatch(
                 f"no checkpoint at {settings.checkpoint_dir}, but PostgreSQL holds "
-                f"{committed_batches} batches committed from it: starting over would count "
+                f"{stored.batches} batches committed from it: starting over would count "
                 f"those ratings twice; {_fix_hint(settings)}"
             )
         if settings.starting_offsets == "latest":
@@ -109,9 +108,22 @@ def plan_start(
             f"{topic!r}; {_fix_hint(settings)}"
         )
     problems = []
-    if stored_topic_id and current_id and stored_topic_id != current_id:
+    if stored.topic_id and current_id and stored.topic_id != current_id:
         problems.append(
-            f"topic {topic!r} was deleted and recreated (id {stored_topic_id} -> {current_id})"
+            f"topic {topic!r} was deleted and recreated (id {stored.topic_id} -> {current_id})"
+        )
+    # Every batch is committed to PostgreSQL before Spark marks it done, so a batch Spark calls
+    # done that the store lacks means its ratings are missing (store restored, tables emptied).
+    done = committed_batch(fs, settings.checkpoint_dir)
+    if done is not None and (stored.last_batch_id is None or stored.last_batch_id < done):
+        problems.append(
+            f"the checkpoint has batches up to {done} done but PostgreSQL holds "
+            + (
+                f"batches only up to {stored.last_batch_id}"
+                if stored.last_batch_id is not None
+                else "none of them"
+            )
+            + ", so their ratings are missing from the store"
         )
     for p, offset in sorted(ckpt.items()):
         if p not in high:
@@ -179,17 +191,8 @@ class StreamProcessor:
         try:
             with store.connect(self.url) as conn:
                 store.ensure_schema(conn)
-                row = conn.execute(
-                    "SELECT topic_id FROM processor_state WHERE checkpoint = %s",
-                    (s.checkpoint_dir,),
-                ).fetchone()
-                stored_id = row[0] if row else None
-                (committed,) = store.one(
-                    conn,
-                    "SELECT count(*) FROM processor_batches WHERE checkpoint = %s",
-                    (s.checkpoint_dir,),
-                )
-            plan = plan_start(s, self.fs, stored_id, committed)
+                stored = store.stored_checkpoint(conn, s.checkpoint_dir)
+            plan = plan_start(s, self.fs, stored)
             self._topic_id = plan.topic_id
             self._log_plan(plan)
             return self._supervise()

@@ -534,6 +534,28 @@ def replace_windows(
         return finalize_windows(conn, keys, processing_time)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """What PostgreSQL holds of a processor checkpoint's batches."""
+
+    topic_id: str | None
+    batches: int
+    last_batch_id: int | None
+
+
+def stored_checkpoint(conn: psycopg.Connection[Any], checkpoint: str) -> StoredCheckpoint:
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT topic_id FROM processor_state WHERE checkpoint = %s", (checkpoint,)
+        ).fetchone()
+        batches, last = one(
+            conn,
+            "SELECT count(*), max(batch_id) FROM processor_batches WHERE checkpoint = %s",
+            (checkpoint,),
+        )
+    return StoredCheckpoint(row[0] if row else None, int(batches), last)
+
+
 def watermark_ms(conn: psycopg.Connection[Any]) -> int | None:
     row = conn.execute("SELECT max(watermark_ms) FROM processor_state").fetchone()
     return row[0] if row else None

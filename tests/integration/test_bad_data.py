@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cinestream import kafka_admin
+from cinestream import kafka_admin, store
 from cinestream.kafka_admin import read_all
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
@@ -114,3 +114,29 @@ def test_topic_recreated_under_an_old_checkpoint_is_a_clear_error(pipeline: Pipe
     pipeline.cli("reset", "--yes", "--keep-topics", check=True)
     pipeline.process(check=True)
     assert pipeline.total_counted() == 500
+
+
+def test_store_emptied_under_a_kept_checkpoint_is_a_clear_error(pipeline: Pipeline) -> None:
+    start = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+    pipeline.produce_historical(1_000, start, 2 * MINUTE)
+    pipeline.process(check=True)
+    # Someone empties the tables (or restores an older backup) but keeps the checkpoint: resuming
+    # would never count the ratings of the batches the checkpoint calls done.
+    with store.connect(pipeline.settings.resolved_database_url) as conn:
+        store.truncate_all(conn)
+
+    result = pipeline.process()
+    assert result.returncode == 3, result.stdout[-3000:]
+    error = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1
+    assert "PostgreSQL holds none of them" in error[0] and "missing from the store" in error[0]
+    doctor = pipeline.cli("doctor")
+    assert doctor.returncode == 1
+    assert any(
+        x.startswith("FAIL checkpoint") and "missing from the store" in x
+        for x in doctor.stdout.splitlines()
+    )
+
+    pipeline.cli("reset", "--yes", "--keep-topics", check=True)
+    pipeline.process(check=True)
+    assert pipeline.total_counted() == 1_000
