@@ -37,34 +37,6 @@ from stack import bench_stack
 W = 60_000
 
 
-def _commit(conn: object, batch_id: int, first_ms: int, n: int, rng: np.random.Generator) -> None:
-    """Commit ``n`` one-minute windows of 400 ratings each as one micro-batch."""
-    from cinestream import store
-
-    lines = []
-    for w in range(n):
-        ws = first_ms + w * W
-        movies = rng.zipf(1.3, 400) % 10_000 + 1
-        halves = rng.integers(1, 11, 400)
-        cells: dict[tuple[int, int], int] = {}
-        for m, h in zip(movies.tolist(), halves.tolist(), strict=True):
-            cells[(m, h)] = cells.get((m, h), 0) + 1
-        lines += [f"tumbling_1min,{ws},{ws + W},{m},{h},{c}\n" for (m, h), c in cells.items()]
-    store.commit_batch(
-        conn,  # type: ignore[arg-type]
-        checkpoint="bench",
-        topic="ratings",
-        topic_id=None,
-        batch_id=batch_id,
-        cells_csv="".join(lines).encode(),
-        invalid=0,
-        batch_max_event_ms=None,
-        allowed_lateness_ms=0,
-        end_offsets={},
-        primary_window_type="tumbling_1min",
-    )
-
-
 class Writer:
     """Stores WINDOWS windows, then (while running) commits one more window every INTERVAL s,
     as the stream processor does once per micro-batch; each commit invalidates the API's cache."""
@@ -83,7 +55,31 @@ class Writer:
         self._stop = threading.Event()
 
     def commit(self, n: int) -> None:
-        _commit(self.conn, self.batch_id, self.next_ms, n, self.rng)
+        """Commit the next ``n`` one-minute windows of 400 ratings each as one micro-batch."""
+        from cinestream import store
+
+        lines = []
+        for w in range(n):
+            ws = self.next_ms + w * W
+            movies = self.rng.zipf(1.3, 400) % 10_000 + 1
+            halves = self.rng.integers(1, 11, 400)
+            cells: dict[tuple[int, int], int] = {}
+            for m, h in zip(movies.tolist(), halves.tolist(), strict=True):
+                cells[(m, h)] = cells.get((m, h), 0) + 1
+            lines += [f"tumbling_1min,{ws},{ws + W},{m},{h},{c}\n" for (m, h), c in cells.items()]
+        store.commit_batch(
+            self.conn,
+            checkpoint="bench",
+            topic="ratings",
+            topic_id=None,
+            batch_id=self.batch_id,
+            cells_csv="".join(lines).encode(),
+            invalid=0,
+            batch_max_event_ms=None,
+            allowed_lateness_ms=0,
+            end_offsets={},
+            primary_window_type="tumbling_1min",
+        )
         self.batch_id += 1
         self.next_ms += n * W
 

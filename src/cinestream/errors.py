@@ -23,3 +23,9 @@ class ProcessorBusy(CinestreamError):
     """Another processor holds the checkpoint."""
 
     exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (driver errors span several), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -236,7 +236,7 @@ def quality_range(extras: Iterable[Mapping[str, Any]]) -> tuple[str | None, str 
 def run_quality_for_events(triggering_asset_events: Mapping[Any, Sequence[Any]] | None) -> Any:
     """The quality DAG's task: validate the windows the triggering stream/backfill runs changed."""
     extras = [e.extra or {} for events in (triggering_asset_events or {}).values() for e in events]
-    start, end = quality_range(extras) if extras else (None, None)
+    start, end = quality_range(extras)
     log.info(
         "validating windows %s",
         f"from {start} to {end} ({len(extras)} asset events)" if start else "(all of them)",

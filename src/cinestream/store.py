@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from cinestream.errors import ServiceUnavailable
+from cinestream.errors import ServiceUnavailable, first_line
 from cinestream.metrics import WindowMetric, window_metric
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def connect(url: str, *, autocommit: bool = False, timeout: int = 5) -> psycopg.
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=timeout)
     except psycopg.OperationalError as exc:
         where = url.rsplit("@", 1)[-1]
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ServiceUnavailable(
             f"PostgreSQL at {where} is unavailable ({first}); start it with `cinestream up` "
             "or set CINESTREAM_DATABASE_URL"
@@ -200,7 +200,7 @@ def retry_on_disconnect(
             log.warning(
                 "%s: PostgreSQL unavailable (%s); retry %d in %.0fs",
                 what,
-                str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                first_line(exc),
                 attempt,
                 sleep_s,
             )

@@ -104,4 +104,5 @@ def test_errors_are_raised_and_not_cached() -> None:
 
     with pytest.raises(RuntimeError, match="database is down"):
         c.get("k", failing)
+    assert not c._flights, "a failed computation leaves no per-key lock behind"
     assert c.get("k", lambda: "fine") == "fine"

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from cinestream.errors import first_line
 from cinestream.store import CHANGE_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,12 @@ class StoreCache:
                 return value  # type: ignore[no-any-return]
             generation = self.generation  # read before the data, so a later commit invalidates
             self.misses += 1
-            value = compute()
+            try:
+                value = compute()
+            except BaseException:  # a failed computation (database down) leaves no lock behind
+                with self._lock:
+                    self._flights.pop(key, None)
+                raise
             with self._lock:
                 if generation is not None:
                     self._entries[key] = (generation, value)
@@ -118,7 +124,7 @@ class StoreCache:
                         "store cache: not listening on %s (%s); answers are not cached until "
                         "it is back",
                         where,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                        first_line(exc),
                     )
                 lost = True
                 self._stop.wait(self.check_s)
