@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,airflow]'
-	$(PY) -c "from cinestream.local_stack import jars; jars('kafka'); jars('spark')"
+	$(PY) -c "from cinestream.jars import jars; jars('kafka'); jars('spark')"
 	@touch $(STAMP)
 
 install: $(STAMP)

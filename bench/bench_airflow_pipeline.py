@@ -22,7 +22,7 @@ from stack import bench_stack
 
 
 def airflow(*args: str) -> subprocess.CompletedProcess[str]:
-    from cinestream.airflow_env import airflow_env
+    from cinestream.local.airflow import airflow_env
     from cinestream.settings import Settings
 
     return subprocess.run(

@@ -42,10 +42,10 @@ class Writer:
     as the stream processor does once per micro-batch; each commit invalidates the API's cache."""
 
     def __init__(self, windows: int) -> None:
-        from cinestream import store
         from cinestream.settings import Settings
+        from cinestream.store.connection import connect
 
-        self.conn = store.connect(Settings().resolved_database_url)
+        self.conn = connect(Settings().resolved_database_url, autocommit=True)
         self.rng = np.random.default_rng(1)
         self.next_ms = (int(time.time() * 1000) // W - windows) * W
         self.batch_id = 0
@@ -56,9 +56,10 @@ class Writer:
 
     def commit(self, n: int) -> None:
         """Commit the next ``n`` one-minute windows of 400 ratings each as one micro-batch."""
-        from cinestream import store
+        from cinestream.store.windows import BatchCommit, commit_batch
+        from cinestream.stream.cells import BatchCells
 
-        lines = []
+        rows = []
         for w in range(n):
             ws = self.next_ms + w * W
             movies = self.rng.zipf(1.3, 400) % 10_000 + 1
@@ -66,19 +67,21 @@ class Writer:
             cells: dict[tuple[int, int], int] = {}
             for m, h in zip(movies.tolist(), halves.tolist(), strict=True):
                 cells[(m, h)] = cells.get((m, h), 0) + 1
-            lines += [f"tumbling_1min,{ws},{ws + W},{m},{h},{c}\n" for (m, h), c in cells.items()]
-        store.commit_batch(
+            rows += [("tumbling_1min", ws, ws + W, m, h, c) for (m, h), c in cells.items()]
+        commit_batch(
             self.conn,
-            checkpoint="bench",
-            topic="ratings",
-            topic_id=None,
-            batch_id=self.batch_id,
-            cells_csv="".join(lines).encode(),
-            invalid=0,
-            batch_max_event_ms=None,
-            allowed_lateness_ms=0,
-            end_offsets={},
-            primary_window_type="tumbling_1min",
+            BatchCommit(
+                checkpoint="bench",
+                topic="ratings",
+                topic_id=None,
+                batch_id=self.batch_id,
+                cells_csv=BatchCells.from_rows(rows).to_csv(),
+                invalid=0,
+                max_event_ms=None,
+                allowed_lateness_ms=0,
+                end_offsets={},
+                primary_window_type="tumbling_1min",
+            ),
         )
         self.batch_id += 1
         self.next_ms += n * W

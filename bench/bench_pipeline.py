@@ -35,7 +35,6 @@ os.environ.update(
     }
 )
 
-from cinestream import kafka_admin, store  # noqa: E402
 from cinestream.generator import (  # noqa: E402
     LatentFactorModel,
     ModelParams,
@@ -44,8 +43,11 @@ from cinestream.generator import (  # noqa: E402
     generate,
     producer_config,
 )
+from cinestream.kafka import admin as kafka_admin  # noqa: E402
 from cinestream.settings import Settings  # noqa: E402
-from cinestream.sparkrun import spark_env, spark_submit_command  # noqa: E402
+from cinestream.store import reads  # noqa: E402
+from cinestream.store.connection import connect  # noqa: E402
+from cinestream.stream.submit import spark_env, spark_submit_command  # noqa: E402
 
 
 def raw_producer_rate(settings: Settings, count: int, start_ms: int, span_ms: int) -> float:
@@ -117,10 +119,8 @@ def main() -> None:
             sys.exit(f"could not read the processor's summary:\n{out[-3000:]}")
         batches, valid, drain_s = int(match[1]), int(match[2]), float(match[3])
         assert valid == args.count, (valid, args.count)
-        with store.connect(settings.resolved_database_url) as conn:
-            (counted,) = store.one(
-                conn, "SELECT sum(count) FROM window_metrics WHERE window_type = 'tumbling_1min'"
-            )
+        with connect(settings.resolved_database_url) as conn:
+            counted = reads.window_totals(conn, "tumbling_1min").ratings
         assert counted == args.count, counted
         batch_lines = [line for line in out.splitlines() if "cinestream.processor: batch" in line]
 

@@ -8,8 +8,8 @@ import sys
 import time
 
 from cinestream.settings import Settings
-from cinestream.spark_transforms import parse_ratings
-from cinestream.sparkrun import job_session
+from cinestream.stream.submit import job_session
+from cinestream.stream.transforms import parse_ratings
 
 
 def main() -> int:

@@ -23,9 +23,12 @@ def bench_stack(name: str, kafka_port: int, pg_port: int, **extra_env: str) -> I
             **extra_env,
         }
     )
-    from cinestream import kafka_admin, store
-    from cinestream.local_stack import LocalKafka, LocalPostgres
+    from cinestream.kafka import admin
+    from cinestream.local.kafka import LocalKafka
+    from cinestream.local.postgres import LocalPostgres
     from cinestream.settings import Settings
+    from cinestream.store import schema
+    from cinestream.store.connection import connect
 
     settings = Settings()
     LocalKafka(settings).stop()
@@ -34,9 +37,9 @@ def bench_stack(name: str, kafka_port: int, pg_port: int, **extra_env: str) -> I
     LocalPostgres(settings).start()
     LocalKafka(settings).start()
     try:
-        kafka_admin.create_topics(settings)
-        with store.connect(settings.resolved_database_url) as conn:
-            store.ensure_schema(conn)
+        admin.create_topics(settings)
+        with connect(settings.resolved_database_url) as conn:
+            schema.ensure_schema(conn)
         yield state
     finally:
         LocalKafka(settings).stop()

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 from airflow.timetables.interval import CronDataIntervalTimetable
-
-from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS, backfill_task
+from cinestream.task_bodies.task_builders import DEFAULT_ARGS, START_DATE, TAGS, backfill_task
 
 
 @dag(

@@ -9,8 +9,13 @@ Params: a count or a duration, a rate, users, movies, seed, and a historical sta
 from __future__ import annotations
 
 from airflow.sdk import dag
-
-from cinestream.airflow_tasks import DEFAULT_ARGS, GENERATE_PARAMS, START_DATE, TAGS, generate_task
+from cinestream.task_bodies.task_builders import (
+    DEFAULT_ARGS,
+    GENERATE_PARAMS,
+    START_DATE,
+    TAGS,
+    generate_task,
+)
 
 
 @dag(

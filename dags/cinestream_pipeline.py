@@ -10,8 +10,7 @@ within minutes.
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
-
-from cinestream.airflow_tasks import (
+from cinestream.task_bodies.task_builders import (
     DEFAULT_ARGS,
     GENERATE_PARAMS,
     START_DATE,
@@ -42,9 +41,9 @@ from cinestream.airflow_tasks import (
 def cinestream_pipeline() -> None:
     @task
     def quality() -> dict:
-        from cinestream import orchestration
+        from cinestream.orchestration import task_bodies
 
-        return orchestration.run_quality()
+        return task_bodies.run_quality()
 
     _, setup_done = setup_tasks()
     setup_done >> generate_task() >> stream_task(mode="available-now") >> quality()

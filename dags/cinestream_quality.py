@@ -12,8 +12,7 @@ Data Docs are one click away: *Browse -> Data quality (cinestream)*.
 from __future__ import annotations
 
 from airflow.sdk import dag, task
-
-from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS, WINDOW_METRICS
+from cinestream.task_bodies.task_builders import DEFAULT_ARGS, START_DATE, TAGS, WINDOW_METRICS
 
 
 @dag(
@@ -28,9 +27,9 @@ from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS, WINDOW_METR
 def cinestream_quality() -> None:
     @task
     def validate(triggering_asset_events=None) -> dict:  # type: ignore[no-untyped-def]
-        from cinestream import orchestration
+        from cinestream.orchestration import task_bodies
 
-        return orchestration.run_quality_for_events(triggering_asset_events)
+        return task_bodies.run_quality_for_events(triggering_asset_events)
 
     validate()
 

@@ -9,9 +9,9 @@ Guarded: the Param `confirm` must be `RESET`.
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
+from cinestream.task_bodies.task_builders import DEFAULT_ARGS, START_DATE, TAGS
 
-from cinestream import orchestration
-from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS
+from cinestream.orchestration import task_bodies
 
 
 @dag(
@@ -27,7 +27,7 @@ from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS
 def cinestream_reset() -> None:
     @task
     def reset(params: dict | None = None) -> list[str]:
-        return orchestration.reset_all((params or {}).get("confirm", ""))
+        return task_bodies.reset_all((params or {}).get("confirm", ""))
 
     reset()
 

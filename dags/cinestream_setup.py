@@ -10,8 +10,7 @@ checkpoint from a deleted topic, `latest` over a backlog).
 from __future__ import annotations
 
 from airflow.sdk import Param, dag
-
-from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, TAGS, setup_tasks
+from cinestream.task_bodies.task_builders import DEFAULT_ARGS, START_DATE, TAGS, setup_tasks
 
 
 @dag(

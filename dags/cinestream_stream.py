@@ -12,8 +12,13 @@ Updates the `window_metrics` asset, which schedules `cinestream_quality`.
 from __future__ import annotations
 
 from airflow.sdk import dag
-
-from cinestream.airflow_tasks import DEFAULT_ARGS, START_DATE, STREAM_PARAMS, TAGS, stream_task
+from cinestream.task_bodies.task_builders import (
+    DEFAULT_ARGS,
+    START_DATE,
+    STREAM_PARAMS,
+    TAGS,
+    stream_task,
+)
 
 
 @dag(

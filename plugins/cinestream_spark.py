@@ -14,13 +14,12 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+from cinestream.errors import EXIT_PROCESSOR_BUSY
+
 try:
     from airflow.sdk.exceptions import AirflowSkipException
 except ImportError:  # pragma: no cover - older task SDKs
     from airflow.exceptions import AirflowSkipException
-
-# `cinestream process` exits with this code when another processor holds the checkpoint.
-EXIT_PROCESSOR_BUSY = 75
 
 
 class CinestreamSparkSubmitOperator(SparkSubmitOperator):
@@ -35,9 +34,12 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
         self.graceful_stop_timeout = graceful_stop_timeout
 
     def execute(self, context: Any) -> None:
-        from cinestream import orchestration
+        from cinestream.orchestration import task_bodies
 
-        since = orchestration.store_clock()
+        # The job writes to the metrics database of the Airflow connection, like every task.
+        database_url = task_bodies.metrics_db_url()
+        self.env_vars = {**(self.env_vars or {}), "CINESTREAM_DATABASE_URL": database_url}
+        since = task_bodies.store_clock(database_url)
         try:
             super().execute(context)
         except Exception as exc:
@@ -48,13 +50,13 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
                 ) from exc
             raise
         # The asset event says which windows changed, so the quality DAG validates just those.
-        extra = orchestration.windows_changed_since(since)
+        extra = task_bodies.windows_changed_since(database_url, since)
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = extra
 
     def on_kill(self) -> None:
-        from cinestream.processor import request_stop
         from cinestream.settings import Settings
+        from cinestream.stream.start_plan import request_stop
 
         hook = getattr(self, "_hook", None)
         process = getattr(hook, "_submit_sp", None) if hook else None

@@ -12,7 +12,7 @@ import sys
 
 from cinestream.errors import CinestreamError
 from cinestream.settings import Settings
-from cinestream.sparkrun import configure_job_logging, job_session
+from cinestream.stream.submit import configure_job_logging, job_session
 from cinestream.timeparse import parse_instant, parse_interval_s
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lookback = None if args.lookback == "all" else int(parse_interval_s(args.lookback) * 1000)
         settings = Settings()
-        from cinestream.backfill import run_backfill
+        from cinestream.stream.backfill import run_backfill
 
         spark = job_session("ratings_backfill", settings)
         result = run_backfill(spark, settings, args.start, args.end, lookback)

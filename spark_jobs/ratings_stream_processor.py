@@ -12,7 +12,7 @@ import sys
 
 from cinestream.errors import CinestreamError
 from cinestream.settings import Settings
-from cinestream.sparkrun import configure_job_logging, job_session
+from cinestream.stream.submit import configure_job_logging, job_session
 from cinestream.timeparse import parse_interval_s
 
 
@@ -38,16 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         settings = Settings()
-        interval = f"{parse_interval_s(args.interval):g} seconds" if args.interval else None
         max_duration = parse_interval_s(args.max_duration) if args.max_duration else None
-        from cinestream.processor import StreamProcessor
+        from cinestream.stream.processor import StreamProcessor
 
         spark = job_session("ratings_stream_processor", settings)
         processor = StreamProcessor(
             spark,
             settings,
             trigger=args.trigger,
-            interval=interval,
+            interval=args.interval,
             max_duration_s=max_duration,
             lock_wait_s=args.wait_for_lock,
             max_restarts=args.max_restarts,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,9 +17,12 @@ os.environ.setdefault(
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
+
+    from cinestream.stream.submit import python_env
+
+    for key, value in python_env().items():
+        os.environ.setdefault(key, value)
 
     session = (
         SparkSession.builder.master("local[2]")

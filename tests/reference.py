@@ -14,6 +14,19 @@ from typing import Any
 
 WINDOW_MS = 60_000
 
+# The SPEC's example metric record, verbatim: its keys (in order) are the record's fields.
+SPEC_EXAMPLE_RECORD = {
+    "window_start": "2025-11-10T18:05:00.000Z",
+    "window_end": "2025-11-10T18:06:00.000Z",
+    "window_type": "tumbling_1min",
+    "count": 1024,
+    "avg_rating": 3.512345,
+    "p50_rating": 3.5,
+    "p95_rating": 4.5,
+    "top_movies": "[1,2,3,4,5,6,7,8,9,10]",
+    "processing_time": "2025-11-10T18:06:15.123Z",
+}
+
 
 def iso(ms: int) -> str:
     d = datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -31,6 +31,7 @@ def _settings() -> Settings:
 
 
 def _duration(_ctx: Any, _param: Any, value: str | None) -> float | None:
+    """A duration option in seconds."""
     from cinestream.timeparse import parse_interval_s
 
     if value is None:
@@ -39,6 +40,12 @@ def _duration(_ctx: Any, _param: Any, value: str | None) -> float | None:
         return parse_interval_s(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def _duration_text(ctx: Any, param: Any, value: str | None) -> str | None:
+    """A duration option checked here and passed on as written (the job parses it again)."""
+    _duration(ctx, param, value)
+    return value
 
 
 def _instant(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
@@ -83,19 +90,19 @@ def cli(verbose: bool) -> None:
 )
 def up(backlog: int, backlog_span: float, live_rate: float) -> None:
     """Start the local stack, replay a backlog, then keep the pipeline live."""
-    from cinestream import services
+    from cinestream.local import stack
 
     settings = _settings()
-    services.up(settings, backlog=backlog, backlog_span_s=backlog_span, live_rate=live_rate)
-    click.echo(services.where_to_look(settings))
+    stack.up(settings, backlog=backlog, backlog_span_s=backlog_span, live_rate=live_rate)
+    click.echo(stack.where_to_look(settings))
 
 
 @cli.command()
 def down() -> None:
     """Stop everything `up` started (the processor stops between batches)."""
-    from cinestream import services
+    from cinestream.local import stack
 
-    for name, stopped in services.down(_settings()):
+    for name, stopped in stack.down(_settings()):
         click.echo(f"{name:<10} {'stopped' if stopped else 'was not running'}")
 
 
@@ -103,9 +110,9 @@ def down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Where each service is and whether it runs."""
-    from cinestream import services
+    from cinestream.local import stack
 
-    info = services.status(_settings())
+    info = stack.status(_settings())
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -122,22 +129,22 @@ def status(as_json: bool) -> None:
 @click.argument("action", type=click.Choice(["create", "delete", "list"]))
 def topics(action: str) -> None:
     """Create, delete or list the ratings, metrics and DLQ topics."""
-    from cinestream import kafka_admin
+    from cinestream.kafka import admin
 
     settings = _settings()
     if action == "create":
-        created = kafka_admin.create_topics(settings)
+        created = admin.create_topics(settings)
         click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
     elif action == "delete":
-        deleted = kafka_admin.delete_topics(settings)
+        deleted = admin.delete_topics(settings)
         click.echo(f"deleted: {', '.join(deleted)}" if deleted else "no topics to delete")
     else:
-        present = kafka_admin.list_topics(settings)
-        for spec in kafka_admin.topic_specs(settings):
+        present = admin.list_topics(settings)
+        for spec in admin.topic_specs(settings):
             if spec.name not in present:
                 click.echo(f"{spec.name:<14} missing")
                 continue
-            parts = kafka_admin.partition_offsets(settings, spec.name)
+            parts = admin.partition_offsets(settings, spec.name)
             total = sum(p.messages for p in parts)
             click.echo(
                 f"{spec.name:<14} {len(parts)} partitions, {total} messages"
@@ -186,7 +193,7 @@ def generate(
     if start is not None and count is None:
         raise click.UsageError("historical event times (--start/--span) need --count")
     settings = _settings()
-    from cinestream.kafka_admin import list_topics
+    from cinestream.kafka.admin import list_topics
 
     if settings.ratings_topic not in list_topics(settings):
         raise CinestreamError(
@@ -219,8 +226,8 @@ def generate(
 
 def _run_spark_job(settings: Settings, script: str, args: list[str]) -> int:
     """Run a Spark job in the foreground; Ctrl-C / SIGTERM ask it to stop between batches."""
-    from cinestream.processor import request_stop
-    from cinestream.sparkrun import spark_env, spark_submit_command
+    from cinestream.stream.start_plan import request_stop
+    from cinestream.stream.submit import spark_env, spark_submit_command
 
     proc = subprocess.Popen(spark_submit_command(settings, script, args), env=spark_env())
 
@@ -248,11 +255,14 @@ def _run_spark_job(settings: Settings, script: str, args: list[str]) -> int:
 @click.option(
     "--interval",
     default=None,
-    callback=_duration,
+    callback=_duration_text,
     help="Micro-batch interval in continuous mode, e.g. 10s.",
 )
 @click.option(
-    "--max-duration", default=None, callback=_duration, help="Stop gracefully after this long."
+    "--max-duration",
+    default=None,
+    callback=_duration_text,
+    help="Stop gracefully after this long.",
 )
 @click.option(
     "--wait-for-lock",
@@ -268,24 +278,24 @@ def _run_spark_job(settings: Settings, script: str, args: list[str]) -> int:
 )
 def process(
     trigger: str,
-    interval: float | None,
-    max_duration: float | None,
+    interval: str | None,
+    max_duration: str | None,
     wait_for_lock: float,
     stop_: bool,
 ) -> None:
     """Run the stream processor (spark_jobs/ratings_stream_processor.py)."""
     settings = _settings()
     if stop_:
-        from cinestream import services
+        from cinestream.local import stack
 
-        stopped = services.stop_processor(settings)
+        stopped = stack.stop_processor(settings)
         click.echo("processor stopped" if stopped else "no processor was running")
         return
     args = ["--trigger", trigger, "--wait-for-lock", str(wait_for_lock)]
     if interval:
-        args += ["--interval", f"{interval}s"]
+        args += ["--interval", interval]
     if max_duration:
-        args += ["--max-duration", f"{max_duration}s"]
+        args += ["--max-duration", max_duration]
     code = _run_spark_job(settings, "ratings_stream_processor.py", args)
     if code:
         sys.exit(code)
@@ -354,7 +364,7 @@ def doctor(as_json: bool) -> None:
 )
 def reset(yes: bool, keep_topics: bool) -> None:
     """The full restart: stop, delete+recreate topics, wipe checkpoint, empty window_metrics."""
-    from cinestream import services
+    from cinestream.local import stack
 
     settings = _settings()
     what = (
@@ -364,7 +374,7 @@ def reset(yes: bool, keep_topics: bool) -> None:
     )
     if not yes and not click.confirm(f"This deletes {what}. Continue?", default=False):
         raise CinestreamError("reset cancelled")
-    for step in services.reset(settings, keep_topics=keep_topics):
+    for step in stack.reset(settings, keep_topics=keep_topics):
         click.echo(step)
 
 
@@ -389,7 +399,7 @@ def api(host: str | None, port: int | None) -> None:
 @click.option("--port", default=None, type=click.IntRange(1, 65535), help="Default 8501.")
 def dashboard(port: int | None) -> None:
     """Serve the Streamlit dashboard (reads the metrics API)."""
-    from cinestream.services import dashboard_command
+    from cinestream.local.stack import dashboard_command
 
     settings = _settings()
     sys.exit(subprocess.call(dashboard_command(settings, port)))

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from cinestream import kafka_admin, store
-from cinestream.checkpoint import LocalFS
 from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
+from cinestream.kafka import admin
+from cinestream.kafka.read import edge_event_times
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
+from cinestream.store import reads, schema
+from cinestream.store.checkpoints import CheckpointLock, StoredCheckpoint, stored_checkpoint
+from cinestream.store.connection import connect
+from cinestream.stream.checkpoint import LocalFS
+from cinestream.stream.start_plan import LATEST_FIX, plan_start
 
 
 @dataclass
@@ -22,50 +27,31 @@ class Check:
     fix: str = ""
 
     def line(self) -> str:
+        """``STATUS name detail  -> fix: command`` (the fix only when something is wrong)."""
         fix = f"  -> fix: {self.fix}" if self.fix and self.status != "OK" else ""
         return f"{self.status:<4} {self.name:<11} {self.detail}{fix}"
 
 
-def _event_time_range(settings: Settings, parts: list[kafka_admin.PartitionOffsets]) -> str:
+def _event_time_range(settings: Settings, parts: list[admin.PartitionOffsets]) -> str:
     """Event times of the first and last record of each partition (cheap: 2 reads each)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        kafka_admin.client_config(
-            settings, **{"group.id": "cinestream-doctor", "enable.auto.commit": False}
-        )
-    )
-    times: list[int] = []
-    try:
-        for p in parts:
-            for offset in {p.low, p.high - 1}:
-                if offset < p.low or offset >= p.high:
-                    continue
-                consumer.assign([TopicPartition(settings.ratings_topic, p.partition, offset)])
-                msg = consumer.poll(5)
-                if msg is None or msg.error():
-                    continue
-                try:
-                    times.append(int(json.loads(msg.value() or b"")["timestamp"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
-    finally:
-        consumer.close()
+    times = edge_event_times(settings, parts)
     if not times:
         return "event times unknown"
     return f"event times {format_time(min(times))} .. {format_time(max(times))}"
 
 
 def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in order: Kafka, topics, ratings, PostgreSQL, checkpoint, processor, metrics,
+    late ratings, DLQ."""
     checks: list[Check] = []
     s = settings
     # --- Kafka ------------------------------------------------------------------------------
     try:
-        topics = kafka_admin.list_topics(s)
+        topics = admin.list_topics(s)
     except ServiceUnavailable as exc:
         return [Check("FAIL", "kafka", str(exc), "cinestream up")]
     checks.append(Check("OK", "kafka", f"{s.kafka_bootstrap} reachable"))
-    missing = [t.name for t in kafka_admin.topic_specs(s) if t.name not in topics]
+    missing = [t.name for t in admin.topic_specs(s) if t.name not in topics]
     if missing:
         checks.append(
             Check("FAIL", "topics", f"missing: {', '.join(missing)}", "cinestream topics create")
@@ -76,12 +62,11 @@ def run_checks(settings: Settings) -> list[Check]:
                 "OK",
                 "topics",
                 ", ".join(
-                    f"{t.name}({len(topics[t.name].partitions)}p)"
-                    for t in kafka_admin.topic_specs(s)
+                    f"{t.name}({len(topics[t.name].partitions)}p)" for t in admin.topic_specs(s)
                 ),
             )
         )
-    parts = kafka_admin.partition_offsets(s, s.ratings_topic)
+    parts = admin.partition_offsets(s, s.ratings_topic)
     total = sum(p.messages for p in parts)
     if parts:
         per = ", ".join(f"p{p.partition}={p.messages} [{p.low}..{p.high})" for p in parts)
@@ -96,25 +81,21 @@ def run_checks(settings: Settings) -> list[Check]:
                 "" if total else "cinestream generate --count 40400",
             )
         )
-    dlq = sum(p.messages for p in kafka_admin.partition_offsets(s, s.dlq_topic))
-    metrics_msgs = sum(p.messages for p in kafka_admin.partition_offsets(s, s.metrics_topic))
+    dlq = sum(p.messages for p in admin.partition_offsets(s, s.dlq_topic))
+    metrics_msgs = sum(p.messages for p in admin.partition_offsets(s, s.metrics_topic))
     # --- PostgreSQL -------------------------------------------------------------------------
     try:
-        conn = store.connect(s.resolved_database_url)
+        conn = connect(s.resolved_database_url)
     except ServiceUnavailable as exc:
         checks.append(Check("FAIL", "postgres", str(exc), "cinestream up"))
         return checks
     with conn:
-        store.ensure_schema(conn)
+        schema.ensure_schema(conn)
         checks.append(Check("OK", "postgres", s.redacted_database_url()))
-        row = conn.execute(
-            "SELECT topic_id, last_batch_id, end_offsets, watermark_ms, valid_total, "
-            "invalid_total, late_total FROM processor_state WHERE checkpoint = %s",
-            (s.checkpoint_dir,),
-        ).fetchone()
-        checkpoint = _checkpoint_checks(s, store.stored_checkpoint(conn, s.checkpoint_dir), parts)
+        processor = reads.processor_totals(conn, s.checkpoint_dir)
+        checkpoint = _checkpoint_checks(s, stored_checkpoint(conn, s.checkpoint_dir), parts)
         checks.append(checkpoint)
-        holder = store.CheckpointLock(s.resolved_database_url, s.checkpoint_dir).holder()
+        holder = CheckpointLock(s.resolved_database_url, s.checkpoint_dir).holder()
         behind = checkpoint.status != "OK"
         if holder and checkpoint.status == "WARN":
             # A running processor catches up by itself; lag is only a warning when nobody reads.
@@ -129,14 +110,10 @@ def run_checks(settings: Settings) -> list[Check]:
                 "cinestream process --trigger available-now",
             )
         )
-        windows, latest, counted = store.one(
-            conn,
-            "SELECT count(*), max(window_end), coalesce(sum(count), 0) FROM window_metrics "
-            "WHERE window_type = %s",
-            (s.window_types[0],),
-        )
-    if windows:
-        age = (datetime.now(tz=UTC) - latest).total_seconds()
+        totals = reads.window_totals(conn, s.window_types[0])
+    windows, latest, counted = totals.windows, totals.newest_end_ms, totals.ratings
+    if windows and latest is not None:
+        age = time.time() - latest / 1000
         ended = f"{age:.0f}s ago" if age >= 0 else f"still open, ends in {-age:.0f}s"
         checks.append(
             Check(
@@ -157,8 +134,8 @@ def run_checks(settings: Settings) -> list[Check]:
                 "cinestream process --trigger available-now",
             )
         )
-    if row is not None:
-        late = row[6]
+    if processor is not None:
+        late = processor.late
         checks.append(
             Check(
                 "OK" if not late else "WARN",
@@ -180,10 +157,8 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _checkpoint_checks(
-    s: Settings, stored: store.StoredCheckpoint, parts: list[kafka_admin.PartitionOffsets]
+    s: Settings, stored: StoredCheckpoint, parts: list[admin.PartitionOffsets]
 ) -> Check:
-    from cinestream.processor import plan_start
-
     if urlsplit(s.checkpoint_dir).scheme not in ("", "file"):
         return Check(
             "WARN",
@@ -193,22 +168,16 @@ def _checkpoint_checks(
     try:
         plan = plan_start(s, LocalFS(), stored)
     except CheckpointMismatch as exc:
-        return Check(
-            "FAIL",
-            "checkpoint",
-            str(exc).split("; to re-read")[0],
-            "cinestream reset --keep-topics",
-        )
+        return Check("FAIL", "checkpoint", exc.problem, "cinestream reset --keep-topics")
     except CinestreamError as exc:
         return Check("FAIL", "checkpoint", str(exc), "cinestream topics create")
     if plan.resumed_batch is None:
-        if plan.backlog == 0 and s.starting_offsets == "latest" and any(p.messages for p in parts):
+        if plan.skipped_by_latest:
             return Check(
                 "FAIL",
                 "checkpoint",
-                f"no checkpoint and starting offsets 'latest': the processor would "
-                f"skip the {sum(p.messages for p in parts)} records in the topic",
-                "unset CINESTREAM_STARTING_OFFSETS (earliest is the default)",
+                plan.latest_warning(s.ratings_topic).removesuffix(f"; {LATEST_FIX}"),
+                LATEST_FIX,
             )
         return Check(
             "OK" if plan.backlog == 0 else "WARN",
@@ -235,6 +204,7 @@ def _checkpoint_checks(
 
 
 def report(settings: Settings, as_json: bool = False) -> tuple[str, bool]:
+    """The checks as text (or JSON), and whether any failed."""
     checks = run_checks(settings)
     failed = any(c.status == "FAIL" for c in checks)
     if as_json:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Exit codes that scripts and Airflow rely on (written once, imported everywhere).
+EXIT_CHECKPOINT_MISMATCH = 3
+EXIT_PROCESSOR_BUSY = 75  # EX_TEMPFAIL: another processor holds the checkpoint; try again later
+
 
 class CinestreamError(Exception):
     """An expected failure: the CLI prints the message (one line) and exits non-zero."""
@@ -14,15 +18,24 @@ class ServiceUnavailable(CinestreamError):
 
 
 class CheckpointMismatch(CinestreamError):
-    """The checkpoint does not belong to the topic as it is now; starting would skip data."""
+    """The checkpoint does not belong to the topic as it is now; starting would skip data.
 
-    exit_code = 3
+    :param problem: what does not match, in one sentence.
+    :param fix: the command (and what it does) that makes a correct start possible.
+    """
+
+    exit_code = EXIT_CHECKPOINT_MISMATCH
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+        self.fix = fix
 
 
 class ProcessorBusy(CinestreamError):
     """Another processor holds the checkpoint."""
 
-    exit_code = 75  # EX_TEMPFAIL: try again later
+    exit_code = EXIT_PROCESSOR_BUSY
 
 
 def first_line(exc: BaseException) -> str:

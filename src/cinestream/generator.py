@@ -166,23 +166,6 @@ class DeliveryReport:
         }
 
 
-def producer_config(bootstrap: str) -> dict[str, Any]:
-    """Idempotent, batched producer: no duplicates on retry, high throughput on one core."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 25,
-        "batch.size": 1_000_000,
-        "compression.type": "lz4",
-        "queue.buffering.max.messages": 1_000_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-        "message.timeout.ms": 120_000,
-        # Connection errors surface in the delivery report, not as a line per retry.
-        "log_level": 0,
-    }
-
-
 def generate(
     *,
     bootstrap: str,
@@ -203,6 +186,8 @@ def generate(
     """
     from confluent_kafka import KafkaError, Producer
     from tqdm import tqdm
+
+    from cinestream.kafka.produce import producer_config
 
     model = LatentFactorModel(params)
     batches = rating_batches(

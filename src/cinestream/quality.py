@@ -15,8 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from cinestream import kafka_admin, store
+from cinestream.kafka.admin import partition_offsets
+from cinestream.kafka.read import read_all
+from cinestream.schemas import METRIC_FIELDS
 from cinestream.settings import Settings
+from cinestream.store import reads, schema
+from cinestream.store.connection import connect
 
 log = logging.getLogger("cinestream.quality")
 
@@ -31,6 +35,7 @@ class Failure:
     observed: Any
 
     def line(self) -> str:
+        """``FAIL suite: expectation(column) observed value``."""
         where = f"({self.column})" if self.column else ""
         return f"FAIL {self.suite}: {self.expectation}{where} observed {self.observed}"
 
@@ -43,6 +48,7 @@ class QualityReport:
     docs_index: Path | None = None
 
     def lines(self) -> list[str]:
+        """One line per suite, then each failure, then where the Data Docs are."""
         out = [f"{'OK  ' if ok else 'FAIL'} suite {name}" for name, ok in self.suites.items()]
         out += [f.line() for f in self.failures]
         if self.docs_index:
@@ -51,10 +57,12 @@ class QualityReport:
 
 
 def gx_root(settings: Settings) -> Path:
+    """The file-backed GX project of the local stack."""
     return settings.state_dir / "gx"
 
 
 def docs_dir(settings: Settings) -> Path:
+    """Where the Data Docs site is built."""
     return gx_root(settings) / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
@@ -145,40 +153,27 @@ def run_suites(
 def load_frames(
     settings: Settings, start: datetime | None, end: datetime | None
 ) -> dict[str, tuple[Any, pd.DataFrame]]:
+    """Each suite with the frame it validates, for windows starting in ``[start, end)``."""
     from expectations import continuity, metrics_topic, ratings, window_metrics
-
-    lengths = {w.name: w.size_ms for w in settings.windows}
-    with store.connect(settings.resolved_database_url) as conn:
-        store.ensure_schema(conn)
-        cur = conn.execute(
-            "SELECT * FROM window_metrics "
-            "WHERE window_start >= coalesce(%s::timestamptz, '-infinity') "
-            "AND window_start < coalesce(%s::timestamptz, 'infinity') "
-            "ORDER BY window_type, window_start",
-            (start, end),
-        )
-        columns = [d.name for d in cur.description or []]
-        rows = pd.DataFrame(cur.fetchall(), columns=columns)
-        primary = settings.window_types[0]
-        window_starts = [
-            int(t.timestamp() * 1000)
-            for t in rows.loc[rows["window_type"] == primary, "window_start"]
-        ]
-    for column in ("window_start", "window_end", "processing_time"):
-        if column in rows:
-            rows[column] = pd.to_datetime(rows[column], utc=True)
-    for column in ("avg_rating", "p50_rating", "p95_rating"):
-        if column in rows:
-            rows[column] = rows[column].astype(float)
 
     start_ms = int(start.timestamp() * 1000) if start else None
     end_ms = int(end.timestamp() * 1000) if end else None
-    metric_messages = [
-        (m.key(), m.value()) for m in kafka_admin.read_all(settings, settings.metrics_topic)
-    ]
+    lengths = {w.name: w.size_ms for w in settings.windows}
+    with connect(settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        stored = reads.windows_between(conn, None, start_ms, end_ms)
+    rows = pd.DataFrame([m.record() for m in stored], columns=list(METRIC_FIELDS))
+    for column in ("window_start", "window_end", "processing_time"):
+        rows[column] = pd.to_datetime(rows[column], utc=True)
+    for column in ("avg_rating", "p50_rating", "p95_rating"):
+        rows[column] = rows[column].astype(float)
+    primary = settings.window_types[0]
+    window_starts = [m.window_start_ms for m in stored if m.window_type == primary]
+
+    metric_messages = [(m.key(), m.value()) for m in read_all(settings, settings.metrics_topic)]
     values, minutes = _ratings_sample(settings, start_ms, end_ms)
-    total = sum(p.messages for p in kafka_admin.partition_offsets(settings, settings.ratings_topic))
-    dlq = sum(p.messages for p in kafka_admin.partition_offsets(settings, settings.dlq_topic))
+    total = sum(p.messages for p in partition_offsets(settings, settings.ratings_topic))
+    dlq = sum(p.messages for p in partition_offsets(settings, settings.dlq_topic))
     return {
         window_metrics.NAME: (window_metrics.suite(), window_metrics.prepare(rows, lengths)),
         metrics_topic.NAME: (metrics_topic.suite(), metrics_topic.prepare(metric_messages)),
@@ -199,7 +194,7 @@ def _ratings_sample(
 
     values: list[bytes | None] = []
     minutes: set[int] = set()
-    messages = kafka_admin.read_all(settings, settings.ratings_topic, timeout_s=120)
+    messages = read_all(settings, settings.ratings_topic, timeout_s=120)
     for msg in messages[-RATINGS_SAMPLE:]:
         values.append(msg.value())
     # Minutes still inside the allowed lateness may legitimately have no window yet.
@@ -223,6 +218,7 @@ def _ratings_sample(
 def validate(
     settings: Settings, start: datetime | None = None, end: datetime | None = None
 ) -> QualityReport:
+    """Run every suite over what the pipeline wrote (windows in ``[start, end)``)."""
     report = run_suites(settings, load_frames(settings, start, end))
     for line in report.lines():
         (log.info if line.startswith(("OK", "Data")) else log.error)("%s", line)

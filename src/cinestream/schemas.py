@@ -61,6 +61,12 @@ METRIC_FIELDS = (
 )
 TOP_MOVIES_LIMIT = 10
 
+# --- window cells: the counts hand-off from the Spark jobs to the store -----------------------
+# One row per (window, movie, half star) with its count ``n``: what a micro-batch or a backfill
+# adds to (or replaces in) the window store. Times are epoch milliseconds, like every window
+# start inside the pipeline.
+CELL_FIELDS = ("window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars", "n")
+
 
 def format_time(value: datetime | int) -> str:
     """ISO-8601 UTC with milliseconds and ``Z`` (the SPEC's time format)."""

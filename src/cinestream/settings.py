@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
@@ -15,12 +16,12 @@ from cinestream.windows import WindowSpec, parse_window_type
 
 # The repository root when cinestream runs from a checkout (src layout); the local stack keeps
 # its state beside the code so that `make down && rm -rf .state` is a full reset.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _default_state_dir() -> Path:
-    if (_REPO_ROOT / "pyproject.toml").exists():
-        return _REPO_ROOT / ".state"
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return REPO_ROOT / ".state"
     return Path.home() / ".local" / "state" / "cinestream"
 
 
@@ -60,7 +61,8 @@ class Settings(BaseSettings):
 
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int = Field(default=500_000, ge=1)
-    trigger_interval: str = "10 seconds"
+    # Micro-batch interval of the continuous processor (the duration grammar of timeparse).
+    trigger_interval: str = "10s"
     shuffle_partitions: int = Field(default=2, ge=1)
     spark_master: str = "local[2]"
     spark_driver_memory: str = "2g"
@@ -93,6 +95,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"the first window type is the primary one and must be tumbling, got {value[0]}"
             )
+        return value
+
+    @field_validator("trigger_interval")
+    @classmethod
+    def _check_trigger_interval(cls, value: str) -> str:
+        from cinestream.timeparse import parse_duration_ms
+
+        parse_duration_ms(value)
         return value
 
     @field_validator("state_dir", mode="before")
@@ -174,18 +184,30 @@ class Settings(BaseSettings):
         return parts._replace(netloc=netloc).geturl()
 
 
-def local_db_password(state_dir: Path, role: str = "cinestream") -> str:
-    """Password of a local stack role, generated once per state dir."""
-    name = "postgres_password" if role == "cinestream" else f"postgres_{role}_password"
+def stored_secret(
+    state_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)
+) -> str:
+    """A local stack secret, generated once into ``<state dir>/secrets/<name>`` (mode 600)."""
     path = state_dir / "secrets" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.parent.chmod(0o700)
-        path.write_text(secrets.token_urlsafe(18))
-        path.chmod(0o600)
+        # Written private under a unique name, then linked into place: never readable by others,
+        # never seen half-written, and two processes starting at once agree on one secret.
+        tmp = path.with_name(f".{name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(make())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
+def local_db_password(state_dir: Path, role: str = "cinestream") -> str:
+    """Password of a local stack role, generated once per state dir."""
+    name = "postgres_password" if role == "cinestream" else f"postgres_{role}_password"
+    return stored_secret(state_dir, name, lambda: secrets.token_urlsafe(18))

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_UNITS_MS = {"ms": 1, "s": 1_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"^(\d+)(ms|s|min|h|d)$")
+from cinestream.timeparse import parse_duration_ms
 
 
 class WindowTypeError(ValueError):
     """A window type name that cinestream cannot parse."""
-
-
-def parse_duration_ms(text: str) -> int:
-    match = _DURATION.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise WindowTypeError(
-            f"bad duration {text!r}: use a positive number and one of {', '.join(_UNITS_MS)}"
-        )
-    return int(match.group(1)) * _UNITS_MS[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -32,22 +21,25 @@ class WindowSpec:
 
     @property
     def windows_per_event(self) -> int:
+        """How many windows of this type contain each rating."""
         return self.size_ms // self.slide_ms
 
-    def window_starts(self, timestamp_ms: int) -> list[int]:
-        """Starts of every window of this type that contains ``timestamp_ms``, oldest first."""
-        last = timestamp_ms - timestamp_ms % self.slide_ms
-        return [last - k * self.slide_ms for k in range(self.windows_per_event - 1, -1, -1)]
+
+def _duration(name: str, text: str) -> int:
+    try:
+        return parse_duration_ms(text)
+    except ValueError as exc:
+        raise WindowTypeError(f"{name}: {exc}") from exc
 
 
 def parse_window_type(name: str) -> WindowSpec:
     """``tumbling_1min`` -> 1-minute windows; ``sliding_5min_1min`` -> 5-minute windows every 1."""
     parts = name.split("_")
     if parts[0] == "tumbling" and len(parts) == 2:
-        size = parse_duration_ms(parts[1])
+        size = _duration(name, parts[1])
         return WindowSpec(name, size, size)
     if parts[0] == "sliding" and len(parts) == 3:
-        size, slide = parse_duration_ms(parts[1]), parse_duration_ms(parts[2])
+        size, slide = _duration(name, parts[1]), _duration(name, parts[2])
         if size % slide:
             raise WindowTypeError(f"{name}: the size must be a multiple of the slide")
         return WindowSpec(name, size, slide)

@@ -19,7 +19,7 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 def airflow_run(
     *args: str, timeout: float = 900, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    from cinestream.airflow_env import airflow_env
+    from cinestream.local.airflow import airflow_env
     from cinestream.settings import Settings
 
     full_env = {**os.environ, **airflow_env(Settings()), **(env or {})}

@@ -85,7 +85,7 @@ def _interval(output: str) -> tuple[datetime, datetime]:
 def _last_asset_event_extra(dag_id: str) -> dict:
     import psycopg
 
-    from cinestream.airflow_env import metadata_db_url
+    from cinestream.local.airflow import metadata_db_url
     from cinestream.settings import Settings
 
     url = metadata_db_url(Settings()).replace("postgresql+psycopg2://", "postgresql://")
@@ -139,7 +139,7 @@ def test_reset_dag_empties_everything(pipeline: Pipeline, airflow_db: None) -> N
 
     out = dags_test("cinestream_reset", conf={"confirm": "RESET"})
     assert _state(out) == "success", out[-4000:]
-    from cinestream.kafka_admin import partition_offsets
+    from cinestream.kafka.admin import partition_offsets
 
     for topic in (
         pipeline.settings.ratings_topic,
@@ -160,7 +160,7 @@ def test_trigger_with_params_through_the_rest_api(pipeline: Pipeline, airflow_db
     import subprocess
     import sys
 
-    from cinestream.airflow_env import admin_password, airflow_env
+    from cinestream.local.airflow import admin_password, airflow_env
     from cinestream.settings import Settings
 
     with socket.socket() as s:
@@ -217,7 +217,7 @@ def test_trigger_with_params_through_the_rest_api(pipeline: Pipeline, airflow_db
 def test_stream_dag_skips_when_another_processor_holds_the_checkpoint(
     pipeline: Pipeline, airflow_db: None
 ) -> None:
-    from cinestream.processor import request_stop
+    from cinestream.stream.start_plan import request_stop
 
     start = int(time.time() * 1000) // MINUTE * MINUTE - 30 * MINUTE
     pipeline.produce_historical(1_000, start, MINUTE)

@@ -30,7 +30,9 @@ _counter = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
-    from cinestream.local_stack import LocalKafka, LocalPostgres, ManagedProcess
+    from cinestream.local.kafka import LocalKafka
+    from cinestream.local.postgres import LocalPostgres
+    from cinestream.local.processes import ManagedProcess
     from cinestream.settings import Settings
 
     old = {k: os.environ.get(k) for k in BASE_ENV}
@@ -157,7 +159,7 @@ class Pipeline:
         """Last metric record per key in the metrics topic, keyed by window_start."""
         import json
 
-        from cinestream.kafka_admin import read_all
+        from cinestream.kafka.read import read_all
 
         latest: dict[str, dict[str, Any]] = {}
         for msg in read_all(self.settings, self.settings.metrics_topic):
@@ -167,7 +169,7 @@ class Pipeline:
         return latest
 
     def raw_events(self) -> list[tuple[int, int, float, int]]:
-        from cinestream.kafka_admin import read_all
+        from cinestream.kafka.read import read_all
         from tests.reference import events_from_messages
 
         return events_from_messages(read_all(self.settings, self.settings.ratings_topic))
@@ -216,8 +218,10 @@ def assert_windows_equal(
 def pipeline(
     stack: dict[str, str], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Pipeline]:
-    from cinestream import kafka_admin, store
+    from cinestream.kafka import admin
     from cinestream.settings import Settings
+    from cinestream.store import schema
+    from cinestream.store.connection import connect
 
     name = f"t{next(_counter)}_{request.node.name[5:25]}".replace("[", "_").replace("]", "")
     env = {
@@ -230,8 +234,8 @@ def pipeline(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    kafka_admin.create_topics(settings)
-    with store.connect(settings.resolved_database_url) as conn:
-        store.ensure_schema(conn)
-        store.truncate_all(conn)
+    admin.create_topics(settings)
+    with connect(settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        schema.truncate_all(conn)
     yield Pipeline(env)

@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from cinestream import kafka_admin, store
-from cinestream.kafka_admin import read_all
+from cinestream.kafka import admin
+from cinestream.kafka.read import read_all
+from cinestream.store import schema
+from cinestream.store.connection import connect
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
 
@@ -93,8 +95,8 @@ def test_topic_recreated_under_an_old_checkpoint_is_a_clear_error(pipeline: Pipe
     pipeline.produce_historical(2_000, start, 2 * MINUTE)
     pipeline.process(check=True)
 
-    kafka_admin.delete_topics(pipeline.settings)
-    kafka_admin.create_topics(pipeline.settings)
+    admin.delete_topics(pipeline.settings)
+    admin.create_topics(pipeline.settings)
     pipeline.produce_historical(500, start + 3 * MINUTE, MINUTE)
 
     result = pipeline.process()
@@ -122,8 +124,8 @@ def test_store_emptied_under_a_kept_checkpoint_is_a_clear_error(pipeline: Pipeli
     pipeline.process(check=True)
     # Someone empties the tables (or restores an older backup) but keeps the checkpoint: resuming
     # would never count the ratings of the batches the checkpoint calls done.
-    with store.connect(pipeline.settings.resolved_database_url) as conn:
-        store.truncate_all(conn)
+    with connect(pipeline.settings.resolved_database_url) as conn:
+        schema.truncate_all(conn)
 
     result = pipeline.process()
     assert result.returncode == 3, result.stdout[-3000:]

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from cinestream.local_stack import LocalKafka, LocalPostgres
-from cinestream.processor import request_stop
+from cinestream.local.kafka import LocalKafka
+from cinestream.local.postgres import LocalPostgres
+from cinestream.stream.start_plan import request_stop
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
 

@@ -6,8 +6,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from cinestream import store
 from cinestream.settings import Settings
+from cinestream.store.connection import connect
+from cinestream.store.windows import BatchCommit, commit_batch
+from cinestream.stream.cells import BatchCells
 
 T = TypeVar("T")
 
@@ -31,20 +33,24 @@ def write_windows(settings: Settings, events: list[tuple[int, int, float, int]])
     for _u, movie, rating, ts in events:
         key = (ts - ts % W, movie, int(rating * 2))
         cells[key] = cells.get(key, 0) + 1
-    csv = "".join(f"tumbling_1min,{ws},{ws + W},{m},{h},{n}\n" for (ws, m, h), n in cells.items())
-    with store.connect(settings.resolved_database_url) as conn:
-        store.commit_batch(
+    csv = BatchCells.from_rows(
+        ("tumbling_1min", ws, ws + W, m, h, n) for (ws, m, h), n in cells.items()
+    ).to_csv()
+    with connect(settings.resolved_database_url) as conn:
+        commit_batch(
             conn,
-            checkpoint=settings.checkpoint_dir,
-            topic=settings.ratings_topic,
-            topic_id=None,
-            batch_id=0,
-            cells_csv=csv.encode(),
-            invalid=4,
-            batch_max_event_ms=T0,
-            allowed_lateness_ms=120_000,
-            end_offsets={"0": 0, "1": 0, "2": 0},
-            primary_window_type="tumbling_1min",
+            BatchCommit(
+                checkpoint=settings.checkpoint_dir,
+                topic=settings.ratings_topic,
+                topic_id=None,
+                batch_id=0,
+                cells_csv=csv,
+                invalid=4,
+                max_event_ms=T0,
+                allowed_lateness_ms=120_000,
+                end_offsets={"0": 0, "1": 0, "2": 0},
+                primary_window_type="tumbling_1min",
+            ),
         )
 
 

@@ -131,7 +131,7 @@ def test_dependencies_wait_for_health(service: str) -> None:
 
 def test_the_local_airflow_environment_uses_real_options(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
-    from cinestream.airflow_env import airflow_env
+    from cinestream.local.airflow import airflow_env
 
     env = airflow_env(Settings())
     for var in env:

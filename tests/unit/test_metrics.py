@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cinestream.metrics import nearest_rank, top_movies, window_metric
-from cinestream.schemas import format_time, metric_key, metric_record, parse_time
+from cinestream.metrics import nearest_rank, rating_stats, top_movies, window_metric
+from cinestream.schemas import METRIC_FIELDS, format_time, metric_key, parse_time
+from tests.reference import SPEC_EXAMPLE_RECORD
 
 
 def hist(*ratings: float) -> dict[int, int]:
@@ -50,7 +51,7 @@ def test_top_movies_keeps_ten_and_breaks_ties_at_the_cut() -> None:
 
 def test_window_metric_matches_the_spec_example_shape() -> None:
     start = int(datetime(2025, 11, 10, 18, 5, tzinfo=UTC).timestamp() * 1000)
-    processed = datetime(2025, 11, 10, 18, 6, 15, 123000, tzinfo=UTC)
+    processed = int(datetime(2025, 11, 10, 18, 6, 15, 123000, tzinfo=UTC).timestamp() * 1000)
     m = window_metric(
         "tumbling_1min",
         start,
@@ -59,18 +60,9 @@ def test_window_metric_matches_the_spec_example_shape() -> None:
         [(1, 2), (2, 1), (3, 1)],
         processed,
     )
-    record = metric_record(m.as_row())
-    assert list(record) == [
-        "window_start",
-        "window_end",
-        "window_type",
-        "count",
-        "avg_rating",
-        "p50_rating",
-        "p95_rating",
-        "top_movies",
-        "processing_time",
-    ]
+    record = m.record()
+    assert list(record) == list(SPEC_EXAMPLE_RECORD) == list(METRIC_FIELDS)
+    assert m.key == ("tumbling_1min", start)
     assert record["window_start"] == "2025-11-10T18:05:00.000Z"
     assert record["window_end"] == "2025-11-10T18:06:00.000Z"
     assert record["processing_time"] == "2025-11-10T18:06:15.123Z"
@@ -88,3 +80,17 @@ def test_times_round_trip_and_keys() -> None:
     )
     assert parse_time("2025-11-10T18:05:00") == datetime(2025, 11, 10, 18, 5, tzinfo=UTC)
     assert metric_key("tumbling_1min", 1762797900000) == "tumbling_1min|2025-11-10T18:05:00.000Z"
+
+
+def test_rating_stats_over_several_windows_are_the_window_rules() -> None:
+    # The API's "last hour" uses the same function as each window's metric.
+    histogram = hist(0.5, 0.5, 3.0, 4.0, 4.5, 5.0, 5.0)
+    stats = rating_stats(histogram)
+    assert (stats.count, stats.p50_rating, stats.p95_rating) == (7, 4.0, 5.0)
+    assert stats.avg_rating == pytest.approx(22.5 / 7)
+    one_window = window_metric("tumbling_1min", 0, 60_000, histogram, [(1, 7)], 0)
+    assert (one_window.avg_rating, one_window.p50_rating, one_window.p95_rating) == (
+        stats.avg_rating,
+        stats.p50_rating,
+        stats.p95_rating,
+    )

@@ -1,8 +1,9 @@
 """Answers computed from the store, kept until the store changes.
 
 Every table the API reads has a statement trigger that sends a notification on
-:data:`cinestream.store.CHANGE_CHANNEL` (see :mod:`cinestream.store`); PostgreSQL delivers it when
-the writing transaction commits, whoever wrote (stream, backfill, reset, or an operator's SQL).
+:data:`cinestream.store.schema.CHANGE_CHANNEL` (:func:`cinestream.store.reads.listen_for_changes`);
+PostgreSQL delivers it when the writing transaction commits, whoever wrote (stream, backfill,
+reset, or an operator's SQL).
 One thread LISTENs on its own connection and moves :attr:`StoreCache.generation` on every
 notification; an answer computed under an older generation is computed again. So a cached answer
 is never older than the last commit the listener has heard of (milliseconds), and between commits
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from cinestream.errors import first_line
-from cinestream.store import CHANGE_CHANNEL
+from cinestream.store import reads
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ class StoreCache:
         self.misses = 0
 
     def start(self) -> None:
+        """Start listening for store changes (in a daemon thread)."""
         self._thread.start()
 
     def close(self) -> None:
+        """Stop listening."""
         self._stop.set()
         self._thread.join(timeout=self.check_s + 3)
 
@@ -108,7 +111,7 @@ class StoreCache:
                     keepalives_interval=2,
                     keepalives_count=2,
                 ) as conn:
-                    conn.execute(f"LISTEN {CHANGE_CHANNEL}")
+                    reads.listen_for_changes(conn)
                     self.advance(listening=True)
                     if lost:
                         log.info("store cache: listening on %s again", where)
@@ -116,7 +119,7 @@ class StoreCache:
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=self.check_s):
                             self.advance(listening=True)
-                        conn.execute("SELECT 1")  # a dead connection raises here
+                        reads.ping(conn)  # a dead connection raises here
             except psycopg.Error as exc:
                 self.advance(listening=False)
                 if not lost:

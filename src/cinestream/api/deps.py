@@ -11,9 +11,9 @@ import psycopg
 from fastapi import Depends, HTTPException, Request
 from psycopg_pool import ConnectionPool
 
-from cinestream import kafka_admin
 from cinestream.api.cache import StoreCache
 from cinestream.errors import ServiceUnavailable
+from cinestream.kafka import admin
 from cinestream.settings import Settings
 
 T = TypeVar("T")
@@ -77,8 +77,8 @@ class KafkaView:
 
     def _refresh(self) -> None:
         try:
-            ratings = kafka_admin.partition_offsets(self.settings, self.settings.ratings_topic)
-            dlq = kafka_admin.partition_offsets(self.settings, self.settings.dlq_topic)
+            ratings = admin.partition_offsets(self.settings, self.settings.ratings_topic)
+            dlq = admin.partition_offsets(self.settings, self.settings.dlq_topic)
             value: dict[str, Any] = {
                 "up": True,
                 "ratings_end_offsets": {str(p.partition): p.high for p in ratings},

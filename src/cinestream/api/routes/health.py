@@ -8,6 +8,8 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from cinestream.store import reads
+
 router = APIRouter(prefix="/metrics", tags=["health"])
 
 
@@ -16,7 +18,7 @@ def health(request: Request) -> JSONResponse:
     deps: dict[str, Any] = {}
     try:
         with request.app.state.pool.connection(timeout=2) as conn:
-            conn.execute("SELECT 1")
+            reads.ping(conn)
         deps["postgres"] = {"state": "up"}
     except (psycopg.Error, TimeoutError) as exc:
         deps["postgres"] = {"state": "down", "error": type(exc).__name__}

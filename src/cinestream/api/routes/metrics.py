@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from psycopg.rows import dict_row
 
 from cinestream.api.deps import KafkaDep, ReaderDep, SettingsDep
 from cinestream.api.models import Summary, TopMovies, WindowRecord
-from cinestream.metrics import nearest_rank, top_movies
-from cinestream.schemas import format_time, metric_record, parse_time
+from cinestream.metrics import rating_stats, top_movies
+from cinestream.schemas import format_time, parse_time
+from cinestream.store import reads
+from cinestream.store.reads import ProcessorTotals
 from cinestream.windows import WindowTypeError, parse_window_type
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
@@ -81,24 +82,15 @@ def windows(
     if start_t and end_t and end_t <= start_t:
         raise HTTPException(422, "invalid parameters: end must be after start")
 
+    start_ms = None if start_t is None else int(start_t.timestamp() * 1000)
+    end_ms = None if end_t is None else int(end_t.timestamp() * 1000)
+
     def query(conn: Any) -> bytes:
-        with conn.cursor(row_factory=dict_row) as cur:
-            if start_t is None and end_t is None:
-                # The newest `limit` windows, oldest first.
-                cur.execute(
-                    "SELECT * FROM (SELECT * FROM window_metrics WHERE window_type = %s "
-                    "ORDER BY window_start DESC LIMIT %s) w ORDER BY window_start",
-                    (wt, limit),
-                )
-            else:
-                cur.execute(
-                    "SELECT * FROM window_metrics WHERE window_type = %s "
-                    "AND window_start >= coalesce(%s, '-infinity'::timestamptz) "
-                    "AND window_start < coalesce(%s, 'infinity'::timestamptz) "
-                    "ORDER BY window_start LIMIT %s",
-                    (wt, start_t, end_t, limit),
-                )
-            return _dumps([metric_record(row) for row in cur.fetchall()])
+        if start_ms is None and end_ms is None:
+            found = reads.newest_windows(conn, wt, limit)
+        else:
+            found = reads.windows_between(conn, wt, start_ms, end_ms, limit)
+        return _dumps([m.record() for m in found])
 
     return json_response(reader.read(("windows", wt, start_t, end_t, limit), query))
 
@@ -106,27 +98,14 @@ def windows(
 def _top_movies_since(
     conn: Any, window_type: str, since_ms: int, until_ms: int, limit: int
 ) -> list[dict[str, int]]:
-    rows = conn.execute(
-        "SELECT movie_id, sum(count)::bigint FROM window_movie_counts "
-        "WHERE window_type = %s AND window_start_ms >= %s AND window_start_ms < %s "
-        "GROUP BY movie_id",
-        (window_type, since_ms, until_ms),
-    ).fetchall()
-    counts = dict(rows)
-    return [{"movie_id": m, "ratings": int(counts[m])} for m in top_movies(rows, limit)]
+    counts = dict(reads.movie_counts(conn, window_type, since_ms, until_ms))
+    return [{"movie_id": m, "ratings": counts[m]} for m in top_movies(counts.items(), limit)]
 
 
 def _newest_end_ms(conn: Any, window_type: str) -> int | None:
-    """End of the newest window that has ratings (walks the primary key from the newest)."""
-    row = conn.execute(
-        "SELECT window_start_ms FROM window_state s WHERE window_type = %s "
-        "AND EXISTS (SELECT 1 FROM window_rating_counts c WHERE c.window_type = s.window_type "
-        "AND c.window_start_ms = s.window_start_ms) ORDER BY window_start_ms DESC LIMIT 1",
-        (window_type,),
-    ).fetchone()
-    if row is None:
-        return None
-    return int(row[0]) + parse_window_type(window_type).size_ms
+    """End of the newest window that has ratings."""
+    start = reads.newest_window_start_ms(conn, window_type)
+    return None if start is None else start + parse_window_type(window_type).size_ms
 
 
 @router.get(
@@ -166,8 +145,8 @@ class _StoredSummary:
     """The part of a summary that only changes when the store does."""
 
     body: dict[str, Any]
-    processor: dict[str, Any] | None
-    newest_end: datetime | None
+    processor: ProcessorTotals | None
+    newest_end_ms: int | None
 
 
 @router.get(
@@ -178,28 +157,14 @@ class _StoredSummary:
 def summary(reader: ReaderDep, settings: SettingsDep, kafka: KafkaDep) -> Response:
     wt = settings.window_types[0]
     stored = reader.read(("summary", wt), lambda conn: _stored_summary(conn, wt))
-    pipeline = _pipeline_state(stored.processor, stored.newest_end, kafka.snapshot())
+    pipeline = _pipeline_state(stored.processor, stored.newest_end_ms, kafka.snapshot())
     return json_response({**stored.body, "pipeline": pipeline})
 
 
 def _stored_summary(conn: Any, wt: str) -> _StoredSummary:
-    size_ms = parse_window_type(wt).size_ms
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT count(*) AS n FROM window_metrics WHERE window_type = %s", (wt,))
-        total_windows = cur.fetchone()["n"]
-        cur.execute(
-            "SELECT * FROM window_metrics WHERE window_type = %s ORDER BY window_start DESC "
-            "LIMIT 1",
-            (wt,),
-        )
-        latest = cur.fetchone()
-        cur.execute(
-            "SELECT coalesce(sum(valid_total), 0) AS valid, coalesce(sum(invalid_total), 0) AS "
-            "invalid, coalesce(sum(late_total), 0) AS late, max(watermark_ms) AS watermark, "
-            "(array_agg(end_offsets ORDER BY updated_at DESC))[1] AS offsets "
-            "FROM processor_state"
-        )
-        proc = cur.fetchone()
+    totals = reads.window_totals(conn, wt)
+    latest = reads.latest_window(conn, wt)
+    proc = reads.processor_totals(conn)
     if latest is None:
         body = {
             "window_type": wt,
@@ -210,15 +175,9 @@ def _stored_summary(conn: Any, wt: str) -> _StoredSummary:
         }
         return _StoredSummary(body, proc, None)
 
-    until = int(latest["window_start"].timestamp() * 1000) + size_ms
+    until = latest.window_end_ms
     since = until - 3_600_000
-    histogram: dict[int, int] = defaultdict(int)
-    for half, n in conn.execute(
-        "SELECT half_stars, sum(count)::bigint FROM window_rating_counts WHERE window_type = %s "
-        "AND window_start_ms >= %s AND window_start_ms < %s GROUP BY half_stars",
-        (wt, since, until),
-    ):
-        histogram[half] = int(n)
+    histogram = reads.rating_histogram(conn, wt, since, until)
     count = sum(histogram.values())
     last_hour: dict[str, Any] = {
         "from": format_time(since),
@@ -227,40 +186,41 @@ def _stored_summary(conn: Any, wt: str) -> _StoredSummary:
         "ratings_per_minute": count / 60,
     }
     if count:
+        stats = rating_stats(histogram)
         last_hour.update(
             {
-                "avg_rating": sum(h * n for h, n in histogram.items()) / (2 * count),
-                "p50_rating": nearest_rank(histogram, 0.5),
-                "p95_rating": nearest_rank(histogram, 0.95),
+                "avg_rating": stats.avg_rating,
+                "p50_rating": stats.p50_rating,
+                "p95_rating": stats.p95_rating,
                 "top_movies": _top_movies_since(conn, wt, since, until, 10),
             }
         )
     body = {
         "window_type": wt,
-        "windows": total_windows,
-        "latest_window": metric_record(latest),
+        "windows": totals.windows,
+        "latest_window": latest.record(),
         "last_hour": last_hour,
     }
-    return _StoredSummary(body, proc, latest["window_end"])
+    return _StoredSummary(body, proc, latest.window_end_ms)
 
 
 def _pipeline_state(
-    proc: dict[str, Any] | None, newest_end: datetime | None, kafka: dict[str, Any]
+    proc: ProcessorTotals | None, newest_end_ms: int | None, kafka: dict[str, Any]
 ) -> dict[str, Any]:
     state: dict[str, Any] = {
-        "valid_ratings": int(proc["valid"]) if proc else 0,
-        "dlq_count": int(proc["invalid"]) if proc else 0,
-        "late_ratings": int(proc["late"]) if proc else 0,
+        "valid_ratings": proc.valid if proc else 0,
+        "dlq_count": proc.invalid if proc else 0,
+        "late_ratings": proc.late if proc else 0,
         "newest_window_age_s": None,
         "consumer_lag": None,
         "kafka": "up" if kafka.get("up") else "down",
     }
-    if newest_end is not None:
-        age = datetime.now(tz=UTC) - newest_end
-        state["newest_window_age_s"] = round(max(age, timedelta(0)).total_seconds(), 1)
+    if newest_end_ms is not None:
+        age_s = time.time() - newest_end_ms / 1000
+        state["newest_window_age_s"] = round(max(age_s, 0.0), 1)
     if kafka.get("up"):
         ends = kafka["ratings_end_offsets"]
-        done = (proc or {}).get("offsets") or {}
+        done = proc.end_offsets if proc else {}
         state["consumer_lag"] = sum(max(0, end - int(done.get(p, 0))) for p, end in ends.items())
         state["dlq_count"] = max(state["dlq_count"], kafka["dlq_messages"])
     return state

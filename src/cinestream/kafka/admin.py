@@ -1,4 +1,4 @@
-"""Kafka topics and offsets through confluent-kafka's AdminClient and Consumer."""
+"""Kafka topics, offsets and readiness through confluent-kafka's AdminClient and Consumer."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cinestream.errors import CinestreamError, ServiceUnavailable
+from cinestream.net import host_port, port_open
 from cinestream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,11 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 
 def admin_client(settings: Settings) -> AdminClient:
+    """An AdminClient for the configured bootstrap servers."""
     return AdminClient(client_config(settings, **{"socket.timeout.ms": 5000}))
 
 
-def _unavailable(settings: Settings, exc: BaseException | str) -> ServiceUnavailable:
+def unavailable(settings: Settings, exc: BaseException | str) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"Kafka at {settings.kafka_bootstrap} is unavailable ({exc}); start it with "
         "`cinestream up` or set CINESTREAM_KAFKA_BOOTSTRAP"
@@ -58,17 +60,16 @@ def _unavailable(settings: Settings, exc: BaseException | str) -> ServiceUnavail
 
 
 def list_topics(settings: Settings, timeout: float = 5.0) -> dict[str, Any]:
+    """Topic name -> metadata of every topic on the cluster."""
     try:
         return admin_client(settings).list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise _unavailable(settings, exc.args[0]) from exc
+        raise unavailable(settings, exc.args[0]) from exc
 
 
 def broker_ready(settings: Settings, timeout: float = 2.0) -> bool:
-    from cinestream.local_stack import port_open
-
-    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
-    if not port_open(host or "127.0.0.1", int(port)):
+    """True when the bootstrap broker accepts connections and answers a metadata request."""
+    if not port_open(*host_port(settings.kafka_bootstrap)):
         return False
     try:
         list_topics(settings, timeout)
@@ -86,7 +87,7 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
     try:
         existing = admin.list_topics(timeout=10).topics
     except KafkaException as exc:
-        raise _unavailable(settings, exc.args[0]) from exc
+        raise unavailable(settings, exc.args[0]) from exc
     wanted = [
         NewTopic(s.name, s.partitions, settings.replication_factor, config=s.config)
         for s in topic_specs(settings)
@@ -137,6 +138,7 @@ def _wait_for(settings: Settings, done: Any, what: str, timeout_s: float = 60) -
 
 
 def topic_id(settings: Settings, topic: str) -> str | None:
+    """The topic's id (changes when it is deleted and recreated), or None if it is missing."""
     from confluent_kafka import TopicCollection
 
     admin = admin_client(settings)
@@ -156,6 +158,7 @@ class PartitionOffsets:
 
     @property
     def messages(self) -> int:
+        """Records currently in the partition."""
         return self.high - self.low
 
 
@@ -174,43 +177,6 @@ def partition_offsets(settings: Settings, topic: str) -> list[PartitionOffsets]:
             result.append(PartitionOffsets(p, low, high))
         return result
     except KafkaException as exc:
-        raise _unavailable(settings, exc.args[0]) from exc
+        raise unavailable(settings, exc.args[0]) from exc
     finally:
         consumer.close()
-
-
-def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]:
-    """Every message currently in ``topic`` (for tests, doctor and validation of small topics)."""
-    # Read each non-empty partition from its low watermark (offset 0 may be compacted away).
-    parts = [p for p in partition_offsets(settings, topic) if p.high > p.low]
-    ends = {p.partition: p.high for p in parts}
-    if not ends:
-        return []
-    consumer = Consumer(
-        client_config(
-            settings,
-            **{
-                "group.id": "cinestream-reader",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            },
-        )
-    )
-    consumer.assign([TopicPartition(topic, p.partition, p.low) for p in parts])
-    messages: list[Any] = []
-    remaining = dict(ends)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while remaining and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, timeout=1.0):
-                offset, partition = msg.offset(), msg.partition()
-                if msg.error() or offset is None or partition is None:
-                    continue
-                messages.append(msg)
-                if offset + 1 >= remaining.get(partition, 0):
-                    remaining.pop(partition, None)
-    finally:
-        consumer.close()
-    if remaining:
-        raise CinestreamError(f"timed out reading {topic}: partitions {sorted(remaining)} not done")
-    return messages

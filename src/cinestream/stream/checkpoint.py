@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from cinestream.errors import CinestreamError
+
 
 class CheckpointFS(Protocol):
+    """The three reads the start plan needs from a checkpoint's storage."""
+
     def list_names(self, directory: str) -> list[str]: ...
     def read_text(self, path: str) -> str: ...
     def exists(self, path: str) -> bool: ...
@@ -30,6 +34,7 @@ def parse_offsets_file(text: str) -> dict[str, dict[int, int]]:
 
 
 def latest_batch(names: list[str]) -> int | None:
+    """The highest batch id among a log directory's file names."""
     batches = [int(n) for n in names if n.isdigit()]
     return max(batches) if batches else None
 
@@ -96,6 +101,7 @@ def checkpoint_offsets(
 
 
 def committed_batch(fs: CheckpointFS, checkpoint: str) -> int | None:
+    """The newest batch Spark's commit log marks done."""
     return latest_batch(fs.list_names(checkpoint.rstrip("/") + "/commits"))
 
 
@@ -103,8 +109,6 @@ def delete_local_checkpoint(checkpoint: str) -> bool:
     """Delete a ``file://`` checkpoint; other schemes must be removed with their own tools."""
     parts = urlsplit(checkpoint)
     if parts.scheme not in ("", "file"):
-        from cinestream.errors import CinestreamError
-
         raise CinestreamError(
             f"cannot delete {checkpoint} from here: remove it with the storage's tools "
             f"(e.g. `hadoop fs -rm -r -f {checkpoint}`)"

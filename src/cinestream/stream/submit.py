@@ -1,4 +1,5 @@
-"""Launching the Spark jobs: the spark-submit command line and the job-side SparkSession."""
+"""Launching the Spark jobs: the spark-submit command line, its environment, and the job-side
+SparkSession."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cinestream.local_stack import REPO_ROOT, jars
-from cinestream.settings import Settings
+from cinestream.jars import jars
+from cinestream.settings import REPO_ROOT, Settings
 
 SPARK_JOBS_DIR = REPO_ROOT / "spark_jobs"
 LOG4J2 = REPO_ROOT / "infra" / "spark" / "log4j2.properties"
 
 
+def python_env() -> dict[str, str]:
+    """Driver and workers run this venv's Python (pyspark, pyarrow and cinestream live there)."""
+    return {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+
+
 def spark_conf(settings: Settings) -> dict[str, str]:
     """The Spark configuration every cinestream job runs with (CLI and Airflow alike)."""
-    python = sys.executable
+    python = python_env()
     return {
-        "spark.pyspark.python": python,
-        "spark.pyspark.driver.python": python,
+        "spark.pyspark.python": python["PYSPARK_PYTHON"],
+        "spark.pyspark.driver.python": python["PYSPARK_DRIVER_PYTHON"],
         "spark.sql.session.timeZone": "UTC",
         "spark.log.structuredLogging.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -32,10 +38,12 @@ def spark_conf(settings: Settings) -> dict[str, str]:
 
 
 def connector_jars() -> str:
+    """The Kafka connector jars as spark-submit's ``--jars`` value."""
     return ",".join(str(j) for j in jars("spark"))
 
 
 def job_path(script: str) -> Path:
+    """A job script of ``spark_jobs/``."""
     return SPARK_JOBS_DIR / script
 
 
@@ -59,8 +67,8 @@ def spark_submit_command(settings: Settings, script: str, args: list[str]) -> li
 
 
 def spark_env() -> dict[str, str]:
-    """Workers must run this venv's Python (pyspark, pyarrow and cinestream live there)."""
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    """This process's environment plus :func:`python_env`, for launching spark-submit."""
+    return {**os.environ, **python_env()}
 
 
 def job_session(app_name: str, settings: Settings) -> Any:
@@ -80,6 +88,7 @@ def job_session(app_name: str, settings: Settings) -> Any:
 
 
 def configure_job_logging(verbose: bool = False) -> None:
+    """Log lines of a Spark job's driver to stderr; py4j's chatter kept quiet."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -4,7 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from cinestream.checkpoint import LocalFS, checkpoint_offsets, latest_batch, parse_offsets_file
+from cinestream.stream.checkpoint import (
+    LocalFS,
+    checkpoint_offsets,
+    latest_batch,
+    parse_offsets_file,
+)
 
 OFFSETS = """v1
 {"batchWatermarkMs":0,"batchTimestampMs":1764000000000,"conf":{}}

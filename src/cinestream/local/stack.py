@@ -1,21 +1,33 @@
-"""Orchestration of the local stack for `up`, `down`, `status` and `reset`."""
+"""The local stack as a whole: `up`, `down`, `status` and `reset`."""
 
 from __future__ import annotations
 
 import logging
-import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from cinestream import kafka_admin, store
-from cinestream.errors import CinestreamError
-from cinestream.local_stack import LocalKafka, LocalPostgres, ManagedProcess, jars, port_open
+from cinestream.errors import EXIT_PROCESSOR_BUSY, CinestreamError
+from cinestream.jars import jars
+from cinestream.kafka import admin
+from cinestream.local import airflow
+from cinestream.local.kafka import LocalKafka
+from cinestream.local.postgres import LocalPostgres
+from cinestream.local.processes import ManagedProcess
+from cinestream.net import port_open
 from cinestream.settings import Settings
+from cinestream.store import schema
+from cinestream.store.checkpoints import CheckpointLock
+from cinestream.store.connection import connect, reachable
+from cinestream.stream.checkpoint import delete_local_checkpoint
+from cinestream.stream.start_plan import request_stop, stop_file
+from cinestream.stream.submit import spark_env
 
-log = logging.getLogger("cinestream.services")
+log = logging.getLogger("cinestream.stack")
 
 
 def _cinestream_cmd(*args: str) -> list[str]:
@@ -28,11 +40,11 @@ def start_infra(settings: Settings) -> None:
     LocalPostgres(settings).start()
     if settings.kafka_bootstrap.startswith(("127.0.0.1:", "localhost:")):
         LocalKafka(settings).start()
-    created = kafka_admin.create_topics(settings)
+    created = admin.create_topics(settings)
     if created:
         log.info("created topics %s", ", ".join(created))
-    with store.connect(settings.resolved_database_url) as conn:
-        store.ensure_schema(conn)
+    with connect(settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
 
 
 def up(
@@ -43,13 +55,10 @@ def up(
     live_rate: float,
     with_airflow: bool = True,
 ) -> None:
-    import subprocess
-
-    from cinestream.sparkrun import spark_env
-
+    """Start everything, replay a first backlog, then keep the pipeline live."""
     start_infra(settings)
     start_serving(settings)
-    parts = kafka_admin.partition_offsets(settings, settings.ratings_topic)
+    parts = admin.partition_offsets(settings, settings.ratings_topic)
     if backlog and sum(p.messages for p in parts) == 0:
         span = backlog_span_s or 2400
         start = datetime.fromtimestamp(time.time() - span, tz=UTC)
@@ -79,13 +88,13 @@ def up(
             _cinestream_cmd("process", "--trigger", "available-now", "--wait-for-lock", "30"),
             env=spark_env(),
         )
-        if result.returncode not in (0, 75):
+        if result.returncode not in (0, EXIT_PROCESSOR_BUSY):
             raise CinestreamError(
                 "the backlog run failed (see above); `cinestream doctor` explains the state"
             )
     if with_airflow:
-        start_airflow(settings)
-        trigger_pipeline(settings)
+        airflow.start_airflow(settings)
+        airflow.trigger_pipeline(settings)
     if live_rate <= 0:
         return
     generator = ManagedProcess("generator", settings)
@@ -114,8 +123,7 @@ def up(
 
 
 def dashboard_command(settings: Settings, port: int | None = None) -> list[str]:
-    from pathlib import Path
-
+    """``streamlit run`` of the dashboard app on 127.0.0.1."""
     app = Path(__file__).parent / "dashboard" / "app.py"
     return [
         sys.executable,
@@ -151,80 +159,9 @@ def start_serving(settings: Settings) -> None:
         log.info("dashboard on %s, log %s", settings.dashboard_url, dashboard.log_file)
 
 
-AIRFLOW_COMPONENTS = (
-    "airflow-api-server",
-    "airflow-scheduler",
-    "airflow-dag-processor",
-    "airflow-triggerer",
-)
-
-
-def airflow_cli(settings: Settings, *args: str, check: bool = True) -> Any:
-    import subprocess
-    from pathlib import Path
-
-    from cinestream.airflow_env import airflow_env
-
-    airflow = str(Path(sys.executable).parent / "airflow")
-    return subprocess.run(
-        [airflow, *args],
-        env={**os.environ, **airflow_env(settings)},
-        check=check,
-        capture_output=True,
-        text=True,
-    )
-
-
-def start_airflow(settings: Settings) -> None:
-    """Airflow 3 on the local PostgreSQL: migrate, then the four components, LocalExecutor."""
-    from pathlib import Path
-
-    from cinestream.airflow_env import airflow_env
-
-    if all(ManagedProcess(name, settings).pid() for name in AIRFLOW_COMPONENTS):
-        return
-    log.info("migrating Airflow's metadata database")
-    result = airflow_cli(settings, "db", "migrate", check=False)
-    if result.returncode:
-        raise CinestreamError(f"airflow db migrate failed: {result.stderr.strip()[-500:]}")
-    airflow = str(Path(sys.executable).parent / "airflow")
-    env = airflow_env(settings)
-    for name in AIRFLOW_COMPONENTS:
-        proc = ManagedProcess(name, settings)
-        if proc.pid() is None:
-            proc.start([airflow, name.removeprefix("airflow-")], env=env)
-            log.info("started %s, log %s", name, proc.log_file)
-    deadline = time.monotonic() + 180
-    while not port_open("127.0.0.1", settings.airflow_port):
-        if time.monotonic() > deadline:
-            raise CinestreamError(
-                f"the Airflow api-server did not open port "
-                f"{settings.airflow_port}; see {settings.log_dir}"
-            )
-        time.sleep(1)
-
-
-def trigger_pipeline(settings: Settings) -> None:
-    """Trigger cinestream_pipeline once (when the DAG processor has parsed it)."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        listed = airflow_cli(settings, "dags", "list", "-o", "plain", check=False)
-        if "cinestream_pipeline" in listed.stdout:
-            break
-        time.sleep(5)
-    airflow_cli(settings, "dags", "unpause", "cinestream_pipeline", check=False)
-    result = airflow_cli(settings, "dags", "trigger", "cinestream_pipeline", check=False)
-    if result.returncode == 0:
-        log.info("triggered cinestream_pipeline once")
-    else:
-        log.warning("could not trigger cinestream_pipeline: %s", result.stderr.strip()[-300:])
-
-
 def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
     """Ask the processor on the checkpoint to stop between batches and wait for it."""
-    from cinestream.processor import request_stop, stop_file
-
-    lock = store.CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir)
+    lock = CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir)
     try:
         running = lock.holder() is not None
     except CinestreamError:
@@ -249,61 +186,51 @@ def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
 
 
 def down(settings: Settings) -> Iterator[tuple[str, bool]]:
-    for name in (*AIRFLOW_COMPONENTS, "dashboard", "api", "generator"):
+    """Stop every part, the processor between batches; yields (name, was running)."""
+    for name in (*airflow.COMPONENTS, "dashboard", "api", "generator"):
         yield name, ManagedProcess(name, settings).stop()
     yield (
         "processor",
         stop_processor(settings)
-        if _postgres_up(settings)
+        if reachable(settings.resolved_database_url)
         else ManagedProcess("processor", settings).stop(),
     )
     yield "kafka", LocalKafka(settings).stop()
     yield "postgres", LocalPostgres(settings).stop()
 
 
-def _postgres_up(settings: Settings) -> bool:
-    try:
-        store.connect(settings.resolved_database_url, timeout=2).close()
-        return True
-    except CinestreamError:
-        return False
-
-
 def reset(settings: Settings, *, keep_topics: bool) -> Iterator[str]:
-    from cinestream.checkpoint import delete_local_checkpoint
-
+    """The full restart (or, with ``keep_topics``, a re-read); yields each step done."""
     if stop_processor(settings):
         yield "stopped the processor"
     generator = ManagedProcess("generator", settings)
     if generator.stop():
         yield "stopped the live generator"
     if not keep_topics:
-        deleted = kafka_admin.delete_topics(settings)
+        deleted = admin.delete_topics(settings)
         yield f"deleted topics: {', '.join(deleted) or 'none'} (waited until gone)"
-        created = kafka_admin.create_topics(settings)
+        created = admin.create_topics(settings)
         yield f"created topics: {', '.join(created)}"
     yield (
         "deleted checkpoint "
         if delete_local_checkpoint(settings.checkpoint_dir)
         else "no checkpoint at "
     ) + settings.checkpoint_dir
-    with store.connect(settings.resolved_database_url) as conn:
-        store.ensure_schema(conn)
-        store.truncate_all(conn)
+    with connect(settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        schema.truncate_all(conn)
     yield "emptied window_metrics and the window store"
 
 
 def _service_state(settings: Settings) -> dict[str, str]:
     states: dict[str, str] = {}
-    states["kafka"] = "running" if kafka_admin.broker_ready(settings) else "stopped"
-    states["postgres"] = "running" if _postgres_up(settings) else "stopped"
+    states["kafka"] = "running" if admin.broker_ready(settings) else "stopped"
+    states["postgres"] = "running" if reachable(settings.resolved_database_url) else "stopped"
     for name in ("processor", "generator"):
         pid = ManagedProcess(name, settings).pid()
         states[name] = f"running (pid {pid})" if pid else "stopped"
     if states["postgres"] == "running" and states["processor"] == "stopped":
-        holder = store.CheckpointLock(
-            settings.resolved_database_url, settings.checkpoint_dir
-        ).holder()
+        holder = CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir).holder()
         if holder:
             states["processor"] = f"running elsewhere ({holder})"
     for name, port in (
@@ -316,6 +243,7 @@ def _service_state(settings: Settings) -> dict[str, str]:
 
 
 def status(settings: Settings) -> dict[str, Any]:
+    """Where each service is and whether it runs (``cinestream status --json``)."""
     return {
         "kafka_bootstrap": settings.kafka_bootstrap,
         "database_url": settings.resolved_database_url,
@@ -330,12 +258,13 @@ def status(settings: Settings) -> dict[str, Any]:
 
 
 def _admin_password(settings: Settings) -> str:
-    from cinestream.airflow_env import admin_password
-
-    return admin_password(settings) or "in .state/airflow/simple_auth_manager_passwords.json"
+    return (
+        airflow.admin_password(settings) or "in .state/airflow/simple_auth_manager_passwords.json"
+    )
 
 
 def where_to_look(settings: Settings) -> str:
+    """What `up` prints: every service, its URL, and the commands to look further."""
     return "\n".join(
         [
             "",

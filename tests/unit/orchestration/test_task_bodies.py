@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cinestream import orchestration
-from cinestream.orchestration import quality_range
+from cinestream.orchestration import task_bodies
+from cinestream.orchestration.task_bodies import quality_range
 
 A = {"windows_changed": 3, "from": "2025-11-10T18:05:00.000Z", "to": "2025-11-10T18:08:00.000Z"}
 B = {"windows_changed": 60, "from": "2025-11-10T16:00:00.000Z", "to": "2025-11-10T17:00:00.000Z"}
@@ -35,11 +35,11 @@ def test_no_changed_window_means_every_window_not_none() -> None:
 
 def test_triggering_events_become_the_validated_range(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str | None, str | None]] = []
-    monkeypatch.setattr(orchestration, "run_quality", lambda start, end: calls.append((start, end)))
+    monkeypatch.setattr(task_bodies, "run_quality", lambda start, end: calls.append((start, end)))
     events = {"window_metrics": [SimpleNamespace(extra=A), SimpleNamespace(extra=B)]}
-    orchestration.run_quality_for_events(events)
-    orchestration.run_quality_for_events(None)  # triggered by hand
-    orchestration.run_quality_for_events({"window_metrics": [SimpleNamespace(extra=None)]})
+    task_bodies.run_quality_for_events(events)
+    task_bodies.run_quality_for_events(None)  # triggered by hand
+    task_bodies.run_quality_for_events({"window_metrics": [SimpleNamespace(extra=None)]})
     assert calls == [
         ("2025-11-10T16:00:00.000Z", "2025-11-10T18:08:00.000Z"),
         (None, None),

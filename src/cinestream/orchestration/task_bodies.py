@@ -1,29 +1,50 @@
 """Task bodies of the Airflow DAGs: each DAG task is one call into this module.
 
-Airflow reaches Kafka through its connection (``kafka_default``); everything else comes from
-the one :class:`~cinestream.settings.Settings` object.
+Airflow reaches Kafka through its connection (``kafka_default``) and the metrics database through
+``cinestream_metrics_db``; everything else comes from the one
+:class:`~cinestream.settings.Settings` object.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 
-from cinestream import kafka_admin, store
 from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
+from cinestream.kafka import admin
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
+from cinestream.store import reads, schema
+from cinestream.store.checkpoints import stored_checkpoint
+from cinestream.store.connection import connect
 
 log = logging.getLogger("cinestream.orchestration")
 
 WINDOW_METRICS_ASSET = "cinestream://metrics/window_metrics"
+METRICS_DB_CONN_ID = "cinestream_metrics_db"
 _delivered = {"ok": 0, "failed": 0}
+
+
+def metrics_db_url(conn_id: str = METRICS_DB_CONN_ID) -> str:
+    """The libpq URL of the metrics database, from its Airflow connection."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    auth = quote(conn.login or "", safe="")
+    if conn.password:
+        auth += ":" + quote(conn.password, safe="")
+    return f"postgresql://{auth}@{conn.host}:{conn.port or 5432}/{conn.schema or ''}"
+
+
+def task_settings(conn_id: str = METRICS_DB_CONN_ID) -> Settings:
+    """The Settings of a task: ``CINESTREAM_*`` as everywhere, the database from Airflow."""
+    return Settings(database_url=metrics_db_url(conn_id))
 
 
 def _admin(kafka_conn_id: str) -> Any:
@@ -46,9 +67,10 @@ def check_broker(kafka_conn_id: str = "kafka_default") -> dict[str, Any]:
 
 
 def create_topics(kafka_conn_id: str = "kafka_default") -> list[str]:
+    """Create the missing topics through the Kafka connection; log each one's layout."""
     settings = Settings()
-    created = kafka_admin.create_topics(settings, admin=_admin(kafka_conn_id))
-    for spec in kafka_admin.topic_specs(settings):
+    created = admin.create_topics(settings, admin=_admin(kafka_conn_id))
+    for spec in admin.topic_specs(settings):
         log.info(
             "topic %s: %d partitions, config %s (%s)",
             spec.name,
@@ -61,11 +83,11 @@ def create_topics(kafka_conn_id: str = "kafka_default") -> list[str]:
 
 def clear_checkpoint(clear: bool) -> str:
     """Delete the processor checkpoint and the windows derived from it (only when asked)."""
-    settings = Settings()
     if not clear:
         return "kept"
-    from cinestream.services import reset
+    from cinestream.local.stack import reset
 
+    settings = task_settings()
     for step in reset(settings, keep_topics=True):
         log.info("%s", step)
     return "cleared"
@@ -73,24 +95,19 @@ def clear_checkpoint(clear: bool) -> str:
 
 def preflight() -> str:
     """Fail with doctor's explanation when the processor would skip or double-count data."""
-    from cinestream.checkpoint import LocalFS
-    from cinestream.processor import plan_start
+    from cinestream.stream.checkpoint import LocalFS
+    from cinestream.stream.start_plan import plan_start
 
-    settings = Settings()
-    with store.connect(settings.resolved_database_url) as conn:
-        store.ensure_schema(conn)
-        stored = store.stored_checkpoint(conn, settings.checkpoint_dir)
+    settings = task_settings()
+    with connect(settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        stored = stored_checkpoint(conn, settings.checkpoint_dir)
     try:
         plan = plan_start(settings, LocalFS(), stored)
     except CheckpointMismatch as exc:
         raise CinestreamError(f"preflight failed (cinestream doctor says): {exc}") from exc
-    total = sum(p.messages for p in kafka_admin.partition_offsets(settings, settings.ratings_topic))
-    if plan.resumed_batch is None and settings.starting_offsets == "latest" and total:
-        raise CinestreamError(
-            f"preflight failed: no checkpoint and starting offsets 'latest' would skip the {total} "
-            "ratings already in the topic (the seed's empty windows); unset "
-            "CINESTREAM_STARTING_OFFSETS"
-        )
+    if plan.skipped_by_latest:
+        raise CinestreamError(f"preflight failed: {plan.latest_warning(settings.ratings_topic)}")
     message = (
         f"processor will start at {plan.start_offsets} "
         f"({'resume' if plan.resumed_batch is not None else 'first run'}), "
@@ -152,9 +169,9 @@ def reset_all(confirm: str) -> list[str]:
     """The seed's full restart, guarded: ``confirm`` must be ``RESET``."""
     if confirm != "RESET":
         raise CinestreamError("refusing to reset: set the Param confirm to RESET")
-    from cinestream.services import reset
+    from cinestream.local.stack import reset
 
-    steps = list(reset(Settings(), keep_topics=False))
+    steps = list(reset(task_settings(), keep_topics=False))
     for step in steps:
         log.info("%s", step)
     return steps
@@ -162,9 +179,7 @@ def reset_all(confirm: str) -> list[str]:
 
 def spark_job_kwargs(script: str, args: list[str]) -> dict[str, Any]:
     """SparkSubmitOperator arguments for a job in spark_jobs/ (same conf as the CLI)."""
-    import sys
-
-    from cinestream.sparkrun import connector_jars, job_path, spark_conf
+    from cinestream.stream.submit import connector_jars, job_path, python_env, spark_conf
 
     settings = Settings()
     return {
@@ -174,44 +189,41 @@ def spark_job_kwargs(script: str, args: list[str]) -> dict[str, Any]:
         "jars": connector_jars(),
         "driver_memory": settings.spark_driver_memory,
         "name": script.removesuffix(".py"),
-        "env_vars": {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable},
+        "env_vars": python_env(),
     }
 
 
-def store_clock() -> datetime | None:
+def store_clock(database_url: str) -> datetime | None:
     """The database's clock before a job runs, to tell afterwards which windows it changed.
 
     ``None`` (logged) when the database cannot be asked: the job still runs, its asset event then
     names no range and the quality DAG validates every window.
     """
     try:
-        with store.connect(Settings().resolved_database_url) as conn:
-            (now,) = store.one(conn, "SELECT now()")
+        with connect(database_url) as conn:
+            return reads.database_clock(conn)
     except (ServiceUnavailable, psycopg.Error) as exc:
         log.warning("cannot read the database clock (%s); the asset event will name no range", exc)
         return None
-    return now  # type: ignore[no-any-return]
 
 
-def windows_changed_since(since: datetime | None) -> dict[str, Any]:
+def windows_changed_since(database_url: str, since: datetime | None) -> dict[str, Any]:
     """What stream and backfill runs attach to their ``window_metrics`` asset event: how many
     windows they changed and the event-time range those windows span."""
     if since is None:
         return {}
     try:
-        with store.connect(Settings().resolved_database_url) as conn:
-            n, first, last = store.one(
-                conn,
-                "SELECT count(*), min(window_start_ms), max(window_end_ms) FROM window_state "
-                "WHERE updated_at >= %s",
-                (since,),
-            )
+        with connect(database_url) as conn:
+            changed = reads.windows_changed_since(conn, since)
     except (ServiceUnavailable, psycopg.Error) as exc:
         log.warning("cannot tell which windows changed (%s); the asset event names no range", exc)
         return {}
-    extra: dict[str, Any] = {"windows_changed": int(n), "since": since.isoformat()}
-    if n:
-        extra |= {"from": format_time(int(first)), "to": format_time(int(last))}
+    extra: dict[str, Any] = {"windows_changed": changed.count, "since": since.isoformat()}
+    if changed.count and changed.first_start_ms is not None and changed.last_end_ms is not None:
+        extra |= {
+            "from": format_time(changed.first_start_ms),
+            "to": format_time(changed.last_end_ms),
+        }
     log.info("windows changed since %s: %s", since.isoformat(), extra)
     return extra
 
@@ -244,17 +256,15 @@ def run_quality_for_events(triggering_asset_events: Mapping[Any, Sequence[Any]] 
     return run_quality(start, end)
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, default=str)
-
-
 def run_quality(start: str | None = None, end: str | None = None) -> dict[str, Any]:
     """Run the GX suites; a failed expectation fails the task with every failure logged."""
     from cinestream.quality import validate
     from cinestream.timeparse import parse_instant
 
     report = validate(
-        Settings(), parse_instant(start) if start else None, parse_instant(end) if end else None
+        task_settings(),
+        parse_instant(start) if start else None,
+        parse_instant(end) if end else None,
     )
     if not report.success:
         raise CinestreamError(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cinestream import store
+from cinestream.store.checkpoints import CheckpointLock
+from cinestream.store.connection import connect
+from cinestream.store.windows import BatchCommit, commit_batch, metrics_for_keys
+from cinestream.stream.cells import BatchCells
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -15,27 +18,31 @@ W = 60_000
 
 def cells(*rows: tuple[int, int, int, int]) -> bytes:
     """(window_start_ms, movie_id, half_stars, n) rows of tumbling_1min cells as CSV."""
-    return "".join(f"tumbling_1min,{ws},{ws + W},{m},{h},{n}\n" for ws, m, h, n in rows).encode()
+    return BatchCells.from_rows(
+        ("tumbling_1min", ws, ws + W, m, h, n) for ws, m, h, n in rows
+    ).to_csv()
 
 
 def commit(conn, batch_id: int, data: bytes, max_event: int | None):  # type: ignore[no-untyped-def]
-    return store.commit_batch(
+    return commit_batch(
         conn,
-        checkpoint="ckpt",
-        topic="ratings",
-        topic_id="id",
-        batch_id=batch_id,
-        cells_csv=data,
-        invalid=0,
-        batch_max_event_ms=max_event,
-        allowed_lateness_ms=2 * W,
-        end_offsets={"0": batch_id},
-        primary_window_type="tumbling_1min",
+        BatchCommit(
+            checkpoint="ckpt",
+            topic="ratings",
+            topic_id="id",
+            batch_id=batch_id,
+            cells_csv=data,
+            invalid=0,
+            max_event_ms=max_event,
+            allowed_lateness_ms=2 * W,
+            end_offsets={"0": batch_id},
+            primary_window_type="tumbling_1min",
+        ),
     )
 
 
 def test_a_replayed_batch_changes_nothing(pipeline: Pipeline) -> None:
-    with store.connect(pipeline.settings.resolved_database_url) as conn:
+    with connect(pipeline.settings.resolved_database_url) as conn:
         first = commit(conn, 0, cells((T0, 1, 8, 3), (T0, 2, 10, 1)), T0 + 10)
         assert not first.already_committed and first.valid == 4
         replay = commit(conn, 0, cells((T0, 1, 8, 3), (T0, 2, 10, 1)), T0 + 10)
@@ -47,7 +54,7 @@ def test_a_replayed_batch_changes_nothing(pipeline: Pipeline) -> None:
 
 
 def test_a_window_grows_across_batches(pipeline: Pipeline) -> None:
-    with store.connect(pipeline.settings.resolved_database_url) as conn:
+    with connect(pipeline.settings.resolved_database_url) as conn:
         commit(conn, 0, cells((T0, 1, 2, 1)), T0 + 1)
         commit(conn, 1, cells((T0, 2, 10, 2), (T0, 1, 2, 1)), T0 + 2)
         (row,) = conn.execute("SELECT count, top_movies, p50_rating FROM window_metrics").fetchall()
@@ -55,7 +62,7 @@ def test_a_window_grows_across_batches(pipeline: Pipeline) -> None:
 
 
 def test_records_for_closed_windows_are_counted_late_and_not_added(pipeline: Pipeline) -> None:
-    with store.connect(pipeline.settings.resolved_database_url) as conn:
+    with connect(pipeline.settings.resolved_database_url) as conn:
         commit(conn, 0, cells((T0, 1, 8, 5)), T0 + 5 * W)  # watermark -> T0 + 3W
         late = commit(
             conn, 1, cells((T0, 1, 8, 2), (T0 + 2 * W, 3, 6, 1), (T0 + 4 * W, 4, 6, 1)), T0 + 5 * W
@@ -75,14 +82,14 @@ def test_records_for_closed_windows_are_counted_late_and_not_added(pipeline: Pip
 
 
 def test_the_watermark_never_goes_back(pipeline: Pipeline) -> None:
-    with store.connect(pipeline.settings.resolved_database_url) as conn:
+    with connect(pipeline.settings.resolved_database_url) as conn:
         assert commit(conn, 0, cells((T0 + 9 * W, 1, 8, 1)), T0 + 9 * W).watermark_ms == T0 + 7 * W
         assert commit(conn, 1, cells((T0 + 8 * W, 1, 8, 1)), T0 + 8 * W).watermark_ms == T0 + 7 * W
 
 
 def test_a_second_lock_holder_is_refused(pipeline: Pipeline) -> None:
     url = pipeline.settings.resolved_database_url
-    first, second = store.CheckpointLock(url, "file:///x"), store.CheckpointLock(url, "file:///x")
+    first, second = CheckpointLock(url, "file:///x"), CheckpointLock(url, "file:///x")
     assert first.try_acquire()
     try:
         assert not second.try_acquire()
@@ -98,12 +105,12 @@ def test_a_read_between_batches_does_not_swallow_the_next_commit(pipeline: Pipel
     # must not leave a transaction open, or the next commit becomes a savepoint inside it: not
     # committed, and its temp table still there for the batch after (found by the kill -9 test).
     url = pipeline.settings.resolved_database_url
-    with store.connect(url) as conn:
+    with connect(url) as conn:
         commit(conn, 0, cells((T0, 1, 8, 1)), T0)
-        assert len(store.metrics_for_keys(conn, [("tumbling_1min", T0)])) == 1
+        assert len(metrics_for_keys(conn, [("tumbling_1min", T0)])) == 1
         commit(conn, 1, cells((T0, 2, 8, 1)), T0)
         commit(conn, 2, cells((T0, 3, 8, 1)), T0)
-        with store.connect(url) as other:  # committed, not just visible to this session
+        with connect(url) as other:  # committed, not just visible to this session
             assert other.execute("SELECT count FROM window_metrics").fetchone() == (3,)
         # A connection left inside a transaction is refused, not nested into a savepoint.
         conn.execute("SELECT 1")

@@ -1,6 +1,6 @@
 """Task builders shared by the DAGs in ``dags/`` (the DAG files only wire them).
 
-Each task body is one call into :mod:`cinestream.orchestration`.
+Each task body is one call into :mod:`cinestream.task_bodies.task_bodies`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, Param, task
 
-from cinestream import orchestration
+from cinestream.orchestration import task_bodies
 
 START_DATE = pendulum.datetime(2026, 11, 27, tz="UTC")
 DEFAULT_ARGS: dict[str, Any] = {
@@ -20,7 +20,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_delay": timedelta(seconds=30),
 }
 TAGS = ["cinestream"]
-WINDOW_METRICS = Asset(name="window_metrics", uri=orchestration.WINDOW_METRICS_ASSET)
+WINDOW_METRICS = Asset(name="window_metrics", uri=task_bodies.WINDOW_METRICS_ASSET)
 
 GENERATE_PARAMS = {
     "count": Param(
@@ -73,19 +73,19 @@ def setup_tasks(clear_checkpoint_param: str = "clear_checkpoint") -> tuple[Any, 
 
     @task
     def check_broker() -> dict[str, Any]:
-        return orchestration.check_broker("kafka_default")
+        return task_bodies.check_broker("kafka_default")
 
     @task
     def create_topics() -> list[str]:
-        return orchestration.create_topics("kafka_default")
+        return task_bodies.create_topics("kafka_default")
 
     @task
     def clear_checkpoint(params: dict[str, Any] | None = None) -> str:
-        return orchestration.clear_checkpoint(bool((params or {}).get(clear_checkpoint_param)))
+        return task_bodies.clear_checkpoint(bool((params or {}).get(clear_checkpoint_param)))
 
     @task
     def preflight() -> str:
-        return orchestration.preflight()
+        return task_bodies.preflight()
 
     first = check_broker()
     last = preflight()
@@ -102,9 +102,9 @@ def generate_task(task_id: str = "produce_ratings") -> Any:
         task_id=task_id,
         kafka_config_id="kafka_default",
         topic=Settings().ratings_topic,
-        producer_function="cinestream.orchestration.rating_messages",
+        producer_function="cinestream.orchestration.task_bodies.rating_messages",
         producer_function_kwargs={name: "{{ params." + name + " }}" for name in GENERATE_PARAMS},
-        delivery_callback="cinestream.orchestration.on_delivery",
+        delivery_callback="cinestream.orchestration.task_bodies.on_delivery",
         synchronous=False,  # asynchronous delivery; one flush at the end
     )
 
@@ -124,7 +124,7 @@ def stream_task(task_id: str = "ratings_stream_processor", *, mode: str | None =
         task_id=task_id,
         conn_id="spark_default",
         outlets=[WINDOW_METRICS],
-        **orchestration.spark_job_kwargs("ratings_stream_processor.py", args),
+        **task_bodies.spark_job_kwargs("ratings_stream_processor.py", args),
     )
 
 
@@ -143,5 +143,5 @@ def backfill_task(task_id: str = "ratings_backfill") -> Any:
         task_id=task_id,
         conn_id="spark_default",
         outlets=[WINDOW_METRICS],
-        **orchestration.spark_job_kwargs("ratings_backfill.py", args),
+        **task_bodies.spark_job_kwargs("ratings_backfill.py", args),
     )

@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
-from cinestream.spark_transforms import dlq_records, events_in_range, parse_ratings, window_cells
+from cinestream.stream.transforms import dlq_records, events_in_range, parse_ratings, window_cells
 from cinestream.windows import parse_window_type
 
 T0 = 1_762_797_900_000  # 2025-11-10T18:05:00Z
@@ -153,6 +153,16 @@ def test_sliding_windows_count_an_event_in_each_window(spark: Any) -> None:
         ("sliding_3min_1min", T0, T0 + 180_000),
         ("tumbling_1min", T0, T0 + 60_000),
     ]
+
+
+def test_sliding_windows_contain_the_event_start_inclusive_end_exclusive(spark: Any) -> None:
+    spec = parse_window_type("sliding_5min_1min")
+    for ts in (T0 + 30_000, T0, T0 + 59_999):
+        cells = window_cells(parse_ratings(kafka_df(spark, [rating(ts=ts)])), [spec], 10**13)
+        starts = sorted(r.window_start_ms for r in cells.collect())
+        assert len(starts) == 5
+        assert all(s <= ts < s + spec.size_ms for s in starts)
+        assert starts[-1] == T0
 
 
 def test_future_events_are_counted_but_do_not_move_the_watermark(spark: Any) -> None:

@@ -1,0 +1,167 @@
+"""The local stack's PostgreSQL: a cluster in the state dir, listening on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from cinestream.errors import CinestreamError
+from cinestream.local.processes import ManagedProcess, pid_alive
+from cinestream.net import port_open
+from cinestream.settings import Settings, local_db_password
+from cinestream.store.schema import AIRFLOW_ROLE, READER_ROLE, ensure_local_databases
+
+log = logging.getLogger(__name__)
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for version in ("17", "16", "15"):
+        candidate = Path(f"/usr/lib/postgresql/{version}/bin/{name}")
+        if candidate.exists():
+            return str(candidate)
+    raise CinestreamError(
+        f"PostgreSQL's {name} was not found: install the server (apt-get install postgresql) "
+        "or set CINESTREAM_DATABASE_URL to a running database"
+    )
+
+
+class LocalPostgres:
+    """A PostgreSQL cluster in the state dir, listening on 127.0.0.1 only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.state_dir / "postgres"
+        self.data = self.home / "data"
+        self.socket_dir = self.home / "socket"
+        self.proc = ManagedProcess("postgres", settings)
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        # initdb and postgres refuse to run as root; the Debian package provides the user.
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *cmd]
+        return cmd
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+
+    def running(self) -> bool:
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (ValueError, IndexError):
+            return False
+        return pid_alive(pid)
+
+    def _init(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        for path in (self.home, self.socket_dir):
+            self._chown(path)
+        pwfile = self.home / ".pwfile"
+        # Private from the first byte: the superuser password is never world-readable.
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(local_db_password(self.settings.state_dir))
+        self._chown(pwfile)
+        log.info("initialising PostgreSQL in %s", self.data)
+        result = subprocess.run(
+            self._as_owner(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "cinestream",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
+        pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise CinestreamError(f"initdb failed: {result.stderr.strip()[-400:]}")
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# cinestream local stack\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"port = {self.settings.pg_port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                "max_connections = 200\n"
+                "shared_buffers = 256MB\n"
+                "fsync = on\n"
+                "logging_collector = off\n"
+            )
+
+    def start(self) -> None:
+        if not self.settings.uses_local_database:
+            return
+        if self.running():
+            return
+        self._init()
+        if port_open("127.0.0.1", self.settings.pg_port):
+            raise CinestreamError(
+                f"port {self.settings.pg_port} is already taken; stop that server or set "
+                "CINESTREAM_PG_PORT (or CINESTREAM_DATABASE_URL to use it)"
+            )
+        log_file = self.settings.log_dir / "postgres.log"
+        log_file.touch()
+        self._chown(log_file)
+        result = subprocess.run(
+            self._as_owner(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(log_file),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise CinestreamError(
+                f"PostgreSQL did not start: {result.stdout.strip()[-300:]}; see {log_file}"
+            )
+        self._create_database()
+        log.info("PostgreSQL is up at %s", self.settings.redacted_database_url())
+
+    def _create_database(self) -> None:
+        state = self.settings.state_dir
+        ensure_local_databases(
+            self.settings.resolved_database_url.rsplit("/", 1)[0] + "/postgres",
+            self.settings.resolved_database_url,
+            reader_password=local_db_password(state, role=READER_ROLE),
+            airflow_password=local_db_password(state, role=AIRFLOW_ROLE),
+        )
+
+    def stop(self, mode: str = "fast") -> bool:
+        if not self.running():
+            return False
+        subprocess.run(
+            self._as_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            capture_output=True,
+            text=True,
+        )
+        return True

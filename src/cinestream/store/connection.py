@@ -1,0 +1,88 @@
+"""Connections to the PostgreSQL store: opening one, retrying while it is down, and the one rule
+every writer follows (it commits its own transaction)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+
+from cinestream.errors import ServiceUnavailable, first_line
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Transaction-level advisory locks. STORE_LOCK serialises the stream's commits with backfills
+# (both rewrite the same windows); SCHEMA_LOCK serialises concurrent ``ensure_schema`` calls.
+STORE_LOCK = 0x63696E65  # "cine"
+SCHEMA_LOCK = STORE_LOCK + 1
+
+
+def connect(url: str, *, autocommit: bool = False, timeout: int = 5) -> psycopg.Connection[Any]:
+    """Open a connection, or raise :class:`ServiceUnavailable` naming the database."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=timeout)
+    except psycopg.OperationalError as exc:
+        where = url.rsplit("@", 1)[-1]
+        raise ServiceUnavailable(
+            f"PostgreSQL at {where} is unavailable ({first_line(exc)}); start it with "
+            "`cinestream up` or set CINESTREAM_DATABASE_URL"
+        ) from exc
+
+
+def reachable(url: str, timeout: int = 2) -> bool:
+    """True when PostgreSQL at ``url`` accepts a connection."""
+    try:
+        connect(url, timeout=timeout).close()
+        return True
+    except ServiceUnavailable:
+        return False
+
+
+def one(
+    conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+) -> tuple[Any, ...]:
+    """The single row an aggregate query returns."""
+    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+    if row is None:
+        raise RuntimeError(f"query returned no row: {sql}")
+    return tuple(row)
+
+
+def retry_on_disconnect(
+    action: Callable[[], T], *, timeout_s: float, what: str, sleep_s: float = 2.0
+) -> T:
+    """Run ``action``, retrying while PostgreSQL is unreachable, for up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except (psycopg.OperationalError, ServiceUnavailable) as exc:
+            attempt += 1
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailable(
+                    f"{what}: PostgreSQL still unavailable after {timeout_s:.0f}s ({exc})"
+                ) from exc
+            log.warning(
+                "%s: PostgreSQL unavailable (%s); retry %d in %.0fs",
+                what,
+                first_line(exc),
+                attempt,
+                sleep_s,
+            )
+            time.sleep(sleep_s)
+
+
+def require_no_open_transaction(conn: psycopg.Connection[Any], what: str) -> None:
+    """Writers commit their own transaction. Called inside an open one, ``conn.transaction()``
+    would only make a savepoint and the batch would not be committed when the writer returns."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError(
+            f"{what} needs a connection with no open transaction (found "
+            f"{conn.info.transaction_status.name}); use autocommit or commit first"
+        )

@@ -1,0 +1,194 @@
+"""Every query the API, ``doctor``, the quality checks and the Airflow tasks run on the store.
+
+Functions take an open connection and return plain values or :class:`WindowMetric`s with times in
+epoch milliseconds; callers never write SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from cinestream.metrics import WindowMetric
+from cinestream.store.connection import one
+from cinestream.store.schema import CHANGE_CHANNEL
+from cinestream.store.windows import METRIC_COLUMNS, MS_TO_TIMESTAMPTZ, metric_from_row
+
+
+def ping(conn: psycopg.Connection[Any]) -> None:
+    """Raise unless the connection answers."""
+    conn.execute("SELECT 1")
+
+
+def listen_for_changes(conn: psycopg.Connection[Any]) -> None:
+    """Subscribe an autocommit connection to the store's change notifications."""
+    conn.execute(f"LISTEN {CHANGE_CHANNEL}")
+
+
+def database_clock(conn: psycopg.Connection[Any]) -> datetime:
+    """The database's ``now()`` (what ``window_state.updated_at`` is compared with)."""
+    (now,) = one(conn, "SELECT now()")
+    return now  # type: ignore[no-any-return]
+
+
+# --- window_metrics ---------------------------------------------------------------------------
+def newest_windows(
+    conn: psycopg.Connection[Any], window_type: str, limit: int
+) -> list[WindowMetric]:
+    """The newest ``limit`` windows of a type, oldest first."""
+    rows = conn.execute(
+        f"SELECT * FROM (SELECT {METRIC_COLUMNS}, window_start FROM window_metrics "
+        "WHERE window_type = %s ORDER BY window_start DESC LIMIT %s) w ORDER BY window_start",
+        (window_type, limit),
+    ).fetchall()
+    return [metric_from_row(r) for r in rows]
+
+
+def windows_between(
+    conn: psycopg.Connection[Any],
+    window_type: str | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    limit: int | None = None,
+) -> list[WindowMetric]:
+    """Windows starting in ``[start_ms, end_ms)`` (open ends: unbounded), of one type or all,
+    ordered by type and start."""
+    rows = conn.execute(
+        f"SELECT {METRIC_COLUMNS} FROM window_metrics "
+        "WHERE (%(wt)s::text IS NULL OR window_type = %(wt)s) "
+        f"AND window_start >= coalesce({MS_TO_TIMESTAMPTZ.format('%(start)s::bigint')}, "
+        "'-infinity') "
+        f"AND window_start < coalesce({MS_TO_TIMESTAMPTZ.format('%(end)s::bigint')}, 'infinity') "
+        "ORDER BY window_type, window_start LIMIT %(limit)s",
+        {"wt": window_type, "start": start_ms, "end": end_ms, "limit": limit},
+    ).fetchall()
+    return [metric_from_row(r) for r in rows]
+
+
+def latest_window(conn: psycopg.Connection[Any], window_type: str) -> WindowMetric | None:
+    """The window of a type with the newest start, if any."""
+    newest = newest_windows(conn, window_type, 1)
+    return newest[0] if newest else None
+
+
+@dataclass(frozen=True)
+class WindowTotals:
+    """How many windows of a type ``window_metrics`` holds, the newest end, ratings counted."""
+
+    windows: int
+    newest_end_ms: int | None
+    ratings: int
+
+
+def window_totals(conn: psycopg.Connection[Any], window_type: str) -> WindowTotals:
+    """Count, newest end and total ratings of the windows of a type."""
+    windows, newest_end, ratings = one(
+        conn,
+        "SELECT count(*), "
+        + "max((extract(epoch FROM window_end) * 1000)::bigint), "
+        + "coalesce(sum(count), 0) FROM window_metrics WHERE window_type = %s",
+        (window_type,),
+    )
+    return WindowTotals(int(windows), None if newest_end is None else int(newest_end), int(ratings))
+
+
+# --- the window store's aggregates ------------------------------------------------------------
+def rating_histogram(
+    conn: psycopg.Connection[Any], window_type: str, since_ms: int, until_ms: int
+) -> dict[int, int]:
+    """Ratings per half star over the windows starting in ``[since_ms, until_ms)``."""
+    return {
+        int(half): int(n)
+        for half, n in conn.execute(
+            "SELECT half_stars, sum(count)::bigint FROM window_rating_counts "
+            "WHERE window_type = %s AND window_start_ms >= %s AND window_start_ms < %s "
+            "GROUP BY half_stars",
+            (window_type, since_ms, until_ms),
+        )
+    }
+
+
+def movie_counts(
+    conn: psycopg.Connection[Any], window_type: str, since_ms: int, until_ms: int
+) -> list[tuple[int, int]]:
+    """(movie_id, ratings) over the windows starting in ``[since_ms, until_ms)``."""
+    return [
+        (int(movie), int(n))
+        for movie, n in conn.execute(
+            "SELECT movie_id, sum(count)::bigint FROM window_movie_counts "
+            "WHERE window_type = %s AND window_start_ms >= %s AND window_start_ms < %s "
+            "GROUP BY movie_id",
+            (window_type, since_ms, until_ms),
+        )
+    ]
+
+
+def newest_window_start_ms(conn: psycopg.Connection[Any], window_type: str) -> int | None:
+    """Start of the newest window that has ratings (walks the primary key from the newest)."""
+    row = conn.execute(
+        "SELECT window_start_ms FROM window_state s WHERE window_type = %s "
+        "AND EXISTS (SELECT 1 FROM window_rating_counts c WHERE c.window_type = s.window_type "
+        "AND c.window_start_ms = s.window_start_ms) ORDER BY window_start_ms DESC LIMIT 1",
+        (window_type,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+@dataclass(frozen=True)
+class WindowsChanged:
+    """Windows whose state changed since an instant, and the event-time range they span."""
+
+    count: int
+    first_start_ms: int | None
+    last_end_ms: int | None
+
+
+def windows_changed_since(conn: psycopg.Connection[Any], since: datetime) -> WindowsChanged:
+    """Which windows a job changed: those with ``window_state.updated_at >= since``."""
+    n, first, last = one(
+        conn,
+        "SELECT count(*), min(window_start_ms), max(window_end_ms) FROM window_state "
+        "WHERE updated_at >= %s",
+        (since,),
+    )
+    return WindowsChanged(
+        int(n), None if first is None else int(first), None if last is None else int(last)
+    )
+
+
+# --- the processors ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProcessorTotals:
+    """What the processors have committed: rating counts, newest watermark, last end offsets."""
+
+    valid: int
+    invalid: int
+    late: int
+    watermark_ms: int | None
+    end_offsets: dict[str, int]
+
+
+def processor_totals(
+    conn: psycopg.Connection[Any], checkpoint: str | None = None
+) -> ProcessorTotals | None:
+    """Totals of one checkpoint's processor, or of all of them; None when none has committed."""
+    valid, invalid, late, watermark, offsets, n = one(
+        conn,
+        "SELECT coalesce(sum(valid_total), 0), coalesce(sum(invalid_total), 0), "
+        "coalesce(sum(late_total), 0), max(watermark_ms), "
+        "(array_agg(end_offsets ORDER BY updated_at DESC))[1], count(*) "
+        "FROM processor_state WHERE %(c)s::text IS NULL OR checkpoint = %(c)s",
+        {"c": checkpoint},
+    )
+    if not n:
+        return None
+    return ProcessorTotals(
+        int(valid),
+        int(invalid),
+        int(late),
+        None if watermark is None else int(watermark),
+        {str(k): int(v) for k, v in (offsets or {}).items()},
+    )

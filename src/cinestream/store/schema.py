@@ -1,0 +1,188 @@
+"""The store's schema: tables, the change notifications the API listens to, roles and grants.
+
+Window tables key windows by ``(window_type, window_start_ms bigint)``; ``window_metrics`` keeps
+the SPEC's ``timestamptz`` columns for the people and tools that query it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cinestream.store.connection import SCHEMA_LOCK, STORE_LOCK
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS window_metrics (
+    window_start    timestamptz      NOT NULL,
+    window_end      timestamptz      NOT NULL,
+    window_type     text             NOT NULL,
+    count           bigint           NOT NULL,
+    avg_rating      double precision NOT NULL,
+    p50_rating      double precision NOT NULL,
+    p95_rating      double precision NOT NULL,
+    top_movies      text             NOT NULL,
+    processing_time timestamptz      NOT NULL,
+    PRIMARY KEY (window_type, window_start)
+);
+CREATE INDEX IF NOT EXISTS window_metrics_start_idx ON window_metrics (window_start);
+
+-- Exact aggregates a window's metrics are derived from (half stars 1..10 = ratings 0.5..5.0).
+CREATE TABLE IF NOT EXISTS window_rating_counts (
+    window_type     text     NOT NULL,
+    window_start_ms bigint   NOT NULL,
+    half_stars      smallint NOT NULL CHECK (half_stars BETWEEN 1 AND 10),
+    count           bigint   NOT NULL,
+    PRIMARY KEY (window_type, window_start_ms, half_stars)
+);
+CREATE TABLE IF NOT EXISTS window_movie_counts (
+    window_type     text   NOT NULL,
+    window_start_ms bigint NOT NULL,
+    movie_id        bigint NOT NULL,
+    count           bigint NOT NULL,
+    PRIMARY KEY (window_type, window_start_ms, movie_id)
+);
+-- closed_by: NULL while the stream may still add to the window; 'watermark' or 'backfill' after.
+CREATE TABLE IF NOT EXISTS window_state (
+    window_type     text        NOT NULL,
+    window_start_ms bigint      NOT NULL,
+    window_end_ms   bigint      NOT NULL,
+    closed_by       text,
+    late_count      bigint      NOT NULL DEFAULT 0,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (window_type, window_start_ms)
+);
+CREATE TABLE IF NOT EXISTS processor_state (
+    checkpoint     text PRIMARY KEY,
+    topic          text        NOT NULL,
+    topic_id       text,
+    watermark_ms   bigint      NOT NULL DEFAULT 0,
+    max_event_ms   bigint      NOT NULL DEFAULT 0,
+    last_batch_id  bigint      NOT NULL DEFAULT -1,
+    end_offsets    jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    valid_total    bigint      NOT NULL DEFAULT 0,
+    invalid_total  bigint      NOT NULL DEFAULT 0,
+    late_total     bigint      NOT NULL DEFAULT 0,
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS processor_batches (
+    checkpoint      text        NOT NULL,
+    batch_id        bigint      NOT NULL,
+    end_offsets     jsonb       NOT NULL,
+    valid           bigint      NOT NULL,
+    invalid         bigint      NOT NULL,
+    late            bigint      NOT NULL,
+    windows_updated integer     NOT NULL,
+    watermark_ms    bigint      NOT NULL,
+    committed_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (checkpoint, batch_id)
+);
+CREATE TABLE IF NOT EXISTS backfill_runs (
+    id             bigserial PRIMARY KEY,
+    range_start    timestamptz NOT NULL,
+    range_end      timestamptz NOT NULL,
+    windows        integer     NOT NULL,
+    ratings        bigint      NOT NULL,
+    skipped_open   integer     NOT NULL,
+    finished_at    timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+# The local stack creates a read-only role for the API; elsewhere it may not exist.
+_GRANT_READER_SQL = """
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cinestream_reader') THEN
+        GRANT SELECT ON ALL TABLES IN SCHEMA public TO cinestream_reader;
+    END IF;
+END
+$$;
+"""
+
+# Every change to the tables the API reads is announced on this channel when its transaction
+# commits, so the API can keep answers until the data under them changes (cinestream.api.cache).
+CHANGE_CHANNEL = "cinestream_store_changed"
+API_TABLES = (
+    "window_metrics",
+    "window_rating_counts",
+    "window_movie_counts",
+    "window_state",
+    "processor_state",
+)
+_NOTIFY_SQL = f"""
+CREATE OR REPLACE FUNCTION cinestream_store_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANGE_CHANNEL}', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;
+""" + "".join(
+    f"CREATE OR REPLACE TRIGGER store_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+    f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION cinestream_store_changed();\n"
+    for table in API_TABLES
+)
+
+# Tables that `reset` empties (everything the pipeline derived from the topics).
+DERIVED_TABLES = (
+    "window_metrics",
+    "window_rating_counts",
+    "window_movie_counts",
+    "window_state",
+    "processor_state",
+    "processor_batches",
+    "backfill_runs",
+)
+
+READER_ROLE = "cinestream_reader"
+AIRFLOW_ROLE = "airflow"
+
+
+def ensure_schema(conn: psycopg.Connection[Any]) -> None:
+    """Create the tables, triggers and grants that are missing (idempotent, concurrency-safe)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute(SCHEMA_SQL)
+        conn.execute(_NOTIFY_SQL)
+        conn.execute(_GRANT_READER_SQL)
+
+
+def truncate_all(conn: psycopg.Connection[Any]) -> None:
+    """Empty every table derived from the topics (``cinestream reset``)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (STORE_LOCK,))
+        conn.execute("TRUNCATE " + ", ".join(DERIVED_TABLES))
+
+
+def _ensure_role(conn: psycopg.Connection[Any], role: str, password: str) -> None:
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    verb = "ALTER" if exists else "CREATE"
+    conn.execute(
+        sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)
+        )
+    )
+
+
+def _ensure_database(conn: psycopg.Connection[Any], name: str, owner: str | None = None) -> None:
+    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+        return
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if owner:
+        statement += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    conn.execute(statement)
+
+
+def ensure_local_databases(
+    admin_url: str, app_url: str, *, reader_password: str, airflow_password: str
+) -> None:
+    """The local stack's databases and roles: ``cinestream`` with a read-only role for the API,
+    and ``airflow`` (Airflow's metadata) owned by its own role."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        _ensure_database(conn, "cinestream")
+    with psycopg.connect(app_url, autocommit=True) as conn:
+        _ensure_role(conn, READER_ROLE, reader_password)
+        conn.execute(f"GRANT CONNECT ON DATABASE cinestream TO {READER_ROLE}")
+        conn.execute(f"GRANT USAGE ON SCHEMA public TO {READER_ROLE}")
+        _ensure_role(conn, AIRFLOW_ROLE, airflow_password)
+        _ensure_database(conn, "airflow", owner=AIRFLOW_ROLE)

@@ -1,0 +1,417 @@
+"""The writers of the window store: the stream's micro-batch commit and the backfill's
+whole-window replacement. Both derive ``window_metrics`` through :func:`finalize_windows`.
+
+Every write is idempotent. The stream adds a micro-batch's counts in one transaction together
+with the row that marks the batch committed, so a replayed batch changes nothing; the backfill
+replaces whole windows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from cinestream.metrics import WindowMetric, window_metric
+from cinestream.schemas import CELL_FIELDS
+from cinestream.store.connection import STORE_LOCK, require_no_open_transaction
+
+WindowKey = tuple[str, int]  # (window_type, window_start_ms)
+
+# The edge between the pipeline's epoch milliseconds and window_metrics' timestamptz columns,
+# both exact (integer milliseconds; extract() returns numeric).
+MS_TO_TIMESTAMPTZ = "(to_timestamp(0) + {} * interval '1 millisecond')"
+TIMESTAMPTZ_TO_MS = "(extract(epoch FROM {}) * 1000)::bigint"
+METRIC_COLUMNS = (
+    "window_type, "
+    + TIMESTAMPTZ_TO_MS.format("window_start")
+    + " AS window_start_ms, "
+    + TIMESTAMPTZ_TO_MS.format("window_end")
+    + " AS window_end_ms, count, avg_rating, p50_rating, p95_rating, top_movies, "
+    + TIMESTAMPTZ_TO_MS.format("processing_time")
+    + " AS processing_time_ms"
+)
+
+
+def metric_from_row(row: Sequence[Any]) -> WindowMetric:
+    """A ``SELECT {METRIC_COLUMNS}`` row as a :class:`WindowMetric`."""
+    return WindowMetric(
+        window_type=row[0],
+        window_start_ms=int(row[1]),
+        window_end_ms=int(row[2]),
+        count=int(row[3]),
+        avg_rating=float(row[4]),
+        p50_rating=float(row[5]),
+        p95_rating=float(row[6]),
+        top_movies=row[7],
+        processing_time_ms=int(row[8]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Deriving the metrics (shared by stream and backfill)
+# --------------------------------------------------------------------------------------------
+def finalize_windows(
+    conn: psycopg.Connection[Any],
+    keys: Iterable[WindowKey],
+    processing_time_ms: int | None = None,
+) -> list[WindowMetric]:
+    """Recompute ``window_metrics`` for ``keys`` from the stored aggregates and upsert them."""
+    keys = sorted(set(keys))
+    if not keys:
+        return []
+    params = ([k[0] for k in keys], [k[1] for k in keys])
+    key_cte = "WITH k AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS k(wt, ws))"
+    histograms: dict[WindowKey, dict[int, int]] = defaultdict(dict)
+    for wt, ws, half_stars, count in conn.execute(
+        key_cte + " SELECT c.window_type, c.window_start_ms, c.half_stars, c.count "
+        "FROM window_rating_counts c JOIN k ON c.window_type = k.wt AND c.window_start_ms = k.ws",
+        params,
+    ):
+        histograms[(wt, ws)][half_stars] = count
+    movies: dict[WindowKey, list[tuple[int, int]]] = defaultdict(list)
+    for wt, ws, movie_id, count in conn.execute(
+        key_cte + " SELECT c.window_type, c.window_start_ms, c.movie_id, c.count "
+        "FROM window_movie_counts c JOIN k ON c.window_type = k.wt AND c.window_start_ms = k.ws",
+        params,
+    ):
+        movies[(wt, ws)].append((movie_id, count))
+    ends = {
+        (wt, ws): we
+        for wt, ws, we in conn.execute(
+            key_cte
+            + " SELECT s.window_type, s.window_start_ms, s.window_end_ms FROM window_state s"
+            " JOIN k ON s.window_type = k.wt AND s.window_start_ms = k.ws",
+            params,
+        )
+    }
+    results = [
+        window_metric(key[0], key[1], ends[key], histograms[key], movies[key], processing_time_ms)
+        for key in keys
+        if sum(histograms.get(key, {}).values()) > 0
+    ]
+    upsert_window_metrics(conn, results)
+    return results
+
+
+def upsert_window_metrics(conn: psycopg.Connection[Any], rows: Sequence[WindowMetric]) -> None:
+    """Insert or replace ``window_metrics`` rows, keyed by (window_type, window_start)."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"""
+            INSERT INTO window_metrics (window_start, window_end, window_type, count, avg_rating,
+                                        p50_rating, p95_rating, top_movies, processing_time)
+            VALUES ({MS_TO_TIMESTAMPTZ.format("%(window_start_ms)s")},
+                    {MS_TO_TIMESTAMPTZ.format("%(window_end_ms)s")},
+                    %(window_type)s, %(count)s, %(avg_rating)s,
+                    %(p50_rating)s, %(p95_rating)s, %(top_movies)s,
+                    {MS_TO_TIMESTAMPTZ.format("%(processing_time_ms)s")})
+            ON CONFLICT (window_type, window_start) DO UPDATE SET
+                window_end = EXCLUDED.window_end, count = EXCLUDED.count,
+                avg_rating = EXCLUDED.avg_rating, p50_rating = EXCLUDED.p50_rating,
+                p95_rating = EXCLUDED.p95_rating, top_movies = EXCLUDED.top_movies,
+                processing_time = EXCLUDED.processing_time
+            """,
+            [dict(r.__dict__) for r in rows],
+        )
+
+
+def metrics_for_keys(
+    conn: psycopg.Connection[Any], keys: Iterable[WindowKey]
+) -> list[WindowMetric]:
+    """The stored metrics of ``keys`` (in their own transaction), ordered by type and start."""
+    keys = sorted(set(keys))
+    if not keys:
+        return []
+    with conn.transaction():
+        rows = conn.execute(
+            f"""
+            SELECT {METRIC_COLUMNS} FROM window_metrics m
+            JOIN unnest(%s::text[], %s::bigint[]) AS k(wt, ws)
+              ON m.window_type = k.wt
+             AND m.window_start = {MS_TO_TIMESTAMPTZ.format("k.ws")}
+            ORDER BY m.window_type, m.window_start
+            """,
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ).fetchall()
+    return [metric_from_row(r) for r in rows]
+
+
+def _copy_cells(conn: psycopg.Connection[Any], cells_csv: bytes) -> None:
+    conn.execute(
+        """
+        CREATE TEMP TABLE batch_cells (
+            window_type text, window_start_ms bigint, window_end_ms bigint,
+            movie_id bigint, half_stars smallint, n bigint
+        ) ON COMMIT DROP
+        """
+    )
+    with conn.cursor().copy(
+        f"COPY batch_cells ({', '.join(CELL_FIELDS)}) FROM STDIN WITH (FORMAT csv)"
+    ) as copy:
+        copy.write(cells_csv)
+
+
+# --------------------------------------------------------------------------------------------
+# The stream's micro-batch commit
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchCommit:
+    """One micro-batch as the stream processor hands it to the store.
+
+    :param cells_csv: the batch's valid ratings as ``schemas.CELL_FIELDS`` rows (CSV, no header).
+    :param max_event_ms: newest event time of the batch that may move the watermark, if any.
+    :param end_offsets: the batch's end offset per partition (``{"0": 1234}``), as Spark's log.
+    :param primary_window_type: the tumbling type whose windows count each rating once.
+    """
+
+    checkpoint: str
+    topic: str
+    topic_id: str | None
+    batch_id: int
+    cells_csv: bytes
+    invalid: int
+    max_event_ms: int | None
+    allowed_lateness_ms: int
+    end_offsets: dict[str, int]
+    primary_window_type: str
+
+
+@dataclass
+class BatchResult:
+    """What a commit did: counts, the new watermark and the metrics it derived."""
+
+    batch_id: int
+    already_committed: bool
+    valid: int = 0
+    late: int = 0
+    invalid: int = 0
+    watermark_ms: int = 0
+    metrics: list[WindowMetric] = field(default_factory=list)
+
+
+def commit_batch(
+    conn: psycopg.Connection[Any], batch: BatchCommit, processing_time_ms: int | None = None
+) -> BatchResult:
+    """Apply one micro-batch exactly once.
+
+    Counts of windows the watermark (or a backfill) has closed are not added: they are counted as
+    late. The watermark then advances to ``max_event_ms - allowed_lateness_ms``.
+    """
+    require_no_open_transaction(conn, "commit_batch")
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (STORE_LOCK,))
+        done = conn.execute(
+            "SELECT 1 FROM processor_batches WHERE checkpoint = %s AND batch_id = %s",
+            (batch.checkpoint, batch.batch_id),
+        ).fetchone()
+        if done:
+            return BatchResult(batch.batch_id, already_committed=True)
+        watermark, max_event = _processor_state_for_update(conn, batch)
+        _copy_cells(conn, batch.cells_csv)
+        conn.execute(
+            """
+            CREATE TEMP TABLE batch_windows ON COMMIT DROP AS
+            SELECT c.window_type, c.window_start_ms, c.window_end_ms, sum(c.n)::bigint AS n,
+                   (c.window_end_ms <= %s OR s.closed_by IS NOT NULL) AS late
+            FROM batch_cells c
+            LEFT JOIN window_state s
+              ON s.window_type = c.window_type AND s.window_start_ms = c.window_start_ms
+            GROUP BY c.window_type, c.window_start_ms, c.window_end_ms, s.closed_by
+            """,
+            (watermark,),
+        )
+        _add_open_cells(conn)
+        touched = conn.execute(
+            "SELECT window_type, window_start_ms, n, late FROM batch_windows"
+        ).fetchall()
+        open_keys = [(wt, ws) for wt, ws, _, late in touched if not late]
+        # Count ratings, not window memberships: the primary type is tumbling, so every rating
+        # is in exactly one of its windows.
+        primary = batch.primary_window_type
+        valid = sum(n for wt, _, n, late in touched if wt == primary and not late)
+        late_n = sum(n for wt, _, n, late in touched if wt == primary and late)
+        metrics = finalize_windows(conn, open_keys, processing_time_ms)
+
+        new_max_event = max(max_event, batch.max_event_ms or 0)
+        new_watermark = (
+            max(watermark, new_max_event - batch.allowed_lateness_ms) if new_max_event else 0
+        )
+        conn.execute(
+            "UPDATE window_state SET closed_by = 'watermark', updated_at = now() "
+            "WHERE closed_by IS NULL AND window_end_ms <= %s",
+            (new_watermark,),
+        )
+        offsets = json.dumps(batch.end_offsets)
+        conn.execute(
+            """
+            INSERT INTO processor_batches (checkpoint, batch_id, end_offsets, valid, invalid, late,
+                                           windows_updated, watermark_ms)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            (
+                batch.checkpoint,
+                batch.batch_id,
+                offsets,
+                valid,
+                batch.invalid,
+                late_n,
+                len(open_keys),
+                new_watermark,
+            ),
+        )
+        conn.execute(
+            """
+            UPDATE processor_state SET watermark_ms = %s, max_event_ms = %s, last_batch_id = %s,
+                   end_offsets = %s, valid_total = valid_total + %s,
+                   invalid_total = invalid_total + %s, late_total = late_total + %s,
+                   updated_at = now()
+            WHERE checkpoint = %s
+            """,
+            (
+                new_watermark,
+                new_max_event,
+                batch.batch_id,
+                offsets,
+                valid,
+                batch.invalid,
+                late_n,
+                batch.checkpoint,
+            ),
+        )
+    return BatchResult(batch.batch_id, False, valid, late_n, batch.invalid, new_watermark, metrics)
+
+
+def _processor_state_for_update(
+    conn: psycopg.Connection[Any], batch: BatchCommit
+) -> tuple[int, int]:
+    """(watermark, newest event time) of the checkpoint, locked; created on its first batch."""
+    state = conn.execute(
+        "SELECT watermark_ms, max_event_ms FROM processor_state WHERE checkpoint = %s FOR UPDATE",
+        (batch.checkpoint,),
+    ).fetchone()
+    if state is None:
+        conn.execute(
+            "INSERT INTO processor_state (checkpoint, topic, topic_id) VALUES (%s, %s, %s)",
+            (batch.checkpoint, batch.topic, batch.topic_id),
+        )
+        return 0, 0
+    return int(state[0]), int(state[1])
+
+
+def _add_open_cells(conn: psycopg.Connection[Any]) -> None:
+    """Add ``batch_cells`` to the aggregates of the windows that are still open; book the rest
+    as late on their window."""
+    conn.execute(
+        """
+        INSERT INTO window_state (window_type, window_start_ms, window_end_ms, closed_by,
+                                  late_count)
+        SELECT window_type, window_start_ms, window_end_ms,
+               CASE WHEN late THEN 'watermark' END, CASE WHEN late THEN n ELSE 0 END
+        FROM batch_windows
+        ON CONFLICT (window_type, window_start_ms) DO UPDATE
+           SET late_count = window_state.late_count + EXCLUDED.late_count,
+               updated_at = now()
+        """
+    )
+    conn.execute(
+        """
+        INSERT INTO window_rating_counts (window_type, window_start_ms, half_stars, count)
+        SELECT c.window_type, c.window_start_ms, c.half_stars, sum(c.n)
+        FROM batch_cells c JOIN batch_windows w
+          ON w.window_type = c.window_type AND w.window_start_ms = c.window_start_ms
+        WHERE NOT w.late
+        GROUP BY c.window_type, c.window_start_ms, c.half_stars
+        ON CONFLICT (window_type, window_start_ms, half_stars)
+        DO UPDATE SET count = window_rating_counts.count + EXCLUDED.count
+        """
+    )
+    conn.execute(
+        """
+        INSERT INTO window_movie_counts (window_type, window_start_ms, movie_id, count)
+        SELECT c.window_type, c.window_start_ms, c.movie_id, sum(c.n)
+        FROM batch_cells c JOIN batch_windows w
+          ON w.window_type = c.window_type AND w.window_start_ms = c.window_start_ms
+        WHERE NOT w.late
+        GROUP BY c.window_type, c.window_start_ms, c.movie_id
+        ON CONFLICT (window_type, window_start_ms, movie_id)
+        DO UPDATE SET count = window_movie_counts.count + EXCLUDED.count
+        """
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The backfill's whole-window replacement
+# --------------------------------------------------------------------------------------------
+def replace_windows(
+    conn: psycopg.Connection[Any],
+    cells_csv: bytes,
+    processing_time_ms: int | None = None,
+) -> list[WindowMetric]:
+    """Replace the aggregates of every window present in ``cells_csv`` and close them."""
+    require_no_open_transaction(conn, "replace_windows")
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (STORE_LOCK,))
+        _copy_cells(conn, cells_csv)
+        conn.execute(
+            "CREATE TEMP TABLE batch_windows ON COMMIT DROP AS "
+            "SELECT DISTINCT window_type, window_start_ms, window_end_ms FROM batch_cells"
+        )
+        for table in ("window_rating_counts", "window_movie_counts"):
+            conn.execute(
+                f"DELETE FROM {table} t USING batch_windows w "  # noqa: S608 - fixed names
+                "WHERE t.window_type = w.window_type AND t.window_start_ms = w.window_start_ms"
+            )
+        conn.execute(
+            """
+            INSERT INTO window_rating_counts (window_type, window_start_ms, half_stars, count)
+            SELECT window_type, window_start_ms, half_stars, sum(n) FROM batch_cells
+            GROUP BY window_type, window_start_ms, half_stars
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO window_movie_counts (window_type, window_start_ms, movie_id, count)
+            SELECT window_type, window_start_ms, movie_id, sum(n) FROM batch_cells
+            GROUP BY window_type, window_start_ms, movie_id
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO window_state (window_type, window_start_ms, window_end_ms, closed_by,
+                                      late_count)
+            SELECT window_type, window_start_ms, window_end_ms, 'backfill', 0 FROM batch_windows
+            ON CONFLICT (window_type, window_start_ms) DO UPDATE
+               SET closed_by = 'backfill', late_count = 0, updated_at = now()
+            """
+        )
+        keys = [
+            (wt, ws)
+            for wt, ws in conn.execute("SELECT window_type, window_start_ms FROM batch_windows")
+        ]
+        return finalize_windows(conn, keys, processing_time_ms)
+
+
+def record_backfill_run(
+    conn: psycopg.Connection[Any],
+    start: datetime,
+    end: datetime,
+    *,
+    windows: int,
+    ratings: int,
+    skipped_open: int,
+) -> None:
+    """Remember a finished backfill of ``[start, end)`` in ``backfill_runs``."""
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO backfill_runs (range_start, range_end, windows, ratings, skipped_open)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (start, end, windows, ratings, skipped_open),
+        )

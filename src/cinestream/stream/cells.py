@@ -1,0 +1,144 @@
+"""What the Spark jobs read and hand over: the Kafka readers, the DLQ writer, and the window
+cells (``schemas.CELL_FIELDS``) passed from Spark to the store, for the stream and the backfill."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cinestream.schemas import CELL_FIELDS
+from cinestream.settings import Settings
+
+
+def ratings_stream(spark: Any, settings: Settings) -> Any:
+    """The streaming read of ``ratings`` (after a first run the checkpoint sets the offsets)."""
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("subscribe", settings.ratings_topic)
+        .option("startingOffsets", settings.starting_offsets)
+        # Never skip silently: a gap in the offsets fails the query (the start plan explains).
+        .option("failOnDataLoss", "true")
+        .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+        .option("includeHeaders", "false")
+        .load()
+    )
+
+
+def ratings_batch(spark: Any, settings: Settings, from_timestamp_ms: int | None) -> Any:
+    """A batch read of ``ratings`` up to its end: from the first record with a Kafka timestamp at
+    or after ``from_timestamp_ms``, or from the earliest offset when it is None."""
+    reader = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("subscribe", settings.ratings_topic)
+        .option("endingOffsets", "latest")
+        .option("failOnDataLoss", "false")
+    )
+    if from_timestamp_ms is None:
+        return reader.option("startingOffsets", "earliest").load()
+    return (
+        reader.option("startingTimestamp", str(max(0, from_timestamp_ms)))
+        .option("startingOffsetsByTimestampStrategy", "latest")
+        .load()
+    )
+
+
+def write_dlq(parsed: Any, settings: Settings) -> None:
+    """Write the invalid records of a parsed batch to the dead-letter topic, with their reasons."""
+    from cinestream.stream.transforms import dlq_records
+
+    (
+        dlq_records(parsed)
+        .write.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("topic", settings.dlq_topic)
+        .save()
+    )
+
+
+@dataclass(frozen=True)
+class BatchCells:
+    """A batch's ``window_cells`` on the driver: the valid cells and the invalid records' count."""
+
+    valid: Any  # pyarrow.Table with CELL_FIELDS (+ max_event_ms)
+    invalid: int
+
+    @classmethod
+    def from_arrow(cls, cells: Any) -> BatchCells:
+        """Split ``window_cells(...).toArrow()``: invalid records form the row without a window."""
+        import pyarrow.compute as pc
+
+        invalid_mask = pc.is_null(cells["window_type"])
+        invalid = int(pc.sum(cells.filter(invalid_mask)["n"]).as_py() or 0)
+        return cls(cells.filter(pc.invert(invalid_mask)), invalid)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[Any]]) -> BatchCells:
+        """Valid cells from tuples in ``CELL_FIELDS`` order (tests, benchmarks, tools)."""
+        import pyarrow as pa
+
+        table = pa.Table.from_pylist([dict(zip(CELL_FIELDS, r, strict=True)) for r in rows])
+        if not table.num_columns:
+            table = pa.table({name: pa.array([], pa.int64()) for name in CELL_FIELDS})
+        return cls(table, 0)
+
+    @property
+    def rows(self) -> int:
+        """Number of valid cells."""
+        return int(self.valid.num_rows)
+
+    def max_event_ms(self) -> int | None:
+        """The newest event time that may move the watermark, if the batch has one."""
+        import pyarrow.compute as pc
+
+        if not self.rows or "max_event_ms" not in self.valid.column_names:
+            return None
+        value = pc.max(self.valid["max_event_ms"]).as_py()
+        return None if value is None else int(value)
+
+    def ratings(self, window_type: str) -> int:
+        """Ratings counted in the cells of one (tumbling) window type."""
+        import pyarrow.compute as pc
+
+        of_type = self.valid.filter(pc.equal(self.valid["window_type"], window_type))
+        return int(pc.sum(of_type["n"]).as_py() or 0)
+
+    def window_keys(self) -> set[tuple[str, int]]:
+        """(window_type, window_start_ms) of every window the cells touch."""
+        return set(
+            zip(
+                self.valid["window_type"].to_pylist(),
+                self.valid["window_start_ms"].to_pylist(),
+                strict=True,
+            )
+        )
+
+    def to_csv(self) -> bytes:
+        """The valid cells in the store's COPY format (``CELL_FIELDS``, no header)."""
+        import pyarrow.csv as pacsv
+
+        sink = io.BytesIO()
+        pacsv.write_csv(
+            self.valid.select(list(CELL_FIELDS)), sink, pacsv.WriteOptions(include_header=False)
+        )
+        return sink.getvalue()
+
+    def without_windows_ending_after(self, limit_ms: int) -> tuple[BatchCells, int]:
+        """The cells of windows that end by ``limit_ms``, and how many windows were left out."""
+        import pyarrow.compute as pc
+
+        late_mask = pc.greater(self.valid["window_end_ms"], limit_ms)
+        left_out = self.valid.filter(late_mask)
+        skipped = len(
+            set(
+                zip(
+                    left_out["window_type"].to_pylist(),
+                    left_out["window_start_ms"].to_pylist(),
+                    strict=True,
+                )
+            )
+        )
+        return BatchCells(self.valid.filter(pc.invert(late_mask)), self.invalid), skipped
