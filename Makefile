@@ -6,17 +6,26 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: up down test test-unit test-integration lint bench bench-pipeline bench-api bench-airflow \
-	install clean status doctor
+	install clean status doctor lock
 
-$(STAMP): pyproject.toml
+# Dependencies come from requirements.lock (every package pinned); `make lock` refreshes it
+# from pyproject.toml after a dependency change there.
+$(STAMP): pyproject.toml requirements.lock
 	@bash infra/install-system-deps.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,airflow]'
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	$(PY) -c "from cinestream.jars import jars; jars('kafka'); jars('spark')"
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+lock:
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra airflow --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --quiet -o requirements.lock
 
 up: $(STAMP)
 	$(BIN)/cinestream up

@@ -406,6 +406,7 @@ def dashboard(port: int | None) -> None:
 
 
 def main() -> None:
+    """Entry point: run the CLI; expected failures print one line and exit non-zero."""
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

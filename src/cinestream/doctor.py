@@ -21,6 +21,8 @@ from cinestream.stream.start_plan import LATEST_FIX, plan_start
 
 @dataclass
 class Check:
+    """One line of ``doctor``: a status, what was checked, what was found, the fix."""
+
     status: str  # OK | WARN | FAIL
     name: str
     detail: str

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelParams:
+    """Parameters of the latent-factor model (sizes, biases, noise, popularity skew, seed)."""
+
     users: int = 5_000
     movies: int = 10_000
     factors: int = 8
@@ -34,6 +36,8 @@ class ModelParams:
 
 @dataclass
 class LatentFactorModel:
+    """Users and movies with biases and latent vectors; samples rated events."""
+
     params: ModelParams
     user_bias: np.ndarray = field(init=False)
     movie_bias: np.ndarray = field(init=False)
@@ -141,6 +145,8 @@ def rating_batches(
 
 @dataclass
 class DeliveryReport:
+    """What a generator run produced, delivered and failed, and how fast."""
+
     produced: int = 0
     delivered: int = 0
     failed: int = 0
@@ -151,9 +157,11 @@ class DeliveryReport:
 
     @property
     def rate(self) -> float:
+        """Delivered ratings per second."""
         return self.delivered / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``generate --json``)."""
         return {
             "produced": self.produced,
             "delivered": self.delivered,

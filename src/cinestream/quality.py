@@ -29,6 +29,8 @@ RATINGS_SAMPLE = 5_000
 
 @dataclass
 class Failure:
+    """One failed expectation with its observed value."""
+
     suite: str
     expectation: str
     column: str | None
@@ -42,6 +44,8 @@ class Failure:
 
 @dataclass
 class QualityReport:
+    """The outcome of a validation: per-suite success, failures, Data Docs."""
+
     success: bool
     suites: dict[str, bool] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)

@@ -131,10 +131,12 @@ class Settings(BaseSettings):
     # ----------------------------------------------------------------------------------------
     @property
     def windows(self) -> list[WindowSpec]:
+        """The configured window types, parsed."""
         return [parse_window_type(name) for name in self.window_types]
 
     @property
     def uses_local_database(self) -> bool:
+        """True when no CINESTREAM_DATABASE_URL is set (the local stack's database)."""
         return not self.database_url
 
     @property
@@ -147,6 +149,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_api_database_url(self) -> str:
+        """The API's read-only libpq URL (the local reader role unless configured)."""
         if self.api_database_url:
             return self.api_database_url
         if self.database_url:
@@ -158,25 +161,31 @@ class Settings(BaseSettings):
 
     @property
     def run_dir(self) -> Path:
+        """Pid and stop files of the local stack."""
         return self.state_dir / "run"
 
     @property
     def log_dir(self) -> Path:
+        """Log files of the local stack's processes."""
         return self.state_dir / "logs"
 
     @property
     def api_url(self) -> str:
+        """Base URL of the metrics API."""
         return f"http://{self.api_host}:{self.api_port}"
 
     @property
     def dashboard_url(self) -> str:
+        """URL of the dashboard."""
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     @property
     def airflow_url(self) -> str:
+        """URL of the Airflow UI and REST API."""
         return f"http://127.0.0.1:{self.airflow_port}"
 
     def redacted_database_url(self) -> str:
+        """The database URL with its password replaced by ``***`` (for logs)."""
         parts = urlsplit(self.resolved_database_url)
         netloc = parts.netloc
         if parts.password:

@@ -32,6 +32,8 @@ T = TypeVar("T")
 
 
 class StoreCache:
+    """Answers keyed by request, valid while the store's change generation holds."""
+
     def __init__(self, url: str, *, max_entries: int = 256, check_s: float = 1.0) -> None:
         self.url = url
         self.max_entries = max_entries

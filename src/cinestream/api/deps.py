@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 
 def get_settings(request: Request) -> Settings:
+    """The app's Settings."""
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -31,6 +32,7 @@ class StoreReader:
         self.cache = cache
 
     def read(self, key: Hashable, query: Callable[[Any], T]) -> T:
+        """The answer for ``key``: cached while the store is unchanged, else ``query(conn)``."""
         return self.cache.get(key, lambda: self._run(query))
 
     def _run(self, query: Callable[[Any], T]) -> T:
@@ -53,6 +55,7 @@ class StoreReader:
 
 
 def get_reader(request: Request) -> StoreReader:
+    """The app's StoreReader."""
     return request.app.state.reader  # type: ignore[no-any-return]
 
 
@@ -91,6 +94,7 @@ class KafkaView:
             self._value, self._at, self._refreshing = value, time.monotonic(), False
 
     def snapshot(self) -> dict[str, Any]:
+        """The last Kafka snapshot (a refresh starts in the background when it is stale)."""
         with self._lock:
             stale = time.monotonic() - self._at >= self.ttl_s
             if stale and not self._refreshing:
@@ -100,6 +104,7 @@ class KafkaView:
 
 
 def get_kafka(request: Request) -> KafkaView:
+    """The app's KafkaView."""
     return request.app.state.kafka  # type: ignore[no-any-return]
 
 

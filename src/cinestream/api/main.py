@@ -25,6 +25,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app: a read-only pool, the store cache, the Kafka view, the routes."""
     settings = settings or Settings()
 
     @asynccontextmanager

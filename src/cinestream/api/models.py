@@ -29,11 +29,15 @@ class WindowRecord(_Strict):
 
 
 class TopMovie(_Strict):
+    """A movie and how many ratings it had."""
+
     movie_id: int
     ratings: int
 
 
 class TopMovies(_Strict):
+    """The most-rated movies over an event-time range."""
+
     minutes: int
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
@@ -42,6 +46,8 @@ class TopMovies(_Strict):
 
 
 class LastHour(_Strict):
+    """Totals over the hour of event time ending with the latest window."""
+
     from_: str = Field(alias="from")
     to: str
     count: int
@@ -53,6 +59,8 @@ class LastHour(_Strict):
 
 
 class PipelineState(_Strict):
+    """Counts, freshness and lag of the pipeline."""
+
     valid_ratings: int
     dlq_count: int
     late_ratings: int
@@ -62,6 +70,8 @@ class PipelineState(_Strict):
 
 
 class Summary(_Strict):
+    """The latest window, the last hour and the pipeline's state."""
+
     window_type: str
     windows: int = Field(description="windows stored for window_type")
     latest_window: WindowRecord | None

@@ -21,6 +21,7 @@ st.set_page_config(page_title="cinestream", page_icon="🎬", layout="wide")
 
 
 def fetch(path: str, **params: Any) -> Any:
+    """GET an API path; raise with the API's message on an error status."""
     response = httpx.get(f"{settings.api_url}{path}", params=params, timeout=5)
     if response.status_code >= 400:
         detail = response.json().get("detail", response.text)
@@ -29,6 +30,7 @@ def fetch(path: str, **params: Any) -> Any:
 
 
 def kpi(label: str, value: Any, fmt: str = "{}", key: str = "") -> None:
+    """A KPI tile, plus a hidden element with the raw value for the browser test."""
     text = "–" if value is None else fmt.format(value)
     st.metric(label, text)
     # A stable hook for browser tests: the value exactly as the API gave it.
@@ -43,6 +45,7 @@ window_type = st.selectbox("Window type", settings.window_types, index=0)
 
 @st.fragment(run_every=REFRESH_S)
 def live() -> None:
+    """The part of the page that refreshes: KPIs, charts, top movies."""
     try:
         summary = fetch("/metrics/summary")
         windows = fetch("/metrics/windows", window_type=window_type, limit=120)

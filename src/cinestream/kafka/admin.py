@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A cinestream topic: name, partitions, topic configs."""
+
     name: str
     partitions: int
     config: dict[str, str]
@@ -53,6 +55,7 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def unavailable(settings: Settings, exc: BaseException | str) -> ServiceUnavailable:
+    """The one-line error for a Kafka that does not answer, with what to do."""
     return ServiceUnavailable(
         f"Kafka at {settings.kafka_bootstrap} is unavailable ({exc}); start it with "
         "`cinestream up` or set CINESTREAM_KAFKA_BOOTSTRAP"
@@ -152,6 +155,8 @@ def topic_id(settings: Settings, topic: str) -> str | None:
 
 @dataclass(frozen=True)
 class PartitionOffsets:
+    """Low and high watermark of one partition."""
+
     partition: int
     low: int
     high: int

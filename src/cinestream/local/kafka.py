@@ -29,6 +29,7 @@ class LocalKafka:
 
     @property
     def config_file(self) -> Path:
+        """The broker's generated ``server.properties``."""
         return self.home / "server.properties"
 
     def _write_config(self) -> None:
@@ -120,9 +121,11 @@ class LocalKafka:
             raise CinestreamError(f"kafka storage format failed: {result.stdout}{result.stderr}")
 
     def running(self) -> bool:
+        """True while the broker process runs."""
         return self.proc.pid() is not None
 
     def start(self) -> None:
+        """Write the config, format storage once, start the broker and wait until it answers."""
         if self.running():
             return
         if port_open(self.host, self.port):
@@ -148,4 +151,5 @@ class LocalKafka:
         )
 
     def stop(self) -> bool:
+        """Stop the broker; False if it was not running."""
         return self.proc.stop(timeout_s=60)

@@ -52,6 +52,7 @@ class LocalPostgres:
             shutil.chown(path, "postgres", "postgres")
 
     def running(self) -> bool:
+        """True while the server of this data directory runs."""
         pid_file = self.data / "postmaster.pid"
         if not pid_file.exists():
             return False
@@ -110,6 +111,7 @@ class LocalPostgres:
             )
 
     def start(self) -> None:
+        """Initialise (once), start and prepare the databases and roles; idempotent."""
         if not self.settings.uses_local_database:
             return
         if self.running():
@@ -157,6 +159,7 @@ class LocalPostgres:
         )
 
     def stop(self, mode: str = "fast") -> bool:
+        """Stop the server (``fast`` or ``immediate``); False if it was not running."""
         if not self.running():
             return False
         subprocess.run(

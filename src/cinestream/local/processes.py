@@ -37,13 +37,16 @@ class ManagedProcess:
 
     @property
     def pid_file(self) -> Path:
+        """Where the process's pid is kept."""
         return self.settings.run_dir / f"{self.name}.pid"
 
     @property
     def log_file(self) -> Path:
+        """Where the process's output goes."""
         return self.settings.log_dir / f"{self.name}.log"
 
     def pid(self) -> int | None:
+        """The pid while the process runs, else None."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
@@ -53,6 +56,7 @@ class ManagedProcess:
     def start(
         self, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> int:
+        """Start ``cmd`` in its own session with output to the log file; returns the pid."""
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:
@@ -69,6 +73,7 @@ class ManagedProcess:
         return proc.pid
 
     def stop(self, timeout_s: float = 30) -> bool:
+        """SIGTERM the process group, SIGKILL after ``timeout_s``; False if none ran."""
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)

@@ -124,7 +124,7 @@ def up(
 
 def dashboard_command(settings: Settings, port: int | None = None) -> list[str]:
     """``streamlit run`` of the dashboard app on 127.0.0.1."""
-    app = Path(__file__).parent / "dashboard" / "app.py"
+    app = Path(__file__).parents[1] / "dashboard" / "app.py"
     return [
         sys.executable,
         "-m",

@@ -94,6 +94,7 @@ def setup_tasks(clear_checkpoint_param: str = "clear_checkpoint") -> tuple[Any, 
 
 
 def generate_task(task_id: str = "produce_ratings") -> Any:
+    """The ``ProduceToTopicOperator`` that writes generated ratings through ``kafka_default``."""
     from airflow.providers.apache.kafka.operators.produce import ProduceToTopicOperator
 
     from cinestream.settings import Settings
@@ -110,6 +111,7 @@ def generate_task(task_id: str = "produce_ratings") -> Any:
 
 
 def stream_task(task_id: str = "ratings_stream_processor", *, mode: str | None = None) -> Any:
+    """The stream processor as a ``CinestreamSparkSubmitOperator`` that updates the asset."""
     from cinestream_spark import CinestreamSparkSubmitOperator
 
     args = [
@@ -129,6 +131,7 @@ def stream_task(task_id: str = "ratings_stream_processor", *, mode: str | None =
 
 
 def backfill_task(task_id: str = "ratings_backfill") -> Any:
+    """The backfill job over the run's data interval, updating the asset."""
     from cinestream_spark import CinestreamSparkSubmitOperator
 
     args = [

@@ -48,13 +48,16 @@ class LocalFS:
         return Path(parts.path if parts.scheme == "file" else uri)
 
     def list_names(self, directory: str) -> list[str]:
+        """Names of the entries of a directory (empty if it does not exist)."""
         path = self._path(directory)
         return [p.name for p in path.iterdir()] if path.is_dir() else []
 
     def read_text(self, path: str) -> str:
+        """A file's text."""
         return self._path(path).read_text()
 
     def exists(self, path: str) -> bool:
+        """True when the path exists."""
         return self._path(path).exists()
 
 
@@ -70,12 +73,14 @@ class HadoopFS:
         return path.getFileSystem(self._conf), path
 
     def list_names(self, directory: str) -> list[str]:
+        """Names of the entries of a directory (empty if it does not exist)."""
         fs, path = self._fs(directory)
         if not fs.exists(path):
             return []
         return [status.getPath().getName() for status in fs.listStatus(path)]
 
     def read_text(self, path: str) -> str:
+        """A file's text."""
         fs, p = self._fs(path)
         stream = fs.open(p)
         try:
@@ -84,6 +89,7 @@ class HadoopFS:
             stream.close()
 
     def exists(self, path: str) -> bool:
+        """True when the path exists."""
         fs, p = self._fs(path)
         return bool(fs.exists(p))
 

@@ -15,6 +15,7 @@ router = APIRouter(prefix="/metrics", tags=["health"])
 
 @router.get("/health", summary="Dependencies and their state")
 def health(request: Request) -> JSONResponse:
+    """200 with each dependency's state, or 503 naming what is down."""
     deps: dict[str, Any] = {}
     try:
         with request.app.state.pool.connection(timeout=2) as conn:

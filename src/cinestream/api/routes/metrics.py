@@ -77,6 +77,7 @@ def windows(
     end: Annotated[str | None, Query(description="ISO-8601; windows starting before")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> Response:
+    """Window metrics in the SPEC's record format, ordered by ``window_start``."""
     wt = _window_type(settings, window_type)
     start_t, end_t = _instant(start, "start"), _instant(end, "end")
     if start_t and end_t and end_t <= start_t:
@@ -121,6 +122,7 @@ def top_movies_route(
     ] = 60,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> Response:
+    """The most-rated movies over the last ``minutes`` of event time."""
     wt = settings.window_types[0]
 
     def query(conn: Any) -> bytes:
@@ -155,6 +157,7 @@ class _StoredSummary:
     response_model=Summary,
 )
 def summary(reader: ReaderDep, settings: SettingsDep, kafka: KafkaDep) -> Response:
+    """The latest window, last hour's totals and the pipeline's state."""
     wt = settings.window_types[0]
     stored = reader.read(("summary", wt), lambda conn: _stored_summary(conn, wt))
     pipeline = _pipeline_state(stored.processor, stored.newest_end_ms, kafka.snapshot())
