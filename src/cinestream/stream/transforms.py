@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from cinestream.schemas import MAX_TIMESTAMP_MS, MIN_ID, MIN_TIMESTAMP_MS, rating_event_schema
 from cinestream.windows import WindowSpec
@@ -26,6 +27,22 @@ def _field_error(parsed: Column, raw_text: Column, name: str, kind: str) -> Colu
 
 
 _WS = r"[ \t\n\r]*"
+_CORRUPT = "_corrupt_record"
+# JSON as RFC 8259 writes it: none of the lenient forms Spark's reader accepts by default
+# (single quotes and NaN/Infinity are on by default); a record the reader rejects fills _CORRUPT.
+_STRICT_JSON = {
+    "mode": "PERMISSIVE",
+    "columnNameOfCorruptRecord": _CORRUPT,
+    "allowSingleQuotes": "false",
+    "allowNonNumericNumbers": "false",
+    "allowUnquotedFieldNames": "false",
+    "allowComments": "false",
+    "allowUnquotedControlChars": "false",
+    "allowBackslashEscapingAnyCharacter": "false",
+    "allowNumericLeadingZeros": "false",
+}
+# A string literal without raw control characters (U+0000..U+001F, which JSON wants escaped).
+_CLEAN_STRING = r'"(?:[^"\\\x00-\x1f]++|\\.)*+"'
 
 
 def _single_json_object(raw: Column) -> Column:
@@ -60,7 +77,8 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
     half_stars (1..10), event_ms, error.
     """
     text = F.col("value").cast("string")
-    parsed = F.from_json(text, rating_event_schema(), {"mode": "PERMISSIVE"})
+    schema = rating_event_schema().add(_CORRUPT, "string")
+    parsed = F.from_json(text, schema, _STRICT_JSON)
     df = kafka_df.select(
         "key",
         "value",
@@ -86,7 +104,13 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
     )
     raw = F.col("_text")
     single_object = _single_json_object(raw)
-    valid = valid & single_object
+    # The typed parse marks a record corrupt for a syntax error and for a mistyped field alike;
+    # a second parse without typed fields (only of those records) tells the two apart.
+    parsed_whole = r[_CORRUPT].isNull()
+    syntax_only = F.from_json(raw, StructType([StructField(_CORRUPT, StringType())]), _STRICT_JSON)
+    not_json = ~parsed_whole & syntax_only[_CORRUPT].isNotNull()
+    utf8 = F.is_valid_utf8(raw)
+    valid = valid & single_object & parsed_whole & utf8
     # Branches are tried in order; the first (valid) one is the only one most records reach.
     error = (
         F.when(valid, F.lit(None).cast("string"))
@@ -94,6 +118,18 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
         .when(~F.is_valid_utf8(raw), F.lit("value is not valid UTF-8"))
         .when(F.json_object_keys(raw).isNull(), F.lit("value is not a valid JSON object"))
         .when(~single_object, F.lit("value has characters after the JSON object"))
+        .when(
+            # With the clean strings removed a quote is left: a string holds a control character.
+            not_json & F.regexp_replace(raw, _CLEAN_STRING, "").contains('"'),
+            F.lit("value is not valid JSON: a control character inside a string must be escaped"),
+        )
+        .when(
+            not_json,
+            F.lit(
+                "value is not valid JSON (single quotes, unquoted names, comments, NaN/Infinity "
+                "and leading zeros are not JSON)"
+            ),
+        )
         .when(user_id.isNull(), _field_error(r, raw, "user_id", "an integer"))
         .when(user_id < MIN_ID, F.concat(F.lit("user_id must be >= 1, got "), user_id))
         .when(movie_id.isNull(), _field_error(r, raw, "movie_id", "an integer"))

@@ -59,6 +59,16 @@ INVALID = [
     (rating() + b' {"user_id": 1}', "value has characters after the JSON object"),
     (rating(meta={"a": [1, {"b": 2}]}) + b"}", "value has characters after the JSON object"),
     (rating(note="}{") + b' "}"', "value has characters after the JSON object"),
+    # JSON that only a lenient parser accepts (Spark's reader allows the first two by default).
+    (
+        b"{'user_id':1,'movie_id':2,'rating':4.5,'timestamp':%d}" % T0,
+        "value is not valid JSON (single quotes",
+    ),
+    (rating()[:-1] + b', "score": NaN}', "value is not"),
+    (rating(note="a\x01b").replace(b"\\u0001", b"\x01"), "value is not valid JSON: a control"),
+    (rating(note="a\tb").replace(b"\\t", b"\t"), "value is not valid JSON: a control character"),
+    # Invalid UTF-8 anywhere in the value, also inside a field nobody reads.
+    (rating(note="ab").replace(b"ab", b"a\xffb"), "value is not valid UTF-8"),
 ]
 
 
@@ -71,11 +81,14 @@ def test_valid_records_parse_with_extra_fields_ignored(spark: Any) -> None:
         rating(value=0.5) + b"\n",
         rating(value=3) + b" \r\n\t ",
         rating(meta={"tags": ["a", {"b": "}"}]}, note='say "{hi}"') + b"\n",
+        # Escaped control characters and pretty printing are plain JSON.
+        rating(note="tab\there\u0001") + b"\n",
+        b'{\n  "user_id": 1,\n  "movie_id": 2,\n  "rating": 4.5,\n  "timestamp": %d\n}\n' % T0,
     ]
     parsed = parse_ratings(kafka_df(spark, values))
     rows = parsed.select("user_id", "movie_id", "half_stars", "event_ms", "error").collect()
-    assert [r.error for r in rows] == [None] * 7
-    assert [r.half_stars for r in rows] == [9, 2, 9, 9, 1, 6, 9]
+    assert [r.error for r in rows] == [None] * 9
+    assert [r.half_stars for r in rows] == [9, 2, 9, 9, 1, 6, 9, 9, 9]
     assert rows[2].event_ms == 946_684_800_000
 
 
