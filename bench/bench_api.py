@@ -78,6 +78,7 @@ class Writer:
                 cells_csv=BatchCells.from_rows(rows).to_csv(),
                 invalid=0,
                 max_event_ms=None,
+                wall_clock_ms=int(time.time() * 1000),
                 allowed_lateness_ms=0,
                 end_offsets={},
                 primary_window_type="tumbling_1min",

@@ -15,7 +15,10 @@ NAME = "window_metrics"
 # Columns prepare() derives, so that every rule is an expectation with a readable name.
 LENGTH_OK = "window_end_minus_start_equals_window_length"
 TOP_OK = "top_movies_is_json_list_of_at_most_10_distinct_positive_ints"
-DERIVED = (LENGTH_OK, TOP_OK)
+# A rating may be stamped up to the future tolerance ahead of the wall clock (SPEC), so its window
+# can be processed that much before it starts, not earlier.
+EARLIEST_PROCESSING = "window_start_minus_future_tolerance"
+DERIVED = (LENGTH_OK, TOP_OK, EARLIEST_PROCESSING)
 
 
 def _top_movies_ok(value: object) -> bool:
@@ -31,9 +34,17 @@ def _top_movies_ok(value: object) -> bool:
     )
 
 
-def prepare(rows: pd.DataFrame, window_lengths_ms: Mapping[str, int]) -> pd.DataFrame:
+def prepare(
+    rows: pd.DataFrame, window_lengths_ms: Mapping[str, int], future_tolerance_ms: int = 0
+) -> pd.DataFrame:
     """The table's rows plus the derived check columns."""
     df = rows.copy()
+    if "window_start" in df:
+        df[EARLIEST_PROCESSING] = pd.to_datetime(df["window_start"], utc=True) - pd.Timedelta(
+            milliseconds=future_tolerance_ms
+        )
+    else:
+        df[EARLIEST_PROCESSING] = pd.NaT
     if {"window_start", "window_end", "window_type"} <= set(df.columns):
         span = pd.to_datetime(df["window_end"], utc=True) - pd.to_datetime(
             df["window_start"], utc=True
@@ -66,7 +77,7 @@ def suite() -> gx.ExpectationSuite:
             gxe.ExpectColumnValuesToBeInSet(column=LENGTH_OK, value_set=[True]),
             gxe.ExpectColumnValuesToBeInSet(column=TOP_OK, value_set=[True]),
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="processing_time", column_B="window_start", or_equal=True
+                column_A="processing_time", column_B=EARLIEST_PROCESSING, or_equal=True
             ),
         ],
     )

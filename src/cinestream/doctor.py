@@ -34,12 +34,30 @@ class Check:
         return f"{self.status:<4} {self.name:<11} {self.detail}{fix}"
 
 
-def _event_time_range(settings: Settings, parts: list[admin.PartitionOffsets]) -> str:
-    """Event times of the first and last record of each partition (cheap: 2 reads each)."""
-    times = edge_event_times(settings, parts)
+def _event_time_range(times: list[int]) -> str:
+    """The event times of the partitions' first and last records, as a range."""
     if not times:
         return "event times unknown"
     return f"event times {format_time(min(times))} .. {format_time(max(times))}"
+
+
+def _clock_check(times: list[int], now_ms: int, tolerance_s: int) -> Check | None:
+    """A WARN when the newest ratings are stamped ahead of this machine's clock."""
+    ahead_s = (max(times) - now_ms) / 1000 if times else 0
+    if ahead_s <= 1:
+        return None
+    beyond = (
+        f"beyond the {tolerance_s}s future tolerance: counted as future, anchoring nothing"
+        if ahead_s > tolerance_s
+        else f"within the {tolerance_s}s future tolerance: counted, the watermark stays at the "
+        "wall clock"
+    )
+    return Check(
+        "WARN",
+        "clock",
+        f"the newest ratings are stamped {ahead_s:.0f}s ahead of this clock ({beyond})",
+        "synchronise the producers' clocks (NTP); the windows are safe meanwhile",
+    )
 
 
 def run_checks(settings: Settings) -> list[Check]:
@@ -47,6 +65,7 @@ def run_checks(settings: Settings) -> list[Check]:
     late ratings, DLQ."""
     checks: list[Check] = []
     s = settings
+    now_ms = int(time.time() * 1000)
     # --- Kafka ------------------------------------------------------------------------------
     try:
         topics = admin.list_topics(s)
@@ -73,8 +92,9 @@ def run_checks(settings: Settings) -> list[Check]:
     if parts:
         per = ", ".join(f"p{p.partition}={p.messages} [{p.low}..{p.high})" for p in parts)
         detail = f"{total} messages ({per})"
+        times = edge_event_times(s, parts) if total else []
         if total:
-            detail += "; " + _event_time_range(s, parts)
+            detail += "; " + _event_time_range(times)
         checks.append(
             Check(
                 "OK" if total else "WARN",
@@ -83,6 +103,9 @@ def run_checks(settings: Settings) -> list[Check]:
                 "" if total else "cinestream generate --count 40400",
             )
         )
+        clock = _clock_check(times, now_ms, s.future_tolerance_s)
+        if clock:
+            checks.append(clock)
     dlq = sum(p.messages for p in admin.partition_offsets(s, s.dlq_topic))
     metrics_msgs = sum(p.messages for p in admin.partition_offsets(s, s.metrics_topic))
     # --- PostgreSQL -------------------------------------------------------------------------
@@ -113,7 +136,10 @@ def run_checks(settings: Settings) -> list[Check]:
             )
         )
         totals = reads.window_totals(conn, s.window_types[0])
-    windows, latest, counted = totals.windows, totals.newest_end_ms, totals.ratings
+        newest = reads.latest_window(conn, s.window_types[0], now_ms)
+        ahead = reads.future_windows(conn, s.window_types[0], now_ms)
+    windows, counted = totals.windows, totals.ratings
+    latest = newest.window_end_ms if newest else None
     if windows and latest is not None:
         age = time.time() - latest / 1000
         ended = f"{age:.0f}s ago" if age >= 0 else f"still open, ends in {-age:.0f}s"
@@ -134,6 +160,20 @@ def run_checks(settings: Settings) -> list[Check]:
                 "metrics",
                 f"no windows yet, {metrics_msgs} records in {s.metrics_topic}",
                 "cinestream process --trigger available-now",
+            )
+        )
+    if ahead.windows and ahead.first_start_ms is not None and ahead.last_start_ms is not None:
+        size = s.windows[0].size_ms
+        checks.append(
+            Check(
+                "WARN",
+                "future",
+                f"{ahead.windows} windows ({ahead.ratings} ratings) start after this clock, "
+                f"{format_time(ahead.first_start_ms)} .. "
+                f"{format_time(ahead.last_start_ms + size)}: a producer's clock is ahead; they "
+                "are kept and reported, never shown as the live state",
+                "find the producer that stamps them (the DLQ-free ratings around those times in "
+                f"{s.ratings_topic}) and fix its clock",
             )
         )
     if processor is not None:

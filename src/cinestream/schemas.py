@@ -62,10 +62,18 @@ METRIC_FIELDS = (
 TOP_MOVIES_LIMIT = 10
 
 # --- window cells: the counts hand-off from the Spark jobs to the store -----------------------
-# One row per (window, movie, half star) with its count ``n``: what a micro-batch or a backfill
-# adds to (or replaces in) the window store. Times are epoch milliseconds, like every window
-# start inside the pipeline.
-CELL_FIELDS = ("window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars", "n")
+# One row per (window, movie, half star) with its count ``n``, of which ``future`` were stamped
+# beyond the future tolerance: what a micro-batch or a backfill adds to (or replaces in) the
+# window store. Times are epoch milliseconds, like every window start inside the pipeline.
+CELL_FIELDS = (
+    "window_type",
+    "window_start_ms",
+    "window_end_ms",
+    "movie_id",
+    "half_stars",
+    "n",
+    "future",
+)
 
 
 def format_time(value: datetime | int) -> str:

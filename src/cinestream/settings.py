@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -186,11 +187,24 @@ class Settings(BaseSettings):
 
     def redacted_database_url(self) -> str:
         """The database URL with its password replaced by ``***`` (for logs)."""
-        parts = urlsplit(self.resolved_database_url)
-        netloc = parts.netloc
+        return redact_url(self.resolved_database_url)
+
+
+_PASSWORD_PARAM = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)")
+
+
+def redact_url(url: str) -> str:
+    """A libpq URL or keyword string with every password shown as ``***``: in the user-info
+    (``user:secret@``), as a query parameter (``?password=secret``) or as a keyword
+    (``host=db password=secret``)."""
+    text = _PASSWORD_PARAM.sub(lambda m: m.group(1) + "***", url)
+    if "://" in text:
+        parts = urlsplit(text)
         if parts.password:
-            netloc = netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
+            user = parts.username or ""
+            host = parts.netloc.rsplit("@", 1)[-1]
+            text = parts._replace(netloc=f"{user}:***@{host}").geturl()
+    return text
 
 
 def stored_secret(

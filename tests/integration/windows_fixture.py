@@ -47,6 +47,7 @@ def write_windows(settings: Settings, events: list[tuple[int, int, float, int]])
                 cells_csv=csv,
                 invalid=4,
                 max_event_ms=T0,
+                wall_clock_ms=int(time.time() * 1000),
                 allowed_lateness_ms=120_000,
                 end_offsets={"0": 0, "1": 0, "2": 0},
                 primary_window_type="tumbling_1min",

@@ -108,7 +108,10 @@ def _bad(column: str, value: Any) -> pd.DataFrame:
         ),
         (
             lambda: _bad("processing_time", T - timedelta(hours=1)),
-            ("expect_column_pair_values_a_to_be_greater_than_b", "processing_time vs window_start"),
+            (
+                "expect_column_pair_values_a_to_be_greater_than_b",
+                f"processing_time vs {window_metrics.EARLIEST_PROCESSING}",
+            ),
         ),
     ],
     ids=[

@@ -50,3 +50,31 @@ def test_an_empty_state_dir_is_refused_not_taken_as_the_current_directory(monkey
     monkeypatch.setenv("CINESTREAM_STATE_DIR", "")
     with pytest.raises(ValueError, match="unset CINESTREAM_STATE_DIR"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:s3cr%40t@db:5432/cinestream",
+        "postgresql://app@db:5432/cinestream?sslmode=require&password=s3cr%40t",
+        "postgresql:///cinestream?host=/run/pg&PASSWORD=s3cr%40t",
+        "host=db port=5432 dbname=cinestream user=app password=s3cr%40t",
+        "host=db dbname=cinestream password = 's3cr%40t with space' user=app",
+    ],
+)
+def test_no_form_of_database_url_shows_its_password(monkeypatch, url: str) -> None:  # type: ignore[no-untyped-def]
+    from cinestream.settings import redact_url
+
+    monkeypatch.setenv("CINESTREAM_DATABASE_URL", url)
+    for shown in (redact_url(url), Settings().redacted_database_url()):
+        assert "s3cr" not in shown and "***" in shown
+        assert "db" in shown or "/run/pg" in shown  # still says where
+
+
+def test_connection_errors_name_the_server_not_the_password() -> None:
+    from cinestream.errors import ServiceUnavailable
+    from cinestream.store.connection import connect
+
+    with pytest.raises(ServiceUnavailable) as info:
+        connect("host=127.0.0.1 port=1 dbname=x user=u password=s3cr3t", timeout=1)
+    assert "s3cr3t" not in str(info.value) and "127.0.0.1" in str(info.value)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from cinestream.errors import first_line
+from cinestream.settings import redact_url
 from cinestream.store import reads
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class StoreCache:
             self._entries.clear()
 
     def _listen(self) -> None:
-        where = self.url.rsplit("@", 1)[-1]
+        where = redact_url(self.url)
         lost = False
         while not self._stop.is_set():
             try:

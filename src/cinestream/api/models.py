@@ -58,12 +58,25 @@ class LastHour(_Strict):
     top_movies: list[TopMovie] | None = None
 
 
+class FutureWindows(_Strict):
+    """Windows that start after the wall clock (a producer's clock ahead): reported, never the
+    live state."""
+
+    windows: int
+    ratings: int
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+
+
 class PipelineState(_Strict):
     """Counts, freshness and lag of the pipeline."""
 
     valid_ratings: int
     dlq_count: int
     late_ratings: int
+    future_ratings: int = Field(
+        description="ratings stamped more than the future tolerance ahead of the wall clock"
+    )
     newest_window_age_s: float | None
     consumer_lag: int | None = Field(description="ratings in the topic not yet processed")
     kafka: str = Field(examples=["up"])
@@ -74,7 +87,10 @@ class Summary(_Strict):
 
     window_type: str
     windows: int = Field(description="windows stored for window_type")
-    latest_window: WindowRecord | None
+    latest_window: WindowRecord | None = Field(
+        description="the newest window that has started by the wall clock"
+    )
+    future_windows: FutureWindows
     last_hour: LastHour | None = Field(description="event-time hour up to the newest window's end")
     pipeline: PipelineState
     hint: str | None = Field(default=None, description="present when the store is empty")

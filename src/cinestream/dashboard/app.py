@@ -57,7 +57,15 @@ def live() -> None:
         )
         return
 
-    if not summary["windows"]:
+    future = summary.get("future_windows") or {}
+    if future.get("windows"):
+        # A producer's clock ahead of ours: reported, never drawn as the live state.
+        st.warning(
+            f"{future['ratings']:,} ratings in {future['windows']:,} windows from "
+            f"{future['from']} to {future['to']} are stamped ahead of the wall clock; they are "
+            "left out of the live view (`cinestream doctor` says more)."
+        )
+    if summary["latest_window"] is None:
         st.info(summary.get("hint", "No windows yet."))
         return
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from cinestream.errors import ServiceUnavailable, first_line
+from cinestream.settings import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,15 @@ T = TypeVar("T")
 # (both rewrite the same windows); SCHEMA_LOCK serialises concurrent ``ensure_schema`` calls.
 STORE_LOCK = 0x63696E65  # "cine"
 SCHEMA_LOCK = STORE_LOCK + 1
+# How long a writer waits for a lock before its transaction fails (and is retried by the
+# caller): a writer stuck behind a hung session must say so, not wait forever.
+WRITER_LOCK_TIMEOUT = "60s"
+
+
+def begin_writer(conn: psycopg.Connection[Any]) -> None:
+    """First statements of a writer's transaction: a lock timeout, then the store lock."""
+    conn.execute(f"SET LOCAL lock_timeout = '{WRITER_LOCK_TIMEOUT}'")
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (STORE_LOCK,))
 
 
 def connect(url: str, *, autocommit: bool = False, timeout: int = 5) -> psycopg.Connection[Any]:
@@ -27,7 +37,7 @@ def connect(url: str, *, autocommit: bool = False, timeout: int = 5) -> psycopg.
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=timeout)
     except psycopg.OperationalError as exc:
-        where = url.rsplit("@", 1)[-1]
+        where = redact_url(url)
         raise ServiceUnavailable(
             f"PostgreSQL at {where} is unavailable ({first_line(exc)}); start it with "
             "`cinestream up` or set CINESTREAM_DATABASE_URL"

@@ -15,7 +15,12 @@ import psycopg
 from cinestream.metrics import WindowMetric
 from cinestream.store.connection import one
 from cinestream.store.schema import CHANGE_CHANNEL
-from cinestream.store.windows import METRIC_COLUMNS, MS_TO_TIMESTAMPTZ, metric_from_row
+from cinestream.store.windows import (
+    METRIC_COLUMNS,
+    MS_TO_TIMESTAMPTZ,
+    TIMESTAMPTZ_TO_MS,
+    metric_from_row,
+)
 
 
 def ping(conn: psycopg.Connection[Any]) -> None:
@@ -36,13 +41,15 @@ def database_clock(conn: psycopg.Connection[Any]) -> datetime:
 
 # --- window_metrics ---------------------------------------------------------------------------
 def newest_windows(
-    conn: psycopg.Connection[Any], window_type: str, limit: int
+    conn: psycopg.Connection[Any], window_type: str, limit: int, now_ms: int
 ) -> list[WindowMetric]:
-    """The newest ``limit`` windows of a type, oldest first."""
+    """The newest ``limit`` windows of a type that have started by ``now_ms`` (the live state;
+    windows of a producer's future clock are not part of it), oldest first."""
     rows = conn.execute(
         f"SELECT * FROM (SELECT {METRIC_COLUMNS}, window_start FROM window_metrics "
-        "WHERE window_type = %s ORDER BY window_start DESC LIMIT %s) w ORDER BY window_start",
-        (window_type, limit),
+        f"WHERE window_type = %s AND window_start <= {MS_TO_TIMESTAMPTZ.format('%s::bigint')} "
+        "ORDER BY window_start DESC LIMIT %s) w ORDER BY window_start",
+        (window_type, now_ms, limit),
     ).fetchall()
     return [metric_from_row(r) for r in rows]
 
@@ -68,10 +75,40 @@ def windows_between(
     return [metric_from_row(r) for r in rows]
 
 
-def latest_window(conn: psycopg.Connection[Any], window_type: str) -> WindowMetric | None:
-    """The window of a type with the newest start, if any."""
-    newest = newest_windows(conn, window_type, 1)
+def latest_window(
+    conn: psycopg.Connection[Any], window_type: str, now_ms: int
+) -> WindowMetric | None:
+    """The newest window of a type that has started by ``now_ms``, if any."""
+    newest = newest_windows(conn, window_type, 1, now_ms)
     return newest[0] if newest else None
+
+
+@dataclass(frozen=True)
+class FutureWindows:
+    """Windows that start after the wall clock: a producer's clock ahead (never the live state)."""
+
+    windows: int
+    ratings: int
+    first_start_ms: int | None
+    last_start_ms: int | None
+
+
+def future_windows(conn: psycopg.Connection[Any], window_type: str, now_ms: int) -> FutureWindows:
+    """How many windows of a type start after ``now_ms``, their ratings and their range."""
+    n, ratings, first, last = one(
+        conn,
+        "SELECT count(*), coalesce(sum(count), 0), "
+        f"min({TIMESTAMPTZ_TO_MS.format('window_start')}), "
+        f"max({TIMESTAMPTZ_TO_MS.format('window_start')}) FROM window_metrics "
+        f"WHERE window_type = %s AND window_start > {MS_TO_TIMESTAMPTZ.format('%s::bigint')}",
+        (window_type, now_ms),
+    )
+    return FutureWindows(
+        int(n),
+        int(ratings),
+        None if first is None else int(first),
+        None if last is None else int(last),
+    )
 
 
 @dataclass(frozen=True)
@@ -126,13 +163,17 @@ def movie_counts(
     ]
 
 
-def newest_window_start_ms(conn: psycopg.Connection[Any], window_type: str) -> int | None:
-    """Start of the newest window that has ratings (walks the primary key from the newest)."""
+def newest_window_start_ms(
+    conn: psycopg.Connection[Any], window_type: str, now_ms: int
+) -> int | None:
+    """Start of the newest window started by ``now_ms`` that has ratings (an index walk from
+    the newest)."""
     row = conn.execute(
         "SELECT window_start_ms FROM window_state s WHERE window_type = %s "
+        "AND window_start_ms <= %s "
         "AND EXISTS (SELECT 1 FROM window_rating_counts c WHERE c.window_type = s.window_type "
         "AND c.window_start_ms = s.window_start_ms) ORDER BY window_start_ms DESC LIMIT 1",
-        (window_type,),
+        (window_type, now_ms),
     ).fetchone()
     return None if row is None else int(row[0])
 
@@ -167,6 +208,7 @@ class ProcessorTotals:
     valid: int
     invalid: int
     late: int
+    future: int
     watermark_ms: int | None
     end_offsets: dict[str, int]
 
@@ -175,10 +217,10 @@ def processor_totals(
     conn: psycopg.Connection[Any], checkpoint: str | None = None
 ) -> ProcessorTotals | None:
     """Totals of one checkpoint's processor, or of all of them; None when none has committed."""
-    valid, invalid, late, watermark, offsets, n = one(
+    valid, invalid, late, future, watermark, offsets, n = one(
         conn,
         "SELECT coalesce(sum(valid_total), 0), coalesce(sum(invalid_total), 0), "
-        "coalesce(sum(late_total), 0), max(watermark_ms), "
+        "coalesce(sum(late_total), 0), coalesce(sum(future_total), 0), max(watermark_ms), "
         "(array_agg(end_offsets ORDER BY updated_at DESC))[1], count(*) "
         "FROM processor_state WHERE %(c)s::text IS NULL OR checkpoint = %(c)s",
         {"c": checkpoint},
@@ -189,6 +231,7 @@ def processor_totals(
         int(valid),
         int(invalid),
         int(late),
+        int(future),
         None if watermark is None else int(watermark),
         {str(k): int(v) for k, v in (offsets or {}).items()},
     )

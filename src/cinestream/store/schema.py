@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from cinestream.store.connection import SCHEMA_LOCK, STORE_LOCK
+from cinestream.store.connection import SCHEMA_LOCK, begin_writer
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS window_metrics (
@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS processor_batches (
     committed_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (checkpoint, batch_id)
 );
+-- Added after the first release: created on stores that predate them.
+-- future_count: ratings stamped beyond the future tolerance (counted, anchoring nothing).
+ALTER TABLE window_state ADD COLUMN IF NOT EXISTS future_count bigint NOT NULL DEFAULT 0;
+ALTER TABLE processor_state ADD COLUMN IF NOT EXISTS future_total bigint NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS backfill_runs (
     id             bigserial PRIMARY KEY,
     range_start    timestamptz NOT NULL,
@@ -150,7 +154,7 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
 def truncate_all(conn: psycopg.Connection[Any]) -> None:
     """Empty every table derived from the topics (``cinestream reset``)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (STORE_LOCK,))
+        begin_writer(conn)
         conn.execute("TRUNCATE " + ", ".join(DERIVED_TABLES))
 
 

@@ -19,7 +19,7 @@ import psycopg
 
 from cinestream.metrics import WindowMetric, window_metric
 from cinestream.schemas import CELL_FIELDS
-from cinestream.store.connection import STORE_LOCK, require_no_open_transaction
+from cinestream.store.connection import begin_writer, require_no_open_transaction
 
 WindowKey = tuple[str, int]  # (window_type, window_start_ms)
 
@@ -149,7 +149,7 @@ def _copy_cells(conn: psycopg.Connection[Any], cells_csv: bytes) -> None:
         """
         CREATE TEMP TABLE batch_cells (
             window_type text, window_start_ms bigint, window_end_ms bigint,
-            movie_id bigint, half_stars smallint, n bigint
+            movie_id bigint, half_stars smallint, n bigint, future bigint
         ) ON COMMIT DROP
         """
     )
@@ -168,6 +168,8 @@ class BatchCommit:
 
     :param cells_csv: the batch's valid ratings as ``schemas.CELL_FIELDS`` rows (CSV, no header).
     :param max_event_ms: newest event time of the batch that may move the watermark, if any.
+    :param wall_clock_ms: the processor's clock when the batch started: the watermark never
+        passes it, however far ahead a producer's clock runs.
     :param end_offsets: the batch's end offset per partition (``{"0": 1234}``), as Spark's log.
     :param primary_window_type: the tumbling type whose windows count each rating once.
     """
@@ -179,6 +181,7 @@ class BatchCommit:
     cells_csv: bytes
     invalid: int
     max_event_ms: int | None
+    wall_clock_ms: int
     allowed_lateness_ms: int
     end_offsets: dict[str, int]
     primary_window_type: str
@@ -193,6 +196,7 @@ class BatchResult:
     valid: int = 0
     late: int = 0
     invalid: int = 0
+    future: int = 0
     watermark_ms: int = 0
     metrics: list[WindowMetric] = field(default_factory=list)
 
@@ -203,11 +207,11 @@ def commit_batch(
     """Apply one micro-batch exactly once.
 
     Counts of windows the watermark (or a backfill) has closed are not added: they are counted as
-    late. The watermark then advances to ``max_event_ms - allowed_lateness_ms``.
+    late. The watermark then advances to ``min(newest event time, wall clock) - lateness``.
     """
     require_no_open_transaction(conn, "commit_batch")
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (STORE_LOCK,))
+        begin_writer(conn)
         done = conn.execute(
             "SELECT 1 FROM processor_batches WHERE checkpoint = %s AND batch_id = %s",
             (batch.checkpoint, batch.batch_id),
@@ -220,6 +224,7 @@ def commit_batch(
             """
             CREATE TEMP TABLE batch_windows ON COMMIT DROP AS
             SELECT c.window_type, c.window_start_ms, c.window_end_ms, sum(c.n)::bigint AS n,
+                   sum(c.future)::bigint AS future,
                    (c.window_end_ms <= %s OR s.closed_by IS NOT NULL) AS late
             FROM batch_cells c
             LEFT JOIN window_state s
@@ -230,19 +235,20 @@ def commit_batch(
         )
         _add_open_cells(conn)
         touched = conn.execute(
-            "SELECT window_type, window_start_ms, n, late FROM batch_windows"
+            "SELECT window_type, window_start_ms, n, future, late FROM batch_windows"
         ).fetchall()
-        open_keys = [(wt, ws) for wt, ws, _, late in touched if not late]
+        open_keys = [(wt, ws) for wt, ws, _, _, late in touched if not late]
         # Count ratings, not window memberships: the primary type is tumbling, so every rating
         # is in exactly one of its windows.
         primary = batch.primary_window_type
-        valid = sum(n for wt, _, n, late in touched if wt == primary and not late)
-        late_n = sum(n for wt, _, n, late in touched if wt == primary and late)
+        valid = sum(n for wt, _, n, _, late in touched if wt == primary and not late)
+        late_n = sum(n for wt, _, n, _, late in touched if wt == primary and late)
+        future_n = sum(f for wt, _, _, f, _ in touched if wt == primary)
         metrics = finalize_windows(conn, open_keys, processing_time_ms)
 
         new_max_event = max(max_event, batch.max_event_ms or 0)
-        new_watermark = (
-            max(watermark, new_max_event - batch.allowed_lateness_ms) if new_max_event else 0
+        new_watermark = next_watermark(
+            watermark, new_max_event, batch.wall_clock_ms, batch.allowed_lateness_ms
         )
         conn.execute(
             "UPDATE window_state SET closed_by = 'watermark', updated_at = now() "
@@ -272,7 +278,7 @@ def commit_batch(
             UPDATE processor_state SET watermark_ms = %s, max_event_ms = %s, last_batch_id = %s,
                    end_offsets = %s, valid_total = valid_total + %s,
                    invalid_total = invalid_total + %s, late_total = late_total + %s,
-                   updated_at = now()
+                   future_total = future_total + %s, updated_at = now()
             WHERE checkpoint = %s
             """,
             (
@@ -283,10 +289,23 @@ def commit_batch(
                 valid,
                 batch.invalid,
                 late_n,
+                future_n,
                 batch.checkpoint,
             ),
         )
-    return BatchResult(batch.batch_id, False, valid, late_n, batch.invalid, new_watermark, metrics)
+    return BatchResult(
+        batch.batch_id, False, valid, late_n, batch.invalid, future_n, new_watermark, metrics
+    )
+
+
+def next_watermark(
+    watermark_ms: int, max_event_ms: int, wall_clock_ms: int, lateness_ms: int
+) -> int:
+    """The SPEC's watermark: ``min(newest valid event time, wall clock) - lateness``; it never
+    goes back, and is 0 until an event has been seen."""
+    if not max_event_ms:
+        return 0
+    return max(watermark_ms, min(max_event_ms, wall_clock_ms) - lateness_ms)
 
 
 def _processor_state_for_update(
@@ -312,12 +331,14 @@ def _add_open_cells(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
         """
         INSERT INTO window_state (window_type, window_start_ms, window_end_ms, closed_by,
-                                  late_count)
+                                  late_count, future_count)
         SELECT window_type, window_start_ms, window_end_ms,
-               CASE WHEN late THEN 'watermark' END, CASE WHEN late THEN n ELSE 0 END
+               CASE WHEN late THEN 'watermark' END, CASE WHEN late THEN n ELSE 0 END,
+               CASE WHEN late THEN 0 ELSE future END
         FROM batch_windows
         ON CONFLICT (window_type, window_start_ms) DO UPDATE
            SET late_count = window_state.late_count + EXCLUDED.late_count,
+               future_count = window_state.future_count + EXCLUDED.future_count,
                updated_at = now()
         """
     )
@@ -358,11 +379,12 @@ def replace_windows(
     """Replace the aggregates of every window present in ``cells_csv`` and close them."""
     require_no_open_transaction(conn, "replace_windows")
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (STORE_LOCK,))
+        begin_writer(conn)
         _copy_cells(conn, cells_csv)
         conn.execute(
             "CREATE TEMP TABLE batch_windows ON COMMIT DROP AS "
-            "SELECT DISTINCT window_type, window_start_ms, window_end_ms FROM batch_cells"
+            "SELECT window_type, window_start_ms, window_end_ms, sum(future)::bigint AS future "
+            "FROM batch_cells GROUP BY window_type, window_start_ms, window_end_ms"
         )
         for table in ("window_rating_counts", "window_movie_counts"):
             conn.execute(
@@ -386,10 +408,12 @@ def replace_windows(
         conn.execute(
             """
             INSERT INTO window_state (window_type, window_start_ms, window_end_ms, closed_by,
-                                      late_count)
-            SELECT window_type, window_start_ms, window_end_ms, 'backfill', 0 FROM batch_windows
+                                      late_count, future_count)
+            SELECT window_type, window_start_ms, window_end_ms, 'backfill', 0, future
+            FROM batch_windows
             ON CONFLICT (window_type, window_start_ms) DO UPDATE
-               SET closed_by = 'backfill', late_count = 0, updated_at = now()
+               SET closed_by = 'backfill', late_count = 0, future_count = EXCLUDED.future,
+                   updated_at = now()
             """
         )
         keys = [

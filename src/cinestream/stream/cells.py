@@ -80,7 +80,9 @@ class BatchCells:
         """Valid cells from tuples in ``CELL_FIELDS`` order (tests, benchmarks, tools)."""
         import pyarrow as pa
 
-        table = pa.Table.from_pylist([dict(zip(CELL_FIELDS, r, strict=True)) for r in rows])
+        # ``future`` may be left out (0): most callers hand over ordinary ratings.
+        full = [tuple(r) + (0,) * (len(CELL_FIELDS) - len(r)) for r in rows]
+        table = pa.Table.from_pylist([dict(zip(CELL_FIELDS, r, strict=True)) for r in full])
         if not table.num_columns:
             table = pa.table({name: pa.array([], pa.int64()) for name in CELL_FIELDS})
         return cls(table, 0)

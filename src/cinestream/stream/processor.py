@@ -269,6 +269,7 @@ class StreamProcessor:
             cells_csv=cells.to_csv(),
             invalid=cells.invalid,
             max_event_ms=cells.max_event_ms(),
+            wall_clock_ms=now_ms,
             allowed_lateness_ms=s.allowed_lateness_s * 1000,
             end_offsets={str(k): v for k, v in end_offsets.items()},
             primary_window_type=s.window_types[0],

@@ -230,9 +230,10 @@ def window_cells(
 ) -> DataFrame:
     """Exact per-window aggregates: one row per (window, movie, half star) with its count ``n``.
 
-    ``max_event_ms`` is the newest event time not beyond ``watermark_limit_ms`` (events from a
-    clock far in the future are counted but do not move the watermark). Invalid records, if any,
-    form one row whose window columns are NULL and whose ``n`` is their number.
+    Ratings stamped after ``watermark_limit_ms`` (the wall clock plus the future tolerance) are
+    anomalies: counted in ``n`` and in ``future``, left out of ``max_event_ms`` (the newest event
+    time that may move the watermark). Invalid records, if any, form one row whose window
+    columns are NULL and whose ``n`` is their number.
     """
     events = parsed.select("movie_id", "half_stars", "event_ms", "error")
     windowed = assign_windows(events, specs)
@@ -240,6 +241,7 @@ def window_cells(
         "window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars"
     ).agg(
         F.count(F.lit(1)).alias("n"),
+        F.count(F.when(F.col("event_ms") > F.lit(watermark_limit_ms), 1)).alias("future"),
         F.max(F.when(F.col("event_ms") <= F.lit(watermark_limit_ms), F.col("event_ms"))).alias(
             "max_event_ms"
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cinestream.store.checkpoints import CheckpointLock
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.integration
 
 T0 = 1_762_797_900_000
 W = 60_000
+NOW = int(time.time() * 1000)  # T0 is in the past: the wall clock caps nothing below
 
 
 def cells(*rows: tuple[int, int, int, int]) -> bytes:
@@ -23,7 +26,7 @@ def cells(*rows: tuple[int, int, int, int]) -> bytes:
     ).to_csv()
 
 
-def commit(conn, batch_id: int, data: bytes, max_event: int | None):  # type: ignore[no-untyped-def]
+def commit(conn, batch_id: int, data: bytes, max_event: int | None, wall_clock: int = NOW):  # type: ignore[no-untyped-def]
     return commit_batch(
         conn,
         BatchCommit(
@@ -34,6 +37,7 @@ def commit(conn, batch_id: int, data: bytes, max_event: int | None):  # type: ig
             cells_csv=data,
             invalid=0,
             max_event_ms=max_event,
+            wall_clock_ms=wall_clock,
             allowed_lateness_ms=2 * W,
             end_offsets={"0": batch_id},
             primary_window_type="tumbling_1min",

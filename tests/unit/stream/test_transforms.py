@@ -130,6 +130,7 @@ def test_tumbling_window_bounds_and_cells(spark: Any) -> None:
                 movie_id=5,
                 half_stars=8,
                 n=2,
+                future=0,
                 max_event_ms=T0 + 59_999,
             ),
             Row(
@@ -139,6 +140,7 @@ def test_tumbling_window_bounds_and_cells(spark: Any) -> None:
                 movie_id=6,
                 half_stars=5,
                 n=1,
+                future=0,
                 max_event_ms=T0 + 60_000,
             ),
             Row(
@@ -148,6 +150,7 @@ def test_tumbling_window_bounds_and_cells(spark: Any) -> None:
                 movie_id=None,
                 half_stars=None,
                 n=1,
+                future=0,
                 max_event_ms=None,
             ),
         ],
@@ -184,8 +187,9 @@ def test_future_events_are_counted_but_do_not_move_the_watermark(spark: Any) -> 
         parse_ratings(kafka_df(spark, [rating(ts=T0), rating(ts=far)])), TUMBLING, T0 + 1_000
     )
     rows = {r.window_start_ms: r for r in cells.collect()}
-    assert rows[T0].max_event_ms == T0
-    assert rows[far - far % 60_000].n == 1 and rows[far - far % 60_000].max_event_ms is None
+    assert rows[T0].max_event_ms == T0 and rows[T0].future == 0
+    anomaly = rows[far - far % 60_000]
+    assert (anomaly.n, anomaly.future, anomaly.max_event_ms) == (1, 1, None)
 
 
 def test_events_in_range_is_half_open(spark: Any) -> None:

@@ -85,15 +85,24 @@ def windows(
 
     start_ms = None if start_t is None else int(start_t.timestamp() * 1000)
     end_ms = None if end_t is None else int(end_t.timestamp() * 1000)
+    anchor = _anchor_ms(wt) if start_ms is None and end_ms is None else None
 
     def query(conn: Any) -> bytes:
-        if start_ms is None and end_ms is None:
-            found = reads.newest_windows(conn, wt, limit)
+        if anchor is not None:
+            found = reads.newest_windows(conn, wt, limit, anchor)
         else:
             found = reads.windows_between(conn, wt, start_ms, end_ms, limit)
         return _dumps([m.record() for m in found])
 
-    return json_response(reader.read(("windows", wt, start_t, end_t, limit), query))
+    return json_response(reader.read(("windows", wt, start_t, end_t, limit, anchor), query))
+
+
+def _anchor_ms(window_type: str) -> int:
+    """The start of the wall clock's current window slot: "started by now" for this type's
+    windows, constant within a slot (so it can be part of a cache key)."""
+    slide = parse_window_type(window_type).slide_ms
+    now_ms = int(time.time() * 1000)
+    return now_ms - now_ms % slide
 
 
 def _top_movies_since(
@@ -103,9 +112,9 @@ def _top_movies_since(
     return [{"movie_id": m, "ratings": counts[m]} for m in top_movies(counts.items(), limit)]
 
 
-def _newest_end_ms(conn: Any, window_type: str) -> int | None:
-    """End of the newest window that has ratings."""
-    start = reads.newest_window_start_ms(conn, window_type)
+def _newest_end_ms(conn: Any, window_type: str, anchor_ms: int) -> int | None:
+    """End of the newest window started by the anchor that has ratings."""
+    start = reads.newest_window_start_ms(conn, window_type, anchor_ms)
     return None if start is None else start + parse_window_type(window_type).size_ms
 
 
@@ -124,9 +133,10 @@ def top_movies_route(
 ) -> Response:
     """The most-rated movies over the last ``minutes`` of event time."""
     wt = settings.window_types[0]
+    anchor = _anchor_ms(wt)
 
     def query(conn: Any) -> bytes:
-        until = _newest_end_ms(conn, wt)
+        until = _newest_end_ms(conn, wt, anchor)
         if until is None:
             return _dumps({"minutes": minutes, "movies": [], "hint": EMPTY_HINT})
         since = until - minutes * 60_000
@@ -139,7 +149,7 @@ def top_movies_route(
             }
         )
 
-    return json_response(reader.read(("top-movies", wt, minutes, limit), query))
+    return json_response(reader.read(("top-movies", wt, minutes, limit, anchor), query))
 
 
 @dataclass(frozen=True)
@@ -159,20 +169,29 @@ class _StoredSummary:
 def summary(reader: ReaderDep, settings: SettingsDep, kafka: KafkaDep) -> Response:
     """The latest window, last hour's totals and the pipeline's state."""
     wt = settings.window_types[0]
-    stored = reader.read(("summary", wt), lambda conn: _stored_summary(conn, wt))
+    anchor = _anchor_ms(wt)
+    stored = reader.read(("summary", wt, anchor), lambda conn: _stored_summary(conn, wt, anchor))
     pipeline = _pipeline_state(stored.processor, stored.newest_end_ms, kafka.snapshot())
     return json_response({**stored.body, "pipeline": pipeline})
 
 
-def _stored_summary(conn: Any, wt: str) -> _StoredSummary:
+def _stored_summary(conn: Any, wt: str, anchor_ms: int) -> _StoredSummary:
     totals = reads.window_totals(conn, wt)
-    latest = reads.latest_window(conn, wt)
+    latest = reads.latest_window(conn, wt, anchor_ms)
     proc = reads.processor_totals(conn)
+    ahead = reads.future_windows(conn, wt, anchor_ms)
+    future: dict[str, Any] = {"windows": ahead.windows, "ratings": ahead.ratings}
+    if ahead.first_start_ms is not None and ahead.last_start_ms is not None:
+        future |= {
+            "from": format_time(ahead.first_start_ms),
+            "to": format_time(ahead.last_start_ms + parse_window_type(wt).size_ms),
+        }
     if latest is None:
         body = {
             "window_type": wt,
-            "windows": 0,
+            "windows": totals.windows,
             "latest_window": None,
+            "future_windows": future,
             "last_hour": None,
             "hint": EMPTY_HINT,
         }
@@ -202,6 +221,7 @@ def _stored_summary(conn: Any, wt: str) -> _StoredSummary:
         "window_type": wt,
         "windows": totals.windows,
         "latest_window": latest.record(),
+        "future_windows": future,
         "last_hour": last_hour,
     }
     return _StoredSummary(body, proc, latest.window_end_ms)
@@ -214,6 +234,7 @@ def _pipeline_state(
         "valid_ratings": proc.valid if proc else 0,
         "dlq_count": proc.invalid if proc else 0,
         "late_ratings": proc.late if proc else 0,
+        "future_ratings": proc.future if proc else 0,
         "newest_window_age_s": None,
         "consumer_lag": None,
         "kafka": "up" if kafka.get("up") else "down",
