@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
 from cinestream.kafka import admin
 from cinestream.kafka.read import edge_event_times
+from cinestream.local.processes import ManagedProcess
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import reads, schema
@@ -125,16 +126,30 @@ def run_checks(settings: Settings) -> list[Check]:
         if holder and checkpoint.status == "WARN":
             # A running processor catches up by itself; lag is only a warning when nobody reads.
             checkpoint.status = "OK"
-        checks.append(
-            Check("OK", "processor", f"running ({holder})")
-            if holder
-            else Check(
-                "WARN" if behind else "OK",
-                "processor",
-                "not running" + (" and the topic has unprocessed records" if behind else ""),
-                "cinestream process --trigger available-now",
+        orphan = ManagedProcess("processor", s).pid()
+        if holder:
+            checks.append(Check("OK", "processor", f"running ({holder})"))
+        elif orphan:
+            checks.append(
+                Check(
+                    "FAIL",
+                    "processor",
+                    f"pid {orphan} runs without its lock on {s.checkpoint_dir} (its database "
+                    "session ended); it cannot commit and stops or takes the lock again within "
+                    "seconds",
+                    "cinestream process --stop, then start it again (it resumes from the "
+                    "checkpoint)",
+                )
             )
-        )
+        else:
+            checks.append(
+                Check(
+                    "WARN" if behind else "OK",
+                    "processor",
+                    "not running" + (" and the topic has unprocessed records" if behind else ""),
+                    "cinestream process --trigger available-now",
+                )
+            )
         totals = reads.window_totals(conn, s.window_types[0])
         newest = reads.latest_window(conn, s.window_types[0], now_ms)
         ahead = reads.future_windows(conn, s.window_types[0], now_ms)

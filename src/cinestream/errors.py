@@ -6,6 +6,14 @@ from __future__ import annotations
 EXIT_CHECKPOINT_MISMATCH = 3
 EXIT_PROCESSOR_BUSY = 75  # EX_TEMPFAIL: another processor holds the checkpoint; try again later
 
+# The one fix when the checkpoint and the topic or the store disagree. It re-reads the topic into
+# empty window tables; a new checkpoint location over the same tables would count every rating
+# still in the topic a second time, so it is never suggested.
+RESET_FIX = (
+    "to re-read the topic from the start run `cinestream reset --keep-topics` (wipes the "
+    "checkpoint and the windows derived from it, then the next run recomputes them exactly)"
+)
+
 
 class CinestreamError(Exception):
     """An expected failure: the CLI prints the message (one line) and exits non-zero."""

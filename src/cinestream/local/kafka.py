@@ -18,6 +18,15 @@ from cinestream.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, never starting with "-" (the storage
+    tool would read it as an option; Kafka's own Uuid.randomUuid() avoids it the same way)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalKafka:
     """A single-node KRaft broker+controller (``kafka.Kafka``) with its logs under the state dir."""
 
@@ -108,7 +117,7 @@ class LocalKafka:
     def _format(self) -> None:
         if (self.home / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         log.info("formatting Kafka storage in %s (cluster id %s)", self.home / "data", cluster_id)
         result = subprocess.run(
             self._java(

@@ -3,6 +3,7 @@ checkpoint."""
 
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,8 @@ import psycopg
 
 from cinestream.errors import ProcessorBusy
 from cinestream.store.connection import connect, one
+
+log = logging.getLogger(__name__)
 
 PROCESSOR_APPLICATION = "cinestream-processor"
 
@@ -43,25 +46,71 @@ def checkpoint_lock_id(checkpoint: str) -> int:
     return zlib.crc32(checkpoint.encode()) & 0x7FFFFFFF
 
 
+# The lock's session: the client and the server both probe the connection, so a dropped network
+# or a crashed host releases the lock within seconds, not after the OS's two-hour TCP default.
+LOCK_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+LOCK_SESSION_SETTINGS = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+    # The lock session is idle between commits by design: never time it out.
+    "idle_session_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
+}
+
+
 class CheckpointLock:
-    """A session-level advisory lock held for as long as a processor runs on a checkpoint."""
+    """One processor per checkpoint: a session advisory lock, and a fencing token bumped on every
+    acquisition that each commit checks inside its own transaction."""
 
     def __init__(self, url: str, checkpoint: str) -> None:
         self.url = url
         self.checkpoint = checkpoint
         self.lock_id = checkpoint_lock_id(checkpoint)
+        self.token: int | None = None
         self._conn: psycopg.Connection[Any] | None = None
 
-    def try_acquire(self) -> bool:
-        """Take the lock if it is free; False when another session holds it."""
-        conn = connect(self.url, autocommit=True)
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(  # type: ignore[call-overload]
+                self.url, autocommit=True, connect_timeout=5, **LOCK_KEEPALIVES
+            )
+        except psycopg.OperationalError:
+            return connect(self.url, autocommit=True)  # raises ServiceUnavailable, one line
         conn.execute(f"SET application_name = '{PROCESSOR_APPLICATION}'")
+        for name, value in LOCK_SESSION_SETTINGS.items():
+            conn.execute(f"SET {name} = {value}")
+        return conn
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free and a new fencing token with it; False when another
+        session holds it."""
+        conn = self._connect()
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_id,)).fetchone()
-        if got and got[0]:
-            self._conn = conn
-            return True
-        conn.close()
-        return False
+        if not (got and got[0]):
+            conn.close()
+            return False
+        row = conn.execute(
+            """
+            INSERT INTO processor_lock (checkpoint, token, holder)
+            VALUES (%s, 1, %s)
+            ON CONFLICT (checkpoint) DO UPDATE
+               SET token = processor_lock.token + 1, holder = EXCLUDED.holder,
+                   acquired_at = now()
+            RETURNING token
+            """,
+            (self.checkpoint, f"backend pid {conn.info.backend_pid}"),
+        ).fetchone()
+        self.token = int(row[0]) if row else None
+        self._conn = conn
+        return True
 
     def holder(self) -> str | None:
         """Describe the session holding the lock (pid, application, since), if any."""
@@ -78,8 +127,13 @@ class CheckpointLock:
             return None
         return f"backend pid {row[0]} ({row[1] or 'unknown'}), connected since {row[2]:%H:%M:%S}"
 
+    def session_pid(self) -> int | None:
+        """The backend pid of this lock's own session, while it is open."""
+        return None if self._conn is None or self._conn.closed else self._conn.info.backend_pid
+
     def ensure_held(self) -> None:
-        """Check the lock is still ours; re-take it after a database restart."""
+        """Check the lock's session is alive; after a database restart take the lock again (with
+        a new token). Raise :class:`ProcessorBusy` when another processor holds it now."""
         if self._conn is not None and not self._conn.closed:
             try:
                 self._conn.execute("SELECT 1")
@@ -89,9 +143,16 @@ class CheckpointLock:
         self._conn = None
         if not self.try_acquire():
             raise ProcessorBusy(
-                f"lost the lock on checkpoint {self.checkpoint} while PostgreSQL was down and "
-                "another processor took it; this one stops"
+                f"lost the lock on checkpoint {self.checkpoint} (its database session ended) and "
+                f"another processor holds it now ({self.holder() or 'unknown'}); this one stops "
+                "without committing"
             )
+        log.warning(
+            "the lock's database session on checkpoint %s ended; took the lock again (fencing "
+            "token %s)",
+            self.checkpoint,
+            self.token,
+        )
 
     def release(self) -> None:
         """Give the lock back (closing its session)."""

@@ -82,6 +82,15 @@ CREATE TABLE IF NOT EXISTS processor_batches (
 -- future_count: ratings stamped beyond the future tolerance (counted, anchoring nothing).
 ALTER TABLE window_state ADD COLUMN IF NOT EXISTS future_count bigint NOT NULL DEFAULT 0;
 ALTER TABLE processor_state ADD COLUMN IF NOT EXISTS future_total bigint NOT NULL DEFAULT 0;
+-- The fencing token of each checkpoint's lock: bumped by every processor that takes the lock
+-- and checked inside every commit, so a processor that lost its lock cannot commit anything.
+CREATE TABLE IF NOT EXISTS processor_lock (
+    checkpoint     text PRIMARY KEY,
+    token          bigint      NOT NULL,
+    holder         text        NOT NULL,
+    acquired_at    timestamptz NOT NULL DEFAULT now(),
+    last_commit_at timestamptz
+);
 CREATE TABLE IF NOT EXISTS backfill_runs (
     id             bigserial PRIMARY KEY,
     range_start    timestamptz NOT NULL,
@@ -135,6 +144,7 @@ DERIVED_TABLES = (
     "window_state",
     "processor_state",
     "processor_batches",
+    "processor_lock",
     "backfill_runs",
 )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from cinestream.errors import RESET_FIX, CheckpointMismatch, ProcessorBusy
 from cinestream.metrics import WindowMetric, window_metric
 from cinestream.schemas import CELL_FIELDS
 from cinestream.store.connection import begin_writer, require_no_open_transaction
@@ -171,6 +172,11 @@ class BatchCommit:
     :param wall_clock_ms: the processor's clock when the batch started: the watermark never
         passes it, however far ahead a producer's clock runs.
     :param end_offsets: the batch's end offset per partition (``{"0": 1234}``), as Spark's log.
+    :param start_offsets: where the batch starts (the previous batch's end in Spark's log), or
+        None for the first batch of a checkpoint.
+    :param fencing_token: the token taken with the checkpoint's lock; a commit whose token is no
+        longer current is refused inside its transaction. None only for writers without a lock
+        (tests, benchmarks).
     :param primary_window_type: the tumbling type whose windows count each rating once.
     """
 
@@ -185,6 +191,8 @@ class BatchCommit:
     allowed_lateness_ms: int
     end_offsets: dict[str, int]
     primary_window_type: str
+    start_offsets: dict[str, int] | None = None
+    fencing_token: int | None = None
 
 
 @dataclass
@@ -212,11 +220,8 @@ def commit_batch(
     require_no_open_transaction(conn, "commit_batch")
     with conn.transaction():
         begin_writer(conn)
-        done = conn.execute(
-            "SELECT 1 FROM processor_batches WHERE checkpoint = %s AND batch_id = %s",
-            (batch.checkpoint, batch.batch_id),
-        ).fetchone()
-        if done:
+        _check_fencing_token(conn, batch)
+        if _check_offsets_agree(conn, batch):
             return BatchResult(batch.batch_id, already_committed=True)
         watermark, max_event = _processor_state_for_update(conn, batch)
         _copy_cells(conn, batch.cells_csv)
@@ -306,6 +311,57 @@ def next_watermark(
     if not max_event_ms:
         return 0
     return max(watermark_ms, min(max_event_ms, wall_clock_ms) - lateness_ms)
+
+
+def _check_fencing_token(conn: psycopg.Connection[Any], batch: BatchCommit) -> None:
+    """Refuse the commit of a processor whose lock was taken over (inside its transaction)."""
+    if batch.fencing_token is None:
+        return
+    current = conn.execute(
+        "UPDATE processor_lock SET last_commit_at = now() WHERE checkpoint = %s "
+        "RETURNING token, holder",
+        (batch.checkpoint,),
+    ).fetchone()
+    if current is None or int(current[0]) != batch.fencing_token:
+        raise ProcessorBusy(
+            f"lost the lock on checkpoint {batch.checkpoint}: fencing token "
+            f"{batch.fencing_token} is no longer current"
+            + (f" ({current[1]} holds token {current[0]})" if current else "")
+            + f"; batch {batch.batch_id} is not committed and this processor stops"
+        )
+
+
+def _check_offsets_agree(conn: psycopg.Connection[Any], batch: BatchCommit) -> bool:
+    """True when the store already holds this very batch (a replay). Raise
+    :class:`CheckpointMismatch` when the checkpoint and the store disagree on offsets: the same
+    batch id over other offsets, or a batch that does not start where the stored one ended."""
+    rows = conn.execute(
+        "SELECT batch_id, end_offsets FROM processor_batches WHERE checkpoint = %s "
+        "AND batch_id IN (%s, %s)",
+        (batch.checkpoint, batch.batch_id, batch.batch_id - 1),
+    ).fetchall()
+    stored = {int(b): {str(k): int(v) for k, v in offsets.items()} for b, offsets in rows}
+    where = f"checkpoint {batch.checkpoint}"
+    if batch.batch_id in stored:
+        if stored[batch.batch_id] == batch.end_offsets:
+            return True
+        raise CheckpointMismatch(
+            f"PostgreSQL holds batch {batch.batch_id} of {where} ending at offsets "
+            f"{stored[batch.batch_id]}, but Spark's batch {batch.batch_id} ends at "
+            f"{batch.end_offsets}: the checkpoint is behind the store (restored from an older "
+            "copy, lost writes, or a second writer); committing would skip or double-count",
+            RESET_FIX,
+        )
+    previous = stored.get(batch.batch_id - 1)
+    if previous is not None and batch.start_offsets is not None:
+        if previous != batch.start_offsets:
+            raise CheckpointMismatch(
+                f"batch {batch.batch_id} of {where} starts at offsets {batch.start_offsets}, but "
+                f"PostgreSQL's batch {batch.batch_id - 1} ended at {previous}: the checkpoint "
+                "and the store disagree",
+                RESET_FIX,
+            )
+    return False
 
 
 def _processor_state_for_update(

@@ -16,11 +16,17 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
-from cinestream.errors import CheckpointMismatch, CinestreamError, ProcessorBusy
+from cinestream.errors import (
+    CheckpointMismatch,
+    CinestreamError,
+    ProcessorBusy,
+    ServiceUnavailable,
+)
 from cinestream.kafka.produce import new_producer, publish_metrics
 from cinestream.metrics import WindowMetric
 from cinestream.schemas import format_time
@@ -34,6 +40,41 @@ from cinestream.stream.start_plan import StartPlan, plan_start, stop_file
 from cinestream.timeparse import spark_interval
 
 log = logging.getLogger("cinestream.processor")
+
+# A continuous processor's failure budget starts again after this long without a failure.
+HEALTHY_RESET_S = 600
+
+
+class RestartBudget:
+    """Restarts of a failed continuous query: exponential back-off, at most ``max_restarts`` in
+    a row; a failure after ``healthy_s`` without one starts a new budget."""
+
+    def __init__(
+        self,
+        max_restarts: int,
+        healthy_s: float = HEALTHY_RESET_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_restarts = max_restarts
+        self.healthy_s = healthy_s
+        self.clock = clock
+        self.failures = 0
+        self._last = clock()
+
+    def failed(self) -> float | None:
+        """Count a failure; the back-off before restarting, or None when the budget is spent."""
+        now = self.clock()
+        if now - self._last >= self.healthy_s:
+            self.failures = 0
+        self.failures += 1
+        self._last = now
+        if self.failures > self.max_restarts:
+            return None
+        return float(min(60, 2**self.failures))
+
+
+# How often a running processor checks that it still holds its checkpoint's lock.
+LOCK_CHECK_S = 5
 
 
 class StreamProcessor:
@@ -80,18 +121,32 @@ class StreamProcessor:
         try:
             with connect(self.url) as conn:
                 schema.ensure_schema(conn)
-                stored = checkpoints.stored_checkpoint(conn, s.checkpoint_dir)
-            plan = plan_start(s, self.fs, stored)
-            self._topic_id = plan.topic_id
-            self._log_plan(plan)
+            self._log_plan(self._plan())
             return self._supervise()
         finally:
             self._close()
             self.lock.release()
 
+    def _plan(self) -> StartPlan:
+        """Check the checkpoint against the topic and the store (at start and every restart)."""
+        with connect(self.url) as conn:
+            stored = checkpoints.stored_checkpoint(conn, self.settings.checkpoint_dir)
+        plan = plan_start(self.settings, self.fs, stored)
+        self._topic_id = plan.topic_id
+        return plan
+
     def _acquire_lock(self) -> None:
         deadline = time.monotonic() + self.lock_wait_s
+        waiting = False
         while not self.lock.try_acquire():
+            if not waiting and self.lock_wait_s > 0:
+                waiting = True
+                log.info(
+                    "waiting up to %.0fs for the lock on checkpoint %s (held by %s)",
+                    self.lock_wait_s,
+                    self.settings.checkpoint_dir,
+                    self.lock.holder() or "another session",
+                )
             if time.monotonic() >= deadline:
                 holder = self.lock.holder() or "another session"
                 raise ProcessorBusy(
@@ -100,7 +155,11 @@ class StreamProcessor:
                     ", or wait with --wait-for-lock SECONDS"
                 )
             time.sleep(1)
-        log.info("holding the lock on checkpoint %s", self.settings.checkpoint_dir)
+        log.info(
+            "holding the lock on checkpoint %s (fencing token %s)",
+            self.settings.checkpoint_dir,
+            self.lock.token,
+        )
 
     def _log_plan(self, plan: StartPlan) -> None:
         s = self.settings
@@ -161,7 +220,7 @@ class StreamProcessor:
 
     def _supervise(self) -> int:
         began = time.monotonic()
-        failures = 0
+        budget = RestartBudget(self.max_restarts)
         while True:
             query = self._start_query()
             log.info("query %s started (run id %s)", query.id, query.runId)
@@ -185,24 +244,39 @@ class StreamProcessor:
                 )
                 return 0
             message = str(error.desc if hasattr(error, "desc") else error).splitlines()[0]
-            failures += 1
-            if stopped or self.trigger != "continuous" or failures > self.max_restarts:
+            backoff = budget.failed()
+            if stopped or self.trigger != "continuous" or backoff is None:
                 raise CinestreamError(f"streaming query failed: {message[:500]}")
-            backoff = min(60, 2**failures)
             log.error(
-                "query failed (%s); restarting from the checkpoint in %ds (%d/%d)",
+                "query failed (%s); restarting from the checkpoint in %.0fs (%d/%d in a row)",
                 message[:300],
                 backoff,
-                failures,
+                budget.failures,
                 self.max_restarts,
             )
             if self._stop.wait(backoff):
                 return 0
+            # The topic or the store may have changed under the failed query (a recreated topic):
+            # check again, as at start, before reading on.
+            self._log_plan(self._plan())
 
     def _watch(self, query: Any, began: float) -> bool:
-        """Wait for the query; on a stop request let the running batch finish, then stop."""
+        """Wait for the query; on a stop request let the running batch finish, then stop. The
+        lock is checked every few seconds too, so an idle processor that lost it stops."""
         sf = stop_file(self.settings)
+        checked = time.monotonic()
         while query.isActive:
+            if time.monotonic() - checked >= LOCK_CHECK_S:
+                checked = time.monotonic()
+                try:
+                    self.lock.ensure_held()
+                except (ProcessorBusy, ServiceUnavailable) as exc:
+                    if isinstance(exc, ProcessorBusy):
+                        self._fatal = exc
+                        log.error("%s", exc)
+                        self._stop_gracefully(query)
+                        return True
+                    log.warning("cannot check the lock now: %s", exc)
             expired = self.max_duration_s is not None and (
                 time.monotonic() - began >= self.max_duration_s
             )
@@ -261,6 +335,7 @@ class StreamProcessor:
             write_dlq(parsed, s)
         _, offsets = checkpoint_offsets(self.fs, s.checkpoint_dir, batch_id)
         end_offsets = offsets.get(s.ratings_topic, {})
+        start_offsets = self._start_offsets(batch_id)
         batch = store_windows.BatchCommit(
             checkpoint=s.checkpoint_dir,
             topic=s.ratings_topic,
@@ -273,6 +348,8 @@ class StreamProcessor:
             allowed_lateness_ms=s.allowed_lateness_s * 1000,
             end_offsets={str(k): v for k, v in end_offsets.items()},
             primary_window_type=s.window_types[0],
+            start_offsets=start_offsets,
+            fencing_token=self.lock.token,
         )
 
         def commit() -> store_windows.BatchResult:
@@ -329,6 +406,16 @@ class StreamProcessor:
             store_s,
             cells.rows,
         )
+
+    def _start_offsets(self, batch_id: int) -> dict[str, int] | None:
+        """Where a batch starts: the previous batch's end in Spark's offset log (None for the
+        first batch, or when Spark has purged that entry)."""
+        s = self.settings
+        previous = f"{s.checkpoint_dir.rstrip('/')}/offsets/{batch_id - 1}"
+        if batch_id == 0 or not self.fs.exists(previous):
+            return None
+        _, offsets = checkpoint_offsets(self.fs, s.checkpoint_dir, batch_id - 1)
+        return {str(k): v for k, v in offsets.get(s.ratings_topic, {}).items()}
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:

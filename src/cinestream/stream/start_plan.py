@@ -7,17 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cinestream.errors import CheckpointMismatch, CinestreamError
+from cinestream.errors import RESET_FIX, CheckpointMismatch, CinestreamError
 from cinestream.kafka import admin
 from cinestream.settings import Settings
 from cinestream.store.checkpoints import StoredCheckpoint, checkpoint_lock_id
 from cinestream.stream.checkpoint import CheckpointFS, checkpoint_offsets, committed_batch
 
-RESET_FIX = (
-    "to re-read the topic from the start run `cinestream reset --keep-topics` (wipes the "
-    "checkpoint and the windows derived from it), or point CINESTREAM_CHECKPOINT_DIR at a "
-    "new location"
-)
 LATEST_FIX = "unset CINESTREAM_STARTING_OFFSETS (earliest is the default)"
 
 
@@ -123,6 +118,16 @@ def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -
                 else "none of them"
             )
             + ", so their ratings are missing from the store"
+        )
+    # The store may be ahead by the one batch Spark had not marked done when it stopped; more
+    # than that and Spark would recompute batches the store holds over other offsets.
+    done_or_none = -1 if done is None else done
+    if stored.last_batch_id is not None and stored.last_batch_id > done_or_none + 1:
+        problems.append(
+            f"PostgreSQL holds batches up to {stored.last_batch_id} but the checkpoint has "
+            + (f"only up to {done} done" if done is not None else "none done")
+            + ": the checkpoint is behind the store (restored from an older copy, writes lost on "
+            "its storage, or a second writer)"
         )
     for p, offset in sorted(ckpt.items()):
         if p not in high:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from cinestream.errors import CheckpointMismatch, ProcessorBusy
 from cinestream.store.checkpoints import CheckpointLock
 from cinestream.store.connection import connect
 from cinestream.store.windows import BatchCommit, commit_batch, metrics_for_keys
@@ -120,3 +121,80 @@ def test_a_read_between_batches_does_not_swallow_the_next_commit(pipeline: Pipel
         conn.execute("SELECT 1")
         with pytest.raises(RuntimeError, match="no open transaction"):
             commit(conn, 3, cells((T0, 4, 8, 1)), T0)
+
+
+def _batch(batch_id: int, end: int, start: int | None, token: int | None = None) -> BatchCommit:
+    return BatchCommit(
+        checkpoint="ckpt",
+        topic="ratings",
+        topic_id="id",
+        batch_id=batch_id,
+        cells_csv=cells((T0, batch_id + 1, 8, 1)),
+        invalid=0,
+        max_event_ms=T0,
+        wall_clock_ms=NOW,
+        allowed_lateness_ms=2 * W,
+        end_offsets={"0": end},
+        primary_window_type="tumbling_1min",
+        start_offsets=None if start is None else {"0": start},
+        fencing_token=token,
+    )
+
+
+def test_a_checkpoint_behind_the_store_is_refused_not_skipped(pipeline: Pipeline) -> None:
+    # The store holds batches 0..3 (offsets 0..40); a checkpoint restored from an older copy
+    # replans batch 2 over other offsets, then batch 4 from elsewhere: both refused, nothing added.
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        for b in range(4):
+            commit_batch(conn, _batch(b, 10 * (b + 1), None if b == 0 else 10 * b))
+        assert commit_batch(conn, _batch(2, 30, 20)).already_committed  # a true replay
+        with pytest.raises(CheckpointMismatch, match="checkpoint is behind the store") as info:
+            commit_batch(conn, _batch(2, 55, 20))
+        assert "cinestream reset --keep-topics" in str(info.value)
+        assert "CHECKPOINT_DIR" not in str(info.value)  # a new location would double-count
+        with pytest.raises(CheckpointMismatch, match="starts at offsets"):
+            commit_batch(conn, _batch(4, 60, 35))
+        commit_batch(conn, _batch(4, 60, 40))  # where batch 3 ended: accepted
+        (total,) = conn.execute("SELECT sum(count) FROM window_metrics").fetchone()
+    assert total == 5
+
+
+def test_a_processor_that_lost_its_lock_cannot_commit(pipeline: Pipeline) -> None:
+    url = pipeline.settings.resolved_database_url
+    first, second = CheckpointLock(url, "ckpt"), CheckpointLock(url, "ckpt")
+    assert first.try_acquire() and first.token is not None
+    try:
+        assert not second.try_acquire()
+        with connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first.session_pid(),))
+        # The first one's session is gone: the lock is free, and a second processor takes it.
+        assert second.try_acquire() and second.token == first.token + 1
+        with connect(url, autocommit=True) as conn:
+            with pytest.raises(ProcessorBusy, match="fencing token"):
+                commit_batch(conn, _batch(0, 10, None, token=first.token))
+            assert conn.execute("SELECT count(*) FROM processor_batches").fetchone() == (0,)
+            assert not commit_batch(conn, _batch(0, 10, None, token=second.token)).already_committed
+        # And the first one, checking its lock before the next commit, stops.
+        with pytest.raises(ProcessorBusy, match="another processor holds it"):
+            first.ensure_held()
+    finally:
+        first.release()
+        second.release()
+
+
+def test_the_lock_session_probes_its_connection(pipeline: Pipeline) -> None:
+    # After a host crash the server drops the session (and the lock) within seconds.
+    lock = CheckpointLock(pipeline.settings.resolved_database_url, "ckpt")
+    assert lock.try_acquire()
+    try:
+        with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+            pid = lock.session_pid()
+            (app,) = conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()
+        assert app == "cinestream-processor"
+        assert lock._conn is not None
+        for name, value in (("tcp_keepalives_idle", "5"), ("idle_session_timeout", "0")):
+            assert lock._conn.execute(f"SHOW {name}").fetchone()[0] in (value, f"{value}s")
+    finally:
+        lock.release()

@@ -1,0 +1,118 @@
+"""One writer per checkpoint, and the checkpoint and the store agreeing on offsets, on the real
+Kafka, Spark and PostgreSQL (issue 12, findings 1 and 2)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.integration.conftest import Pipeline, assert_windows_equal
+from tests.reference import recompute
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000
+SMALL_BATCHES = {"CINESTREAM_MAX_OFFSETS_PER_TRIGGER": "1000"}
+
+
+def _checkpoint(pipeline: Pipeline) -> Path:
+    return Path(urlsplit(pipeline.settings.checkpoint_dir).path)
+
+
+def test_a_checkpoint_restored_from_an_older_copy_stops_with_the_fix(pipeline: Pipeline) -> None:
+    start = (int(time.time() * 1000) // MINUTE - 60) * MINUTE
+    pipeline.produce_historical(3_000, start, 5 * MINUTE, seed=1)
+    pipeline.process(extra_env=SMALL_BATCHES, check=True)
+    backup = _checkpoint(pipeline).with_name(_checkpoint(pipeline).name + "-backup")
+    shutil.copytree(_checkpoint(pipeline), backup)
+    pipeline.produce_historical(3_000, start + 5 * MINUTE, 5 * MINUTE, seed=2)
+    pipeline.process(extra_env=SMALL_BATCHES, check=True)
+    assert pipeline.total_counted() == 6_000
+
+    # The checkpoint's storage is restored from the older copy: batches 0-2 against a store
+    # holding 0-5. Spark would replan batches 3-5 over other offsets.
+    shutil.rmtree(_checkpoint(pipeline))
+    shutil.copytree(backup, _checkpoint(pipeline))
+    result = pipeline.process(extra_env=SMALL_BATCHES)
+    assert result.returncode == 3, result.stdout[-3000:]
+    (error,) = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
+    assert "checkpoint is behind the store" in error and "reset --keep-topics" in error
+    assert pipeline.total_counted() == 6_000  # nothing skipped, nothing doubled
+    doctor = pipeline.cli("doctor")
+    assert doctor.returncode == 1
+    assert any(
+        x.startswith("FAIL checkpoint") and "behind the store" in x
+        for x in doctor.stdout.splitlines()
+    )
+
+    pipeline.cli("reset", "--yes", "--keep-topics", check=True)
+    pipeline.process(check=True)
+    assert_windows_equal(pipeline.db_windows(), recompute(pipeline.raw_events()))
+
+
+def _lock_session(pipeline: Pipeline) -> int | None:
+    rows = pipeline.db(
+        "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted "
+        "AND a.application_name = 'cinestream-processor'"
+    )
+    return int(rows[0][0]) if rows else None
+
+
+def _wait(check, what: str, timeout: float = 180):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not within {timeout}s")
+
+
+def test_a_processor_whose_lock_session_is_killed_stops_when_another_takes_over(
+    pipeline: Pipeline,
+) -> None:
+    start = (int(time.time() * 1000) // MINUTE - 60) * MINUTE
+    pipeline.produce_historical(2_000, start, 5 * MINUTE, seed=3)
+    first = pipeline.start_cli(
+        "process", "--trigger", "continuous", "--interval", "1s", log_name="first"
+    )
+    pipeline.wait_for_total(2_000, proc=first)
+    pid = _wait(lambda: _lock_session(pipeline), "the first processor's lock")
+    second = pipeline.start_cli(
+        "process",
+        "--trigger",
+        "continuous",
+        "--interval",
+        "1s",
+        "--wait-for-lock",
+        "120",
+        log_name="second",
+    )
+    second_log = Path(second.log_path)  # type: ignore[attr-defined]
+    try:
+        _wait(lambda: "waiting up to" in second_log.read_text(), "the second processor waiting")
+        # The first one's lock session is dropped (terminated backend, idle timeout, network).
+        pipeline.db("SELECT pg_terminate_backend(%s)", (pid,))
+        # The second one (polling every second) takes the free lock with a newer fencing token;
+        # the first one finds out within seconds, idle or not, and stops without committing.
+        assert first.wait(120) == 75
+        log = Path(first.log_path).read_text()  # type: ignore[attr-defined]
+        assert "lost the lock" in log and "another processor holds it" in log
+        pipeline.produce_historical(1_000, start + 5 * MINUTE, 5 * MINUTE, seed=4)
+        pipeline.wait_for_total(3_000, proc=second)
+        (tokens,) = pipeline.db("SELECT token FROM processor_lock")
+        assert tokens[0] >= 2
+    finally:
+        pipeline.cli("process", "--stop", check=True)
+        second.wait(120)
+        if first.poll() is None:
+            first.kill()
+    assert_windows_equal(pipeline.db_windows(), recompute(pipeline.raw_events()))
+    assert pipeline.db(
+        "SELECT sum(valid), count(*) = count(DISTINCT batch_id) FROM processor_batches"
+    )[0] == (3_000, True)
