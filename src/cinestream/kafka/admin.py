@@ -167,6 +167,25 @@ class PartitionOffsets:
         return self.high - self.low
 
 
+def offsets_for_time(settings: Settings, topic: str, timestamp_ms: int) -> dict[int, int]:
+    """Per partition, the first offset whose record timestamp is at or after ``timestamp_ms``
+    (the end of the partition when there is none)."""
+    parts = partition_offsets(settings, topic)
+    consumer = Consumer(
+        client_config(settings, **{"group.id": "cinestream-inspector", "enable.auto.commit": False})
+    )
+    try:
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p.partition, timestamp_ms) for p in parts], timeout=10
+        )
+    except KafkaException as exc:
+        raise unavailable(settings, exc.args[0]) from exc
+    finally:
+        consumer.close()
+    ends = {p.partition: p.high for p in parts}
+    return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+
+
 def partition_offsets(settings: Settings, topic: str) -> list[PartitionOffsets]:
     """Low and high watermarks of every partition of ``topic`` (empty list if it is missing)."""
     topics = list_topics(settings)

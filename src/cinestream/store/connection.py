@@ -21,6 +21,8 @@ T = TypeVar("T")
 # (both rewrite the same windows); SCHEMA_LOCK serialises concurrent ``ensure_schema`` calls.
 STORE_LOCK = 0x63696E65  # "cine"
 SCHEMA_LOCK = STORE_LOCK + 1
+# Serialises publishing to the metrics topic, so the last record per key is the newest row.
+PUBLISH_LOCK = STORE_LOCK + 2
 # How long a writer waits for a lock before its transaction fails (and is retried by the
 # caller): a writer stuck behind a hung session must say so, not wait forever.
 WRITER_LOCK_TIMEOUT = "60s"

@@ -202,6 +202,40 @@ def windows_changed_since(conn: psycopg.Connection[Any], since: datetime) -> Win
 
 # --- the processors ---------------------------------------------------------------------------
 @dataclass(frozen=True)
+class StreamSnapshot:
+    """What the stream had committed at one instant: where it had read to, its watermark, and
+    the late counts of the windows of a range (what a backfill recomputes against)."""
+
+    end_offsets: dict[str, int] | None
+    watermark_ms: int | None
+    late_counts: dict[tuple[str, int], int]
+
+
+def stream_snapshot(
+    conn: psycopg.Connection[Any], checkpoint: str, start_ms: int, end_ms: int
+) -> StreamSnapshot:
+    """The stream's committed state and the late counts of windows in ``[start_ms, end_ms)``,
+    read in one consistent snapshot."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        row = conn.execute(
+            "SELECT end_offsets, watermark_ms FROM processor_state WHERE checkpoint = %s",
+            (checkpoint,),
+        ).fetchone()
+        late = conn.execute(
+            "SELECT window_type, window_start_ms, late_count FROM window_state "
+            "WHERE window_start_ms >= %s AND window_start_ms < %s AND late_count > 0",
+            (start_ms, end_ms),
+        ).fetchall()
+    offsets = None if row is None else {str(k): int(v) for k, v in (row[0] or {}).items()}
+    return StreamSnapshot(
+        offsets,
+        None if row is None else int(row[1]),
+        {(wt, int(ws)): int(n) for wt, ws, n in late},
+    )
+
+
+@dataclass(frozen=True)
 class ProcessorTotals:
     """What the processors have committed: rating counts, newest watermark, last end offsets."""
 

@@ -82,6 +82,12 @@ CREATE TABLE IF NOT EXISTS processor_batches (
 -- future_count: ratings stamped beyond the future tolerance (counted, anchoring nothing).
 ALTER TABLE window_state ADD COLUMN IF NOT EXISTS future_count bigint NOT NULL DEFAULT 0;
 ALTER TABLE processor_state ADD COLUMN IF NOT EXISTS future_total bigint NOT NULL DEFAULT 0;
+-- version: bumped whenever the window's metric changes; published_version: the last version
+-- written to the metrics topic. A window with version > published_version is pending.
+ALTER TABLE window_state ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0;
+ALTER TABLE window_state ADD COLUMN IF NOT EXISTS published_version bigint NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS window_state_unpublished_idx
+    ON window_state (window_type, window_start_ms) WHERE version > published_version;
 -- The fencing token of each checkpoint's lock: bumped by every processor that takes the lock
 -- and checked inside every commit, so a processor that lost its lock cannot commit anything.
 CREATE TABLE IF NOT EXISTS processor_lock (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,7 @@ import psycopg
 from cinestream.errors import RESET_FIX, CheckpointMismatch, ProcessorBusy
 from cinestream.metrics import WindowMetric, window_metric
 from cinestream.schemas import CELL_FIELDS
-from cinestream.store.connection import begin_writer, require_no_open_transaction
+from cinestream.store.connection import PUBLISH_LOCK, begin_writer, require_no_open_transaction
 
 WindowKey = tuple[str, int]  # (window_type, window_start_ms)
 
@@ -97,6 +97,13 @@ def finalize_windows(
         if sum(histograms.get(key, {}).values()) > 0
     ]
     upsert_window_metrics(conn, results)
+    # Each changed metric is pending publication until a publisher writes this version.
+    conn.execute(
+        "UPDATE window_state s SET version = s.version + 1 "
+        "FROM unnest(%s::text[], %s::bigint[]) AS k(wt, ws) "
+        "WHERE s.window_type = k.wt AND s.window_start_ms = k.ws",
+        ([m.window_type for m in results], [m.window_start_ms for m in results]),
+    )
     return results
 
 
@@ -124,25 +131,52 @@ def upsert_window_metrics(conn: psycopg.Connection[Any], rows: Sequence[WindowMe
         )
 
 
-def metrics_for_keys(
-    conn: psycopg.Connection[Any], keys: Iterable[WindowKey]
-) -> list[WindowMetric]:
-    """The stored metrics of ``keys`` (in their own transaction), ordered by type and start."""
-    keys = sorted(set(keys))
-    if not keys:
-        return []
-    with conn.transaction():
-        rows = conn.execute(
-            f"""
-            SELECT {METRIC_COLUMNS} FROM window_metrics m
-            JOIN unnest(%s::text[], %s::bigint[]) AS k(wt, ws)
-              ON m.window_type = k.wt
-             AND m.window_start = {MS_TO_TIMESTAMPTZ.format("k.ws")}
-            ORDER BY m.window_type, m.window_start
-            """,
-            ([k[0] for k in keys], [k[1] for k in keys]),
-        ).fetchall()
-    return [metric_from_row(r) for r in rows]
+# --------------------------------------------------------------------------------------------
+# Publication: committed rows to the metrics topic, newest last
+# --------------------------------------------------------------------------------------------
+def publish_pending(
+    conn: psycopg.Connection[Any],
+    publish: Callable[[list[WindowMetric]], None],
+    batch_size: int = 10_000,
+) -> int:
+    """Hand every window whose metric changed since it was last published to ``publish`` (which
+    must deliver or raise), then mark it published; returns how many were published.
+
+    Runs under the publish lock, reading the rows as committed: whoever publishes last publishes
+    the newest committed value of every key it touches, so the last record per key in the topic
+    equals PostgreSQL. A failed ``publish`` leaves the windows pending for the next publisher.
+    """
+    require_no_open_transaction(conn, "publish_pending")
+    published = 0
+    while True:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
+            rows = conn.execute(
+                f"""
+                SELECT {METRIC_COLUMNS.replace("window_type,", "m.window_type,", 1)}, s.version
+                FROM window_state s JOIN window_metrics m
+                  ON m.window_type = s.window_type
+                 AND m.window_start = {MS_TO_TIMESTAMPTZ.format("s.window_start_ms")}
+                WHERE s.version > s.published_version
+                ORDER BY s.window_type, s.window_start_ms LIMIT %s
+                """,
+                (batch_size,),
+            ).fetchall()
+            if not rows:
+                return published
+            metrics = [metric_from_row(r[:-1]) for r in rows]
+            publish(metrics)
+            conn.execute(
+                "UPDATE window_state s SET published_version = greatest(s.published_version, k.v) "
+                "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS k(wt, ws, v) "
+                "WHERE s.window_type = k.wt AND s.window_start_ms = k.ws",
+                (
+                    [m.window_type for m in metrics],
+                    [m.window_start_ms for m in metrics],
+                    [int(r[-1]) for r in rows],
+                ),
+            )
+        published += len(rows)
 
 
 def _copy_cells(conn: psycopg.Connection[Any], cells_csv: bytes) -> None:
@@ -430,10 +464,16 @@ def _add_open_cells(conn: psycopg.Connection[Any]) -> None:
 def replace_windows(
     conn: psycopg.Connection[Any],
     cells_csv: bytes,
+    late_before: Mapping[WindowKey, int] | None = None,
     processing_time_ms: int | None = None,
 ) -> list[WindowMetric]:
-    """Replace the aggregates of every window present in ``cells_csv`` and close them."""
+    """Replace the aggregates of every window present in ``cells_csv`` and close them.
+
+    :param late_before: each window's late count when the recomputed ratings were read; those
+        late ratings are in the cells now, later ones stay counted as late.
+    """
     require_no_open_transaction(conn, "replace_windows")
+    late_before = late_before or {}
     with conn.transaction():
         begin_writer(conn)
         _copy_cells(conn, cells_csv)
@@ -468,9 +508,19 @@ def replace_windows(
             SELECT window_type, window_start_ms, window_end_ms, 'backfill', 0, future
             FROM batch_windows
             ON CONFLICT (window_type, window_start_ms) DO UPDATE
-               SET closed_by = 'backfill', late_count = 0, future_count = EXCLUDED.future,
-                   updated_at = now()
-            """
+               SET closed_by = 'backfill',
+                   late_count = greatest(0, window_state.late_count - coalesce(
+                       (SELECT k.n FROM unnest(%s::text[], %s::bigint[], %s::bigint[])
+                                        AS k(wt, ws, n)
+                        WHERE k.wt = EXCLUDED.window_type AND k.ws = EXCLUDED.window_start_ms),
+                       0)),
+                   future_count = EXCLUDED.future_count, updated_at = now()
+            """,
+            (
+                [k[0] for k in late_before],
+                [k[1] for k in late_before],
+                list(late_before.values()),
+            ),
         )
         keys = [
             (wt, ws)

@@ -14,10 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from cinestream.errors import CinestreamError
+from cinestream.kafka import admin
 from cinestream.kafka.produce import publish_metrics
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
-from cinestream.store import schema
+from cinestream.store import reads, schema
 from cinestream.store import windows as store_windows
 from cinestream.store.connection import connect
 from cinestream.stream.cells import BatchCells, ratings_batch
@@ -35,6 +36,27 @@ class BackfillResult:
     seconds: float
 
 
+def read_range(
+    settings: Settings, from_ms: int | None, stream_end: dict[str, int] | None
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Offsets to read per partition: from the first record stamped at or after ``from_ms``
+    (earliest when None) to where the stream had committed (the topic's end when it has not)."""
+    parts = admin.partition_offsets(settings, settings.ratings_topic)
+    if not parts:
+        raise CinestreamError(
+            f"topic {settings.ratings_topic!r} does not exist: create it with "
+            "`cinestream topics create`"
+        )
+    ending = {p.partition: p.high for p in parts}
+    if stream_end is not None:
+        ending = {p: min(e, int(stream_end.get(str(p), e))) for p, e in ending.items()}
+    if from_ms is None:
+        starting = {p.partition: p.low for p in parts}
+    else:
+        starting = admin.offsets_for_time(settings, settings.ratings_topic, from_ms)
+    return {p: min(o, ending[p]) for p, o in starting.items()}, ending
+
+
 def run_backfill(
     spark: Any,
     settings: Settings,
@@ -42,7 +64,13 @@ def run_backfill(
     end: datetime,
     lookback_ms: int | None = 3_600_000,
 ) -> BackfillResult:
-    """Replace the closed windows of ``[start, end)`` with a recomputation from ``ratings``.
+    """Replace the windows of ``[start, end)`` that the stream has closed with a recomputation
+    from ``ratings``, under the writer rules.
+
+    The stream's committed offsets, watermark and late counts are read first, in one snapshot:
+    the backfill reads Kafka up to those offsets and replaces only windows that watermark has
+    closed. The stream never adds to a closed window again, so nothing it commits meanwhile is
+    lost; late ratings it counts after the snapshot stay counted as late.
 
     :param lookback_ms: read records whose Kafka timestamp is at most this long before ``start``;
         None reads the topic from its earliest offset.
@@ -57,19 +85,32 @@ def run_backfill(
         )
     began = time.monotonic()
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-    # A window may still receive records until the allowed lateness has passed.
-    closable_ms = int(time.time() * 1000) - settings.allowed_lateness_s * 1000
+    url = settings.resolved_database_url
+    with connect(url) as conn:
+        schema.ensure_schema(conn)
+        snapshot = reads.stream_snapshot(conn, settings.checkpoint_dir, start_ms, end_ms)
+    if snapshot.watermark_ms is not None:
+        closable_ms, closed_by = snapshot.watermark_ms, "the stream's watermark"
+    else:  # no stream on this checkpoint: nothing to race with, the lateness rule decides
+        closable_ms = int(time.time() * 1000) - settings.allowed_lateness_s * 1000
+        closed_by = "the wall clock minus the allowed lateness (no stream has committed)"
     from_ms = None if lookback_ms is None else max(0, start_ms - lookback_ms)
+    starting, ending = read_range(settings, from_ms, snapshot.end_offsets)
     log.info(
-        "backfill [%s, %s) from topic %s on %s (%s); windows %s",
+        "backfill [%s, %s): topic %s on %s, offsets %s (%d records, %s); closing windows that "
+        "end by %s (%s); windows %s",
         format_time(start_ms),
         format_time(end_ms),
         settings.ratings_topic,
         settings.kafka_bootstrap,
+        ", ".join(f"p{p} {starting[p]}..{ending[p]}" for p in sorted(ending)),
+        sum(ending[p] - starting[p] for p in ending),
         "from earliest" if from_ms is None else f"from record timestamp {format_time(from_ms)}",
+        format_time(closable_ms),
+        closed_by,
         ",".join(settings.window_types),
     )
-    parsed = parse_ratings(ratings_batch(spark, settings, from_ms))
+    parsed = parse_ratings(ratings_batch(spark, settings, starting, ending))
     cells = window_cells(events_in_range(parsed, start_ms, end_ms), settings.windows, 2**62)
     inside = cells.where(
         (F.col("window_start_ms") >= start_ms) & (F.col("window_end_ms") <= end_ms)
@@ -78,13 +119,14 @@ def run_backfill(
         closable_ms
     )
     ratings = closed.ratings(settings.window_types[0])
-    with connect(settings.resolved_database_url) as conn:
-        schema.ensure_schema(conn)
-        metrics = store_windows.replace_windows(conn, closed.to_csv())
+    with connect(url, autocommit=True) as conn:
+        metrics = store_windows.replace_windows(
+            conn, closed.to_csv(), late_before=snapshot.late_counts
+        )
         store_windows.record_backfill_run(
             conn, start, end, windows=len(metrics), ratings=ratings, skipped_open=skipped
         )
-    publish_metrics(settings, metrics)
+        store_windows.publish_pending(conn, lambda m: publish_metrics(settings, m))
     result = BackfillResult(len(metrics), ratings, skipped, time.monotonic() - began)
     log.info(
         "backfill wrote %d windows (%d ratings) to window_metrics and %s; %d windows still "

@@ -4,6 +4,7 @@ cells (``schemas.CELL_FIELDS``) passed from Spark to the store, for the stream a
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,21 +28,22 @@ def ratings_stream(spark: Any, settings: Settings) -> Any:
     )
 
 
-def ratings_batch(spark: Any, settings: Settings, from_timestamp_ms: int | None) -> Any:
-    """A batch read of ``ratings`` up to its end: from the first record with a Kafka timestamp at
-    or after ``from_timestamp_ms``, or from the earliest offset when it is None."""
-    reader = (
+def ratings_batch(
+    spark: Any, settings: Settings, starting: dict[int, int], ending: dict[int, int]
+) -> Any:
+    """A batch read of ``ratings`` over ``[starting, ending)`` offsets per partition."""
+    topic = settings.ratings_topic
+
+    def as_json(offsets: dict[int, int]) -> str:
+        return json.dumps({topic: {str(p): o for p, o in sorted(offsets.items())}})
+
+    return (
         spark.read.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
-        .option("subscribe", settings.ratings_topic)
-        .option("endingOffsets", "latest")
+        .option("subscribe", topic)
+        .option("startingOffsets", as_json(starting))
+        .option("endingOffsets", as_json(ending))
         .option("failOnDataLoss", "false")
-    )
-    if from_timestamp_ms is None:
-        return reader.option("startingOffsets", "earliest").load()
-    return (
-        reader.option("startingTimestamp", str(max(0, from_timestamp_ms)))
-        .option("startingOffsetsByTimestampStrategy", "latest")
         .load()
     )
 

@@ -11,6 +11,7 @@ run over a backlog leaves every window complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -28,7 +29,6 @@ from cinestream.errors import (
     ServiceUnavailable,
 )
 from cinestream.kafka.produce import new_producer, publish_metrics
-from cinestream.metrics import WindowMetric
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import checkpoints, schema
@@ -349,14 +349,15 @@ class StreamProcessor:
             end_offsets={str(k): v for k, v in end_offsets.items()},
             primary_window_type=s.window_types[0],
             start_offsets=start_offsets,
-            fencing_token=self.lock.token,
         )
 
         def commit() -> store_windows.BatchResult:
-            self.lock.ensure_held()
+            self.lock.ensure_held()  # may take the lock again, with a new token
             conn = self._connection()
             try:
-                return store_windows.commit_batch(conn, batch)
+                return store_windows.commit_batch(
+                    conn, dataclasses.replace(batch, fencing_token=self.lock.token)
+                )
             except psycopg.OperationalError:
                 self._drop_connection()
                 raise
@@ -366,39 +367,29 @@ class StreamProcessor:
             commit, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
         )
         store_s = time.monotonic() - store_began
-        metrics: list[WindowMetric]
         if result.already_committed:
-            keys = cells.window_keys()
             log.info(
-                "batch %d was already committed (replay after a restart); re-publishing "
-                "its %d windows",
+                "batch %d was already committed (replay after a restart); publishing what is "
+                "still pending",
                 batch_id,
-                len(keys),
             )
-            metrics = retry_on_disconnect(
-                lambda: store_windows.metrics_for_keys(self._connection(), keys),
-                timeout_s=s.db_retry_timeout_s,
-                what=f"batch {batch_id}",
-            )
-        else:
-            metrics = result.metrics
-        if self._producer is None:
-            self._producer = new_producer(s)
-        publish_metrics(s, metrics, self._producer)
+        published = retry_on_disconnect(
+            self._publish_pending, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
+        )
         if not result.already_committed:
             self.totals["batches"] += 1
             self.totals["valid"] += result.valid
             self.totals["invalid"] += result.invalid
             self.totals["late"] += result.late
         log.info(
-            "batch %d: %d valid, %d invalid -> %s, %d late; %d windows updated; watermark %s; "
+            "batch %d: %d valid, %d invalid -> %s, %d late; %d windows published; watermark %s; "
             "end offsets %s; %.2fs (spark %.2fs, store %.2fs, %d cells)",
             batch_id,
             result.valid,
             cells.invalid,
             s.dlq_topic,
             result.late,
-            len(metrics),
+            published,
             format_time(result.watermark_ms) if result.watermark_ms else "-",
             json.dumps(end_offsets, sort_keys=True),
             time.monotonic() - began,
@@ -416,6 +407,19 @@ class StreamProcessor:
             return None
         _, offsets = checkpoint_offsets(self.fs, s.checkpoint_dir, batch_id - 1)
         return {str(k): v for k, v in offsets.get(s.ratings_topic, {}).items()}
+
+    def _publish_pending(self) -> int:
+        """Publish every window whose committed metric is not in the metrics topic yet."""
+        if self._producer is None:
+            self._producer = new_producer(self.settings)
+        producer = self._producer
+        try:
+            return store_windows.publish_pending(
+                self._connection(), lambda m: publish_metrics(self.settings, m, producer)
+            )
+        except psycopg.OperationalError:
+            self._drop_connection()
+            raise
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:

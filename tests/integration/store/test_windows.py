@@ -9,7 +9,13 @@ import pytest
 from cinestream.errors import CheckpointMismatch, ProcessorBusy
 from cinestream.store.checkpoints import CheckpointLock
 from cinestream.store.connection import connect
-from cinestream.store.windows import BatchCommit, commit_batch, metrics_for_keys
+from cinestream.store.reads import stream_snapshot
+from cinestream.store.windows import (
+    BatchCommit,
+    commit_batch,
+    publish_pending,
+    replace_windows,
+)
 from cinestream.stream.cells import BatchCells
 from tests.integration.conftest import Pipeline
 
@@ -106,13 +112,13 @@ def test_a_second_lock_holder_is_refused(pipeline: Pipeline) -> None:
 
 
 def test_a_read_between_batches_does_not_swallow_the_next_commit(pipeline: Pipeline) -> None:
-    # A replayed batch re-publishes its windows (metrics_for_keys) between two commits. That read
-    # must not leave a transaction open, or the next commit becomes a savepoint inside it: not
-    # committed, and its temp table still there for the batch after (found by the kill -9 test).
+    # The processor publishes pending windows between two commits. That read must not leave a
+    # transaction open, or the next commit becomes a savepoint inside it: not committed, and its
+    # temp table still there for the batch after (found by the kill -9 test).
     url = pipeline.settings.resolved_database_url
     with connect(url) as conn:
         commit(conn, 0, cells((T0, 1, 8, 1)), T0)
-        assert len(metrics_for_keys(conn, [("tumbling_1min", T0)])) == 1
+        assert publish_pending(conn, lambda metrics: None) == 1
         commit(conn, 1, cells((T0, 2, 8, 1)), T0)
         commit(conn, 2, cells((T0, 3, 8, 1)), T0)
         with connect(url) as other:  # committed, not just visible to this session
@@ -198,3 +204,41 @@ def test_the_lock_session_probes_its_connection(pipeline: Pipeline) -> None:
             assert lock._conn.execute(f"SHOW {name}").fetchone()[0] in (value, f"{value}s")
     finally:
         lock.release()
+
+
+def test_every_committed_change_is_published_once_and_a_failed_publish_stays_pending(
+    pipeline: Pipeline,
+) -> None:
+    sent: list[list[tuple[int, int]]] = []
+
+    def collect(metrics):  # type: ignore[no-untyped-def]
+        sent.append([(m.window_start_ms, m.count) for m in metrics])
+
+    def broken(metrics):  # type: ignore[no-untyped-def]
+        raise RuntimeError("broker down")
+
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit(conn, 0, cells((T0, 1, 8, 2), (T0 + W, 1, 8, 1)), T0 + W)
+        assert publish_pending(conn, collect) == 2
+        assert publish_pending(conn, collect) == 0  # nothing changed since
+        commit(conn, 1, cells((T0, 2, 8, 1)), T0 + W)
+        with pytest.raises(RuntimeError):
+            publish_pending(conn, broken)
+        assert publish_pending(conn, collect) == 1  # still pending after the failure
+    assert sent == [[(T0, 2), (T0 + W, 1)], [(T0, 3)]]
+
+
+def test_a_backfill_keeps_counting_late_ratings_that_came_after_its_snapshot(
+    pipeline: Pipeline,
+) -> None:
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit(conn, 0, cells((T0, 1, 8, 5)), T0 + 5 * W)  # closes the window T0
+        commit(conn, 1, cells((T0, 1, 8, 2)), T0 + 5 * W)  # 2 late
+        snapshot = stream_snapshot(conn, "ckpt", T0, T0 + W)
+        assert snapshot.late_counts == {("tumbling_1min", T0): 2}
+        assert snapshot.end_offsets == {"0": 1} and snapshot.watermark_ms == T0 + 3 * W
+        commit(conn, 2, cells((T0, 1, 8, 3)), T0 + 5 * W)  # 3 more late, after the snapshot
+        # The backfill read the 5 + 2 ratings of the snapshot's offsets and restores them.
+        (metric,) = replace_windows(conn, cells((T0, 1, 8, 7)), late_before=snapshot.late_counts)
+        late = conn.execute("SELECT late_count FROM window_state").fetchone()
+    assert metric.count == 7 and late == (3,)
