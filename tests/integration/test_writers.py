@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from cinestream.schemas import format_time
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
 
@@ -116,3 +117,46 @@ def test_a_processor_whose_lock_session_is_killed_stops_when_another_takes_over(
     assert pipeline.db(
         "SELECT sum(valid), count(*) = count(DISTINCT batch_id) FROM processor_batches"
     )[0] == (3_000, True)
+
+
+def test_a_backfill_while_the_stream_commits_into_the_same_hour_is_exact(
+    pipeline: Pipeline,
+) -> None:
+    now = int(time.time() * 1000)
+    hour = now - now % 3_600_000
+    span = [format_time(hour), format_time(hour + 3_600_000)]
+    # History of the last minutes up to now, so the stream's watermark is near the wall clock.
+    first = max(hour, now - 20 * MINUTE)
+    pipeline.produce_historical(3_000, first, max(10_000, now - first - 5_000), seed=5)
+    stream = pipeline.start_cli(
+        "process", "--trigger", "continuous", "--interval", "1s", log_name="stream"
+    )
+    live = pipeline.start_cli("generate", "--duration", "75s", "--rate", "150", log_name="live")
+    try:
+        _wait(lambda: pipeline.total_counted() >= 3_000, "the history counted", timeout=240)
+        assert stream.poll() is None
+        # Backfills of this hour while the stream keeps committing live ratings into it, with a
+        # few late ratings for its first minute arriving as well.
+        for seed in (6, 7):
+            pipeline.produce_historical(25, first, MINUTE, seed=seed)
+            pipeline.cli("backfill", "--start", span[0], "--end", span[1], check=True)
+        assert live.wait(180) == 0
+        produced = len(pipeline.raw_events())
+
+        def drained() -> bool:
+            (seen,) = pipeline.db("SELECT valid_total + late_total FROM processor_state")[0]
+            return int(seen) == produced
+
+        _wait(drained, "the stream counting every rating", timeout=240)
+    finally:
+        pipeline.cli("process", "--stop", check=True)
+        stream.wait(120)
+        if live.poll() is None:
+            live.kill()
+    # One more backfill restores what came late after the earlier snapshots.
+    pipeline.cli("backfill", "--start", span[0], "--end", span[1], check=True)
+    events = pipeline.raw_events()
+    stored = pipeline.db_windows()
+    assert sum(w["count"] for w in stored.values()) == len(events)
+    assert_windows_equal(stored, recompute(events))
+    assert_windows_equal(pipeline.topic_windows(), stored)
