@@ -62,6 +62,11 @@ class Settings(BaseSettings):
 
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int = Field(default=500_000, ge=1)
+    # The most window cells one micro-batch may hand to the driver: a rating makes up to one cell
+    # per window containing it, so batches are capped at MAX_BATCH_CELLS / windows per rating
+    # ratings. This, not what a batch contains, bounds the driver's memory (about 100 bytes a cell
+    # on the driver: 2,000,000 fit the default 2g with room to spare).
+    max_batch_cells: int = Field(default=2_000_000, ge=1_000)
     # Micro-batch interval of the continuous processor (the duration grammar of timeparse).
     trigger_interval: str = "10s"
     shuffle_partitions: int = Field(default=2, ge=1)
@@ -134,6 +139,19 @@ class Settings(BaseSettings):
     def windows(self) -> list[WindowSpec]:
         """The configured window types, parsed."""
         return [parse_window_type(name) for name in self.window_types]
+
+    @property
+    def cells_per_rating(self) -> int:
+        """Window cells one rating can make: one per window of every type that contains it."""
+        return sum(w.windows_per_event for w in self.windows)
+
+    @property
+    def batch_ratings_limit(self) -> int:
+        """Ratings per micro-batch: MAX_OFFSETS_PER_TRIGGER, lowered so that a batch never
+        makes more than MAX_BATCH_CELLS cells."""
+        return max(
+            1, min(self.max_offsets_per_trigger, self.max_batch_cells // self.cells_per_rating)
+        )
 
     @property
     def uses_local_database(self) -> bool:

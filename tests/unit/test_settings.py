@@ -78,3 +78,13 @@ def test_connection_errors_name_the_server_not_the_password() -> None:
     with pytest.raises(ServiceUnavailable) as info:
         connect("host=127.0.0.1 port=1 dbname=x user=u password=s3cr3t", timeout=1)
     assert "s3cr3t" not in str(info.value) and "127.0.0.1" in str(info.value)
+
+
+def test_batches_are_capped_by_cells_not_by_what_they_contain(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert Settings().batch_ratings_limit == 500_000  # one tumbling type: the offsets cap rules
+    monkeypatch.setenv("CINESTREAM_WINDOW_TYPES", "tumbling_1min,sliding_1h_1min")
+    s = Settings()
+    assert s.cells_per_rating == 61
+    assert s.batch_ratings_limit == 2_000_000 // 61
+    monkeypatch.setenv("CINESTREAM_MAX_BATCH_CELLS", "61000")
+    assert Settings().batch_ratings_limit == 1_000

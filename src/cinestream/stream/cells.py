@@ -22,7 +22,7 @@ def ratings_stream(spark: Any, settings: Settings) -> Any:
         .option("startingOffsets", settings.starting_offsets)
         # Never skip silently: a gap in the offsets fails the query (the start plan explains).
         .option("failOnDataLoss", "true")
-        .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+        .option("maxOffsetsPerTrigger", settings.batch_ratings_limit)
         .option("includeHeaders", "false")
         .load()
     )

@@ -190,7 +190,7 @@ class StreamProcessor:
             )
         log.info(
             "kafka %s, topic %s (id %s) -> metrics %s, dlq %s; database %s; windows %s; "
-            "allowed lateness %ss; trigger %s%s",
+            "allowed lateness %ss; trigger %s%s; at most %d ratings (%d cells) a batch",
             s.kafka_bootstrap,
             s.ratings_topic,
             plan.topic_id,
@@ -201,6 +201,8 @@ class StreamProcessor:
             s.allowed_lateness_s,
             self.trigger,
             f" every {self.interval}" if self.trigger == "continuous" else "",
+            s.batch_ratings_limit,
+            s.batch_ratings_limit * s.cells_per_rating,
         )
 
     # ---------------------------------------------------------------------------------------
