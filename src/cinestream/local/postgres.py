@@ -7,12 +7,13 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 from cinestream.errors import CinestreamError
 from cinestream.local.processes import ManagedProcess, pid_alive
 from cinestream.net import port_open
 from cinestream.settings import Settings, local_db_password
-from cinestream.store.schema import AIRFLOW_ROLE, READER_ROLE, ensure_local_databases
+from cinestream.store.schema import AIRFLOW_ROLE, READER_ROLE, SUPERUSER, ensure_local_databases
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class LocalPostgres:
         # Private from the first byte: the superuser password is never world-readable.
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(local_db_password(self.settings.state_dir))
+            out.write(local_db_password(self.settings.state_dir, role=SUPERUSER))
         self._chown(pwfile)
         log.info("initialising PostgreSQL in %s", self.data)
         result = subprocess.run(
@@ -84,7 +85,7 @@ class LocalPostgres:
                     "-D",
                     str(self.data),
                     "-U",
-                    "cinestream",
+                    SUPERUSER,
                     "--auth=scram-sha-256",
                     f"--pwfile={pwfile}",
                     "-E",
@@ -149,11 +150,25 @@ class LocalPostgres:
         self._create_database()
         log.info("PostgreSQL is up at %s", self.settings.redacted_database_url())
 
+    def _admin_url(self) -> str:
+        """The superuser's URL; a state dir from before the separate superuser keeps using the
+        application role, which initdb made the superuser there."""
+        state = self.settings.state_dir
+        if (state / "secrets" / f"postgres_{SUPERUSER}_password").exists():
+            password = quote(local_db_password(state, role=SUPERUSER))
+            return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.settings.pg_port}/postgres"
+        log.warning(
+            "this PostgreSQL was initialised by an older cinestream: the application role is "
+            "its superuser; `make down && rm -rf %s` recreates it least-privileged",
+            self.home,
+        )
+        return self.settings.resolved_database_url.rsplit("/", 1)[0] + "/postgres"
+
     def _create_database(self) -> None:
         state = self.settings.state_dir
         ensure_local_databases(
-            self.settings.resolved_database_url.rsplit("/", 1)[0] + "/postgres",
-            self.settings.resolved_database_url,
+            self._admin_url(),
+            app_password=local_db_password(state),
             reader_password=local_db_password(state, role=READER_ROLE),
             airflow_password=local_db_password(state, role=AIRFLOW_ROLE),
         )

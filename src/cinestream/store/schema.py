@@ -154,6 +154,8 @@ DERIVED_TABLES = (
     "backfill_runs",
 )
 
+SUPERUSER = "postgres"
+APP_ROLE = "cinestream"
 READER_ROLE = "cinestream_reader"
 AIRFLOW_ROLE = "airflow"
 
@@ -194,15 +196,28 @@ def _ensure_database(conn: psycopg.Connection[Any], name: str, owner: str | None
 
 
 def ensure_local_databases(
-    admin_url: str, app_url: str, *, reader_password: str, airflow_password: str
+    admin_url: str, *, app_password: str, reader_password: str, airflow_password: str
 ) -> None:
-    """The local stack's databases and roles: ``cinestream`` with a read-only role for the API,
-    and ``airflow`` (Airflow's metadata) owned by its own role."""
+    """The local stack's roles and databases, made by the superuser at ``admin_url``:
+    ``cinestream`` (owner of its database, no superuser), the API's read-only role, and
+    ``airflow`` with Airflow's metadata database. Advisory locks and ``pg_notify`` in the
+    cinestream database are for the application role only."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        _ensure_database(conn, "cinestream")
-    with psycopg.connect(app_url, autocommit=True) as conn:
+        _ensure_role(conn, APP_ROLE, app_password)
         _ensure_role(conn, READER_ROLE, reader_password)
+        _ensure_role(conn, AIRFLOW_ROLE, airflow_password)
+        _ensure_database(conn, "cinestream", owner=APP_ROLE)
+        _ensure_database(conn, "airflow", owner=AIRFLOW_ROLE)
+    with psycopg.connect(admin_url, autocommit=True, dbname="cinestream") as conn:
         conn.execute(f"GRANT CONNECT ON DATABASE cinestream TO {READER_ROLE}")
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {READER_ROLE}")
-        _ensure_role(conn, AIRFLOW_ROLE, airflow_password)
-        _ensure_database(conn, "airflow", owner=AIRFLOW_ROLE)
+        functions = [
+            str(sig)
+            for (sig,) in conn.execute(
+                "SELECT oid::regprocedure::text FROM pg_proc "
+                "WHERE proname LIKE 'pg\\_%%advisory%%' OR proname = 'pg_notify'"
+            )
+        ]
+        for signature in functions:
+            conn.execute(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
+            conn.execute(f"GRANT EXECUTE ON FUNCTION {signature} TO {APP_ROLE}")
