@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 from airflow.timetables.interval import CronDataIntervalTimetable
-from cinestream.task_bodies.task_builders import DEFAULT_ARGS, START_DATE, TAGS, backfill_task
+
+from cinestream.orchestration.task_builders import DEFAULT_ARGS, START_DATE, TAGS, backfill_task
 
 
 @dag(

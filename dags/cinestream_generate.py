@@ -9,7 +9,8 @@ Params: a count or a duration, a rate, users, movies, seed, and a historical sta
 from __future__ import annotations
 
 from airflow.sdk import dag
-from cinestream.task_bodies.task_builders import (
+
+from cinestream.orchestration.task_builders import (
     DEFAULT_ARGS,
     GENERATE_PARAMS,
     START_DATE,

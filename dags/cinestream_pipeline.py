@@ -10,7 +10,8 @@ within minutes.
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
-from cinestream.task_bodies.task_builders import (
+
+from cinestream.orchestration.task_builders import (
     DEFAULT_ARGS,
     GENERATE_PARAMS,
     START_DATE,

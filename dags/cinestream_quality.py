@@ -12,7 +12,8 @@ Data Docs are one click away: *Browse -> Data quality (cinestream)*.
 from __future__ import annotations
 
 from airflow.sdk import dag, task
-from cinestream.task_bodies.task_builders import DEFAULT_ARGS, START_DATE, TAGS, WINDOW_METRICS
+
+from cinestream.orchestration.task_builders import DEFAULT_ARGS, START_DATE, TAGS, WINDOW_METRICS
 
 
 @dag(

@@ -9,9 +9,9 @@ Guarded: the Param `confirm` must be `RESET`.
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
-from cinestream.task_bodies.task_builders import DEFAULT_ARGS, START_DATE, TAGS
 
 from cinestream.orchestration import task_bodies
+from cinestream.orchestration.task_builders import DEFAULT_ARGS, START_DATE, TAGS
 
 
 @dag(

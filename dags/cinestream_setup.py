@@ -10,7 +10,8 @@ checkpoint from a deleted topic, `latest` over a backlog).
 from __future__ import annotations
 
 from airflow.sdk import Param, dag
-from cinestream.task_bodies.task_builders import DEFAULT_ARGS, START_DATE, TAGS, setup_tasks
+
+from cinestream.orchestration.task_builders import DEFAULT_ARGS, START_DATE, TAGS, setup_tasks
 
 
 @dag(

@@ -12,7 +12,8 @@ Updates the `window_metrics` asset, which schedules `cinestream_quality`.
 from __future__ import annotations
 
 from airflow.sdk import dag
-from cinestream.task_bodies.task_builders import (
+
+from cinestream.orchestration.task_builders import (
     DEFAULT_ARGS,
     START_DATE,
     STREAM_PARAMS,

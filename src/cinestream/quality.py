@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from cinestream.kafka.admin import partition_offsets
-from cinestream.kafka.read import read_all
-from cinestream.schemas import METRIC_FIELDS, format_time
+from cinestream.kafka.read import read_between
+from cinestream.schemas import METRIC_FIELDS, format_time, valid_event_time
 from cinestream.settings import Settings
 from cinestream.store import reads, schema
 from cinestream.store.connection import connect
@@ -161,7 +161,9 @@ def load_frames(
     """Each suite with the frame it validates, for windows starting in ``[start, end)``."""
     from expectations import continuity, metrics_topic, ratings, window_metrics
 
-    start_ms = int(start.timestamp() * 1000) if start else None
+    start_ms = (
+        int(start.timestamp() * 1000) if start else int(time.time() * 1000) - settings.retention_ms
+    )
     end_ms = int(end.timestamp() * 1000) if end else None
     lengths = {w.name: w.size_ms for w in settings.windows}
     now_ms = int(time.time() * 1000)
@@ -186,7 +188,12 @@ def load_frames(
     primary = settings.window_types[0]
     window_starts = [m.window_start_ms for m in stored if m.window_type == primary]
 
-    metric_messages = [(m.key(), m.value()) for m in read_all(settings, settings.metrics_topic)]
+    # A window's metric is published at or after its start minus the future tolerance.
+    published_from = start_ms - settings.future_tolerance_s * 1000 - settings.windows[0].size_ms
+    metric_messages = [
+        (m.key(), m.value())
+        for m in read_between(settings, settings.metrics_topic, published_from, None)
+    ]
     values, minutes = _ratings_sample(settings, start_ms, end_ms)
     total = sum(p.messages for p in partition_offsets(settings, settings.ratings_topic))
     dlq = sum(p.messages for p in partition_offsets(settings, settings.dlq_topic))
@@ -202,42 +209,42 @@ def load_frames(
 
 
 def _ratings_sample(
-    settings: Settings, start_ms: int | None, end_ms: int | None
+    settings: Settings, start_ms: int, end_ms: int | None
 ) -> tuple[list[bytes | None], set[int]]:
-    """The newest records of ``ratings`` (a sample) and every minute that has ratings.
+    """The newest records of ``ratings`` in the range (a sample) and the start of every primary
+    window of the range that holds a valid rating and is closed by now.
 
-    Minutes are taken from the whole range (all records are read: the local topics are small;
-    on a large topic, pass a window range).
+    Only the offsets whose record timestamps (the event time, as the generator writes them) can
+    hold the range are read, looked up by timestamp with the allowed lateness as margin.
     """
-    import json
-
-    values: list[bytes | None] = []
-    minutes: set[int] = set()
-    messages = read_all(settings, settings.ratings_topic, timeout_s=120)
-    for msg in messages[-RATINGS_SAMPLE:]:
-        values.append(msg.value())
-    # Minutes still inside the allowed lateness may legitimately have no window yet.
-    import time
-
-    closed_before = int(time.time() * 1000) - settings.allowed_lateness_s * 1000 - 60_000
+    lateness_ms = settings.allowed_lateness_s * 1000
+    ahead_ms = lateness_ms + settings.future_tolerance_s * 1000
+    messages = read_between(
+        settings,
+        settings.ratings_topic,
+        start_ms - lateness_ms,
+        None if end_ms is None else end_ms + ahead_ms,
+        timeout_s=300,
+    )
+    values = [msg.value() for msg in messages[-RATINGS_SAMPLE:]]
+    size = settings.windows[0].size_ms
+    # Windows still inside the allowed lateness may legitimately not exist yet.
+    closed_before = int(time.time() * 1000) - lateness_ms - size
+    starts: set[int] = set()
     for msg in messages:
-        try:
-            ts = int(json.loads(msg.value() or b"")["timestamp"])
-        except (ValueError, KeyError, TypeError):
+        ts = valid_event_time(msg.value())
+        if ts is None or ts < start_ms or (end_ms is not None and ts >= end_ms):
             continue
-        if (
-            (start_ms is None or ts >= start_ms)
-            and (end_ms is None or ts < end_ms)
-            and ts < closed_before
-        ):
-            minutes.add(ts - ts % 60_000)
-    return values, minutes
+        if ts < closed_before:
+            starts.add(ts - ts % size)
+    return values, starts
 
 
 def validate(
     settings: Settings, start: datetime | None = None, end: datetime | None = None
 ) -> QualityReport:
-    """Run every suite over what the pipeline wrote (windows in ``[start, end)``)."""
+    """Run every suite over what the pipeline wrote: windows starting in ``[start, end)``; with
+    no start, the retention period (CINESTREAM_RETENTION) up to now."""
     report = run_suites(settings, load_frames(settings, start, end))
     for line in report.lines():
         (log.info if line.startswith(("OK", "Data")) else log.error)("%s", line)

@@ -6,6 +6,7 @@ Spark types are built lazily so that importing this module never needs pyspark.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,37 @@ def rating_event_schema() -> StructType:
             StructField("timestamp", LongType()),
         ]
     )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def valid_event_time(value: bytes | None) -> int | None:
+    """The event time of a record of ``ratings`` that is valid by the SPEC's rule, else None.
+
+    The same rule as the Spark parser, written independently in plain Python (strict UTF-8,
+    strict JSON, one object) for the quality checks that recount what the stream decided.
+    """
+    if value is None:
+        return None
+    try:
+        body = json.loads(value.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    ids = [body.get("user_id"), body.get("movie_id")]
+    rating, ts = body.get("rating"), body.get("timestamp")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= MIN_ID for i in ids):
+        return None
+    if isinstance(rating, bool) or not isinstance(rating, int | float):
+        return None
+    if rating not in RATING_VALUES:
+        return None
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        return None
+    return ts if MIN_TIMESTAMP_MS <= ts < MAX_TIMESTAMP_MS else None
 
 
 # --- invalid event (topic `ratings_dlq`) -------------------------------------------------------

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     airflow_port: int = 8080
 
+    # How long per-window detail (histograms, per-movie counts, window state, batch records) and
+    # the local stack's logs are kept; window_metrics is kept for good. Also the API's longest
+    # top-movies range and what `cinestream validate` checks when given no range.
+    retention: str = "3d"
+
     # Share of ratings that may go to the DLQ before the quality checks fail.
     max_dlq_share: float = Field(default=0.01, ge=0, le=1)
 
@@ -110,6 +115,22 @@ class Settings(BaseSettings):
 
         parse_duration_ms(value)
         return value
+
+    @field_validator("retention")
+    @classmethod
+    def _check_retention(cls, value: str) -> str:
+        from cinestream.timeparse import parse_duration_ms
+
+        if parse_duration_ms(value) < 3_600_000:
+            raise ValueError("must be at least 1h, e.g. 3d")
+        return value
+
+    @property
+    def retention_ms(self) -> int:
+        """CINESTREAM_RETENTION in milliseconds."""
+        from cinestream.timeparse import parse_duration_ms
+
+        return parse_duration_ms(self.retention)
 
     @field_validator("state_dir", mode="before")
     @classmethod

@@ -88,3 +88,10 @@ def test_batches_are_capped_by_cells_not_by_what_they_contain(monkeypatch) -> No
     assert s.batch_ratings_limit == 2_000_000 // 61
     monkeypatch.setenv("CINESTREAM_MAX_BATCH_CELLS", "61000")
     assert Settings().batch_ratings_limit == 1_000
+
+
+def test_retention(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert Settings().retention_ms == 3 * 86_400_000
+    monkeypatch.setenv("CINESTREAM_RETENTION", "10min")
+    with pytest.raises(ValidationError, match="at least 1h"):
+        Settings()

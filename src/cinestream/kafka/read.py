@@ -10,16 +10,57 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from cinestream.errors import CinestreamError
-from cinestream.kafka.admin import PartitionOffsets, client_config, partition_offsets
+from cinestream.kafka.admin import (
+    PartitionOffsets,
+    client_config,
+    offsets_for_time,
+    partition_offsets,
+)
 from cinestream.settings import Settings
 
 
 def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]:
     """Every message currently in ``topic`` (for tests, doctor and validation of small topics)."""
-    # Read each non-empty partition from its low watermark (offset 0 may be compacted away).
-    parts = [p for p in partition_offsets(settings, topic) if p.high > p.low]
+    # Read each partition from its low watermark (offset 0 may be compacted away).
+    parts = partition_offsets(settings, topic)
+    return read_offsets(
+        settings,
+        topic,
+        {p.partition: p.low for p in parts},
+        {p.partition: p.high for p in parts},
+        timeout_s,
+    )
+
+
+def read_between(
+    settings: Settings,
+    topic: str,
+    from_ms: int | None,
+    to_ms: int | None,
+    timeout_s: float = 120,
+) -> list[Any]:
+    """The messages whose record timestamps fall in ``[from_ms, to_ms)`` (open ends: the whole
+    topic), found by looking offsets up by timestamp: a bounded read of a large topic."""
+    parts = partition_offsets(settings, topic)
+    starts = {p.partition: p.low for p in parts}
     ends = {p.partition: p.high for p in parts}
-    if not ends:
+    if from_ms is not None:
+        starts = offsets_for_time(settings, topic, from_ms)
+    if to_ms is not None:
+        ends = offsets_for_time(settings, topic, to_ms)
+    return read_offsets(settings, topic, starts, ends, timeout_s)
+
+
+def read_offsets(
+    settings: Settings,
+    topic: str,
+    starts: dict[int, int],
+    ends: dict[int, int],
+    timeout_s: float = 30,
+) -> list[Any]:
+    """The messages of ``[starts[p], ends[p])`` of each partition."""
+    wanted = {p: (starts.get(p, e), e) for p, e in ends.items() if e > starts.get(p, e)}
+    if not wanted:
         return []
     consumer = Consumer(
         client_config(
@@ -31,9 +72,9 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]
             },
         )
     )
-    consumer.assign([TopicPartition(topic, p.partition, p.low) for p in parts])
+    consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in wanted.items()])
     messages: list[Any] = []
-    remaining = dict(ends)
+    remaining = {p: end for p, (_, end) in wanted.items()}
     deadline = time.monotonic() + timeout_s
     try:
         while remaining and time.monotonic() < deadline:
@@ -41,8 +82,10 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]
                 offset, partition = msg.offset(), msg.partition()
                 if msg.error() or offset is None or partition is None:
                     continue
+                if partition not in remaining or offset >= remaining[partition]:
+                    continue
                 messages.append(msg)
-                if offset + 1 >= remaining.get(partition, 0):
+                if offset + 1 >= remaining[partition]:
                     remaining.pop(partition, None)
     finally:
         consumer.close()

@@ -117,3 +117,18 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float, log_file:
                 f"{what} did not come up in {timeout_s:.0f}s; see {log_file}: {tail[-400:]}"
             )
         time.sleep(0.3)
+
+
+def prune_logs(settings: Settings) -> int:
+    """Delete log files of the local stack (its processes', Airflow's task logs) not written for
+    longer than CINESTREAM_RETENTION; returns how many."""
+    cutoff = time.time() - settings.retention_ms / 1000
+    removed = 0
+    for root in (settings.log_dir, settings.state_dir / "airflow" / "logs"):
+        if not root.is_dir():
+            continue
+        for path in root.rglob("*"):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -17,7 +17,7 @@ from cinestream.kafka import admin
 from cinestream.local import airflow
 from cinestream.local.kafka import LocalKafka
 from cinestream.local.postgres import LocalPostgres
-from cinestream.local.processes import ManagedProcess
+from cinestream.local.processes import ManagedProcess, prune_logs
 from cinestream.net import port_open
 from cinestream.settings import Settings
 from cinestream.store import schema
@@ -56,6 +56,9 @@ def up(
     with_airflow: bool = True,
 ) -> None:
     """Start everything, replay a first backlog, then keep the pipeline live."""
+    pruned = prune_logs(settings)
+    if pruned:
+        log.info("deleted %d log files older than %s", pruned, settings.retention)
     start_infra(settings)
     start_serving(settings)
     parts = admin.partition_offsets(settings, settings.ratings_topic)

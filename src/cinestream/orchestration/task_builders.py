@@ -1,6 +1,6 @@
 """Task builders shared by the DAGs in ``dags/`` (the DAG files only wire them).
 
-Each task body is one call into :mod:`cinestream.task_bodies.task_bodies`.
+Each task body is one call into :mod:`cinestream.orchestration.task_bodies`.
 """
 
 from __future__ import annotations

@@ -545,3 +545,40 @@ def record_backfill_run(
             " VALUES (%s, %s, %s, %s, %s)",
             (start, end, windows, ratings, skipped_open),
         )
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """Rows removed by :func:`prune_detail`."""
+
+    windows: int
+    detail_rows: int
+    batches: int
+
+
+def prune_detail(conn: psycopg.Connection[Any], before_ms: int) -> Pruned:
+    """Delete the per-window detail of windows that ended before ``before_ms`` (their
+    ``window_metrics`` rows stay), and batch records older than that but the newest of each
+    checkpoint (the next batch is checked against it)."""
+    require_no_open_transaction(conn, "prune_detail")
+    with conn.transaction():
+        begin_writer(conn)
+        conn.execute(
+            "CREATE TEMP TABLE old_windows ON COMMIT DROP AS SELECT window_type, window_start_ms "
+            "FROM window_state WHERE window_end_ms < %s AND version <= published_version",
+            (before_ms,),
+        )
+        detail = 0
+        for table in ("window_rating_counts", "window_movie_counts", "window_state"):
+            detail += conn.execute(
+                f"DELETE FROM {table} t USING old_windows o "  # noqa: S608 - fixed names
+                "WHERE t.window_type = o.window_type AND t.window_start_ms = o.window_start_ms"
+            ).rowcount
+        (windows,) = conn.execute("SELECT count(*) FROM old_windows").fetchone() or (0,)
+        batches = conn.execute(
+            "DELETE FROM processor_batches b WHERE committed_at < "
+            f"{MS_TO_TIMESTAMPTZ.format('%s::bigint')} AND batch_id < "
+            "(SELECT max(batch_id) FROM processor_batches l WHERE l.checkpoint = b.checkpoint)",
+            (before_ms,),
+        ).rowcount
+    return Pruned(int(windows), detail - int(windows), batches)

@@ -75,6 +75,8 @@ class RestartBudget:
 
 # How often a running processor checks that it still holds its checkpoint's lock.
 LOCK_CHECK_S = 5
+# How often a running processor prunes per-window detail older than CINESTREAM_RETENTION.
+PRUNE_EVERY_S = 600
 
 
 class StreamProcessor:
@@ -110,6 +112,7 @@ class StreamProcessor:
         self._fatal: BaseException | None = None
         self._topic_id: str | None = None
         self.totals = {"batches": 0, "valid": 0, "invalid": 0, "late": 0}
+        self._pruned_at = 0.0
 
     # ---------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -378,6 +381,8 @@ class StreamProcessor:
         published = retry_on_disconnect(
             self._publish_pending, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
         )
+        if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+            self._prune()
         if not result.already_committed:
             self.totals["batches"] += 1
             self.totals["valid"] += result.valid
@@ -409,6 +414,27 @@ class StreamProcessor:
             return None
         _, offsets = checkpoint_offsets(self.fs, s.checkpoint_dir, batch_id - 1)
         return {str(k): v for k, v in offsets.get(s.ratings_topic, {}).items()}
+
+    def _prune(self) -> None:
+        """Delete per-window detail older than the retention (window_metrics stays)."""
+        before = int(time.time() * 1000) - self.settings.retention_ms
+        try:
+            pruned = store_windows.prune_detail(self._connection(), before)
+        except psycopg.Error as exc:  # housekeeping: the next batch tries again
+            log.warning("pruning detail older than %s failed: %s", format_time(before), exc)
+            self._drop_connection()
+            return
+        self._pruned_at = time.monotonic()
+        if pruned.windows or pruned.batches:
+            log.info(
+                "pruned the detail of %d windows that ended before %s (%d rows; window_metrics "
+                "kept) and %d batch records (CINESTREAM_RETENTION=%s)",
+                pruned.windows,
+                format_time(before),
+                pruned.detail_rows,
+                pruned.batches,
+                self.settings.retention,
+            )
 
     def _publish_pending(self) -> int:
         """Publish every window whose committed metric is not in the metrics topic yet."""

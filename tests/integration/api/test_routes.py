@@ -144,6 +144,7 @@ def test_database_outage_is_503_then_recovers(pipeline: Pipeline, client: TestCl
             "end must be after start",
         ),
         ("/metrics/top-movies", {"minutes": 0}, "minutes"),
+        ("/metrics/top-movies", {"minutes": 5_000}, "CINESTREAM_RETENTION=3d"),
         ("/metrics/top-movies", {"limit": 1000}, "limit"),
     ],
 )

@@ -242,3 +242,23 @@ def test_a_backfill_keeps_counting_late_ratings_that_came_after_its_snapshot(
         (metric,) = replace_windows(conn, cells((T0, 1, 8, 7)), late_before=snapshot.late_counts)
         late = conn.execute("SELECT late_count FROM window_state").fetchone()
     assert metric.count == 7 and late == (3,)
+
+
+def test_pruning_drops_old_detail_keeps_metrics_and_the_last_batch(pipeline: Pipeline) -> None:
+    from cinestream.store.windows import prune_detail
+
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit(conn, 0, cells((T0, 1, 8, 2), (T0 + 10 * W, 2, 6, 1)), T0 + 10 * W)
+        commit(conn, 1, cells((T0 + 10 * W, 3, 6, 1)), T0 + 10 * W)
+        publish_pending(conn, lambda metrics: None)
+        # Everything ended long ago: only detail goes (batch records older than now but the last).
+        pruned = prune_detail(conn, int(time.time() * 1000) + 1_000)
+        assert (pruned.windows, pruned.batches) == (2, 1)
+        assert conn.execute("SELECT count(*) FROM window_movie_counts").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM window_state").fetchone() == (0,)
+        assert conn.execute("SELECT sum(count) FROM window_metrics").fetchone() == (4,)
+        assert conn.execute("SELECT batch_id FROM processor_batches").fetchall() == [(1,)]
+        # The next batch is still checked against the batch before it.
+        commit(conn, 2, cells((T0 + 20 * W, 4, 6, 1)), T0 + 20 * W)
+        with pytest.raises(CheckpointMismatch):
+            commit_batch(conn, _batch(3, 999, 998))

@@ -133,6 +133,12 @@ def top_movies_route(
 ) -> Response:
     """The most-rated movies over the last ``minutes`` of event time."""
     wt = settings.window_types[0]
+    if minutes * 60_000 > settings.retention_ms:
+        raise HTTPException(
+            422,
+            f"invalid parameters: minutes: {minutes} is longer than the per-movie detail is "
+            f"kept (CINESTREAM_RETENTION={settings.retention})",
+        )
     anchor = _anchor_ms(wt)
 
     def query(conn: Any) -> bytes:
