@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,24 @@ def test_store_emptied_under_a_kept_checkpoint_is_a_clear_error(pipeline: Pipeli
     pipeline.cli("reset", "--yes", "--keep-topics", check=True)
     pipeline.process(check=True)
     assert pipeline.total_counted() == 1_000
+
+
+def test_topic_recreated_under_a_running_continuous_processor_stops_it(pipeline: Pipeline) -> None:
+    # The restart after the query's failure checks the start plan again, as a start does.
+    start = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+    pipeline.produce_historical(2_000, start, 2 * MINUTE)
+    proc = pipeline.start_cli(
+        "process", "--trigger", "continuous", "--interval", "1s", log_name="recreated"
+    )
+    try:
+        pipeline.wait_for_total(2_000, proc=proc)
+        admin.delete_topics(pipeline.settings)
+        admin.create_topics(pipeline.settings)
+        pipeline.produce_historical(500, start + 3 * MINUTE, MINUTE)
+        assert proc.wait(240) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+    assert "deleted and recreated" in log and "cinestream reset --keep-topics" in log
+    assert pipeline.total_counted() == 2_000

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from pyspark.errors import StreamingQueryException
 
 from cinestream.errors import (
     CheckpointMismatch,
@@ -294,7 +295,11 @@ class StreamProcessor:
                 self._stop_gracefully(query)
                 sf.unlink(missing_ok=True)
                 return True
-            query.awaitTermination(1)
+            try:
+                query.awaitTermination(1)
+            except StreamingQueryException:
+                # The query failed: _supervise reads query.exception() and decides.
+                return False
         return False
 
     def _stop_gracefully(self, query: Any, timeout_s: float = 300) -> None:
