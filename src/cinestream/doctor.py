@@ -187,8 +187,8 @@ def run_checks(settings: Settings) -> list[Check]:
                 f"{format_time(ahead.first_start_ms)} .. "
                 f"{format_time(ahead.last_start_ms + size)}: a producer's clock is ahead; they "
                 "are kept and reported, never shown as the live state",
-                "find the producer that stamps them (the DLQ-free ratings around those times in "
-                f"{s.ratings_topic}) and fix its clock",
+                f"find the producer writing ratings stamped from "
+                f"{format_time(ahead.first_start_ms)} into {s.ratings_topic} and fix its clock",
             )
         )
     if processor is not None:
