@@ -116,6 +116,22 @@ class Pipeline:
             )
         return result
 
+    def expect_checkpoint_mismatch(
+        self, result: subprocess.CompletedProcess[str], *phrases: str
+    ) -> str:
+        """The processor stopped with exit 3 and one error line holding ``phrases`` and the fix,
+        and ``doctor`` FAILs on the checkpoint with the first phrase; returns the error line."""
+        assert result.returncode == 3, result.stdout[-3000:]
+        (error,) = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
+        for phrase in (*phrases, "cinestream reset --keep-topics"):
+            assert phrase in error, (phrase, error)
+        doctor = self.cli("doctor")
+        assert doctor.returncode == 1
+        assert any(
+            x.startswith("FAIL checkpoint") and phrases[0] in x for x in doctor.stdout.splitlines()
+        ), doctor.stdout
+        return error
+
     def process(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return self.cli("process", "--trigger", "available-now", *args, **kwargs)
 

@@ -128,16 +128,8 @@ def test_store_emptied_under_a_kept_checkpoint_is_a_clear_error(pipeline: Pipeli
     with connect(pipeline.settings.resolved_database_url) as conn:
         schema.truncate_all(conn)
 
-    result = pipeline.process()
-    assert result.returncode == 3, result.stdout[-3000:]
-    error = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1
-    assert "PostgreSQL holds none of them" in error[0] and "missing from the store" in error[0]
-    doctor = pipeline.cli("doctor")
-    assert doctor.returncode == 1
-    assert any(
-        x.startswith("FAIL checkpoint") and "missing from the store" in x
-        for x in doctor.stdout.splitlines()
+    pipeline.expect_checkpoint_mismatch(
+        pipeline.process(), "missing from the store", "PostgreSQL holds none of them"
     )
 
     pipeline.cli("reset", "--yes", "--keep-topics", check=True)

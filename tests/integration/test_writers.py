@@ -38,17 +38,10 @@ def test_a_checkpoint_restored_from_an_older_copy_stops_with_the_fix(pipeline: P
     # holding 0-5. Spark would replan batches 3-5 over other offsets.
     shutil.rmtree(_checkpoint(pipeline))
     shutil.copytree(backup, _checkpoint(pipeline))
-    result = pipeline.process(extra_env=SMALL_BATCHES)
-    assert result.returncode == 3, result.stdout[-3000:]
-    (error,) = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
-    assert "checkpoint is behind the store" in error and "reset --keep-topics" in error
-    assert pipeline.total_counted() == 6_000  # nothing skipped, nothing doubled
-    doctor = pipeline.cli("doctor")
-    assert doctor.returncode == 1
-    assert any(
-        x.startswith("FAIL checkpoint") and "behind the store" in x
-        for x in doctor.stdout.splitlines()
+    pipeline.expect_checkpoint_mismatch(
+        pipeline.process(extra_env=SMALL_BATCHES), "behind the store", "checkpoint is behind"
     )
+    assert pipeline.total_counted() == 6_000  # nothing skipped, nothing doubled
 
     pipeline.cli("reset", "--yes", "--keep-topics", check=True)
     pipeline.process(check=True)
