@@ -113,23 +113,20 @@ def future_windows(conn: psycopg.Connection[Any], window_type: str, now_ms: int)
 
 @dataclass(frozen=True)
 class WindowTotals:
-    """How many windows of a type ``window_metrics`` holds, the newest end, ratings counted."""
+    """How many windows of a type ``window_metrics`` holds and the ratings they count."""
 
     windows: int
-    newest_end_ms: int | None
     ratings: int
 
 
 def window_totals(conn: psycopg.Connection[Any], window_type: str) -> WindowTotals:
-    """Count, newest end and total ratings of the windows of a type."""
-    windows, newest_end, ratings = one(
+    """Count and total ratings of the windows of a type."""
+    windows, ratings = one(
         conn,
-        "SELECT count(*), "
-        + "max((extract(epoch FROM window_end) * 1000)::bigint), "
-        + "coalesce(sum(count), 0) FROM window_metrics WHERE window_type = %s",
+        "SELECT count(*), coalesce(sum(count), 0) FROM window_metrics WHERE window_type = %s",
         (window_type,),
     )
-    return WindowTotals(int(windows), None if newest_end is None else int(newest_end), int(ratings))
+    return WindowTotals(int(windows), int(ratings))
 
 
 # --- the window store's aggregates ------------------------------------------------------------

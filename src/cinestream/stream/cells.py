@@ -110,16 +110,6 @@ class BatchCells:
         of_type = self.valid.filter(pc.equal(self.valid["window_type"], window_type))
         return int(pc.sum(of_type["n"]).as_py() or 0)
 
-    def window_keys(self) -> set[tuple[str, int]]:
-        """(window_type, window_start_ms) of every window the cells touch."""
-        return set(
-            zip(
-                self.valid["window_type"].to_pylist(),
-                self.valid["window_start_ms"].to_pylist(),
-                strict=True,
-            )
-        )
-
     def to_csv(self) -> bytes:
         """The valid cells in the store's COPY format (``CELL_FIELDS``, no header)."""
         import pyarrow.csv as pacsv
