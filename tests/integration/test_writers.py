@@ -48,11 +48,12 @@ def test_a_checkpoint_restored_from_an_older_copy_stops_with_the_fix(pipeline: P
     assert_windows_equal(pipeline.db_windows(), recompute(pipeline.raw_events()))
 
 
-def _lock_session(pipeline: Pipeline) -> int | None:
+def _lock_session(pipeline: Pipeline, granted: bool = True) -> int | None:
     rows = pipeline.db(
         "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted "
-        "AND a.application_name = 'cinestream-processor'"
+        "WHERE l.locktype = 'advisory' AND l.granted = %s "
+        "AND a.application_name = 'cinestream-processor'",
+        (granted,),
     )
     return int(rows[0][0]) if rows else None
 
@@ -90,9 +91,11 @@ def test_a_processor_whose_lock_session_is_killed_stops_when_another_takes_over(
     second_log = Path(second.log_path)  # type: ignore[attr-defined]
     try:
         _wait(lambda: "waiting up to" in second_log.read_text(), "the second processor waiting")
+        _wait(lambda: _lock_session(pipeline, granted=False), "the second processor queued")
         # The first one's lock session is dropped (terminated backend, idle timeout, network).
         pipeline.db("SELECT pg_terminate_backend(%s)", (pid,))
-        # The second one (polling every second) takes the free lock with a newer fencing token;
+        # The second one, queued on the lock, is granted it the moment the session ends (a newer
+        # fencing token), ahead of the first one trying again;
         # the first one finds out within seconds, idle or not, and stops without committing.
         assert first.wait(120) == 75
         log = Path(first.log_path).read_text()  # type: ignore[attr-defined]

@@ -92,8 +92,25 @@ class CheckpointLock:
     def try_acquire(self) -> bool:
         """Take the lock if it is free and a new fencing token with it; False when another
         session holds it."""
+        return self.acquire(0)
+
+    def acquire(self, wait_s: float) -> bool:
+        """Take the lock and a new fencing token with it, waiting up to ``wait_s`` seconds in the
+        lock's queue; False when another session still holds it then.
+
+        A queued waiter is granted the lock by PostgreSQL the moment its holder's session ends,
+        ahead of any session that only tries: the processor waiting to take over wins against the
+        old holder reconnecting."""
         conn = self._connect()
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_id,)).fetchone()
+        if not (got and got[0]) and wait_s > 0:
+            conn.execute(f"SET lock_timeout = {max(1, int(wait_s * 1000))}")
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (self.lock_id,))
+                got = (True,)
+            except psycopg.errors.LockNotAvailable:
+                got = None
+            conn.execute("SET lock_timeout = 0")
         if not (got and got[0]):
             conn.close()
             return False

@@ -140,25 +140,21 @@ class StreamProcessor:
         return plan
 
     def _acquire_lock(self) -> None:
-        deadline = time.monotonic() + self.lock_wait_s
-        waiting = False
-        while not self.lock.try_acquire():
-            if not waiting and self.lock_wait_s > 0:
-                waiting = True
+        if not self.lock.try_acquire():
+            holder = self.lock.holder() or "another session"
+            if self.lock_wait_s > 0:
                 log.info(
                     "waiting up to %.0fs for the lock on checkpoint %s (held by %s)",
                     self.lock_wait_s,
                     self.settings.checkpoint_dir,
-                    self.lock.holder() or "another session",
+                    holder,
                 )
-            if time.monotonic() >= deadline:
-                holder = self.lock.holder() or "another session"
+            if not self.lock.acquire(self.lock_wait_s):
                 raise ProcessorBusy(
                     f"another processor is running on checkpoint {self.settings.checkpoint_dir} "
-                    f"(held by {holder}); let it finish, stop it with `cinestream process --stop`"
-                    ", or wait with --wait-for-lock SECONDS"
+                    f"(held by {self.lock.holder() or holder}); let it finish, stop it with "
+                    "`cinestream process --stop`, or wait with --wait-for-lock SECONDS"
                 )
-            time.sleep(1)
         log.info(
             "holding the lock on checkpoint %s (fencing token %s)",
             self.settings.checkpoint_dir,
