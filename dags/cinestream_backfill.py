@@ -4,7 +4,11 @@
 Hourly, with catchup: recomputes the windows of `[data_interval_start, data_interval_end)` from
 Kafka with the batch job `spark_jobs/ratings_backfill.py` and replaces them in `window_metrics`
 (and re-publishes them to `metrics`). Idempotent, so `airflow backfill create --dag-id
-cinestream_backfill --from-date ... --to-date ...` over past days can be run any number of times.
+cinestream_backfill --from-date ... --to-date ...` (or a backfill created in the UI) over past
+days can be run any number of times. Catchup reaches `CINESTREAM_BACKFILL_CATCHUP` (3h) before the
+stack's first start. Each run reads only the records stamped from `CINESTREAM_BACKFILL_MARGIN`
+(15min) before its hour, found by timestamp; when the topic's record timestamps do not follow the
+events' time it reads the whole topic and says so in its log.
 """
 
 from __future__ import annotations
@@ -12,16 +16,24 @@ from __future__ import annotations
 from airflow.sdk import dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from cinestream.orchestration.task_builders import DEFAULT_ARGS, START_DATE, TAGS, backfill_task
+from cinestream.orchestration.task_builders import (
+    DEFAULT_ARGS,
+    TAGS,
+    backfill_start_date,
+    backfill_task,
+)
 
 
 @dag(
     dag_id="cinestream_backfill",
     # Hour-long data intervals (a plain "@hourly" is a zero-length CronTriggerTimetable in 3.x).
     schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=START_DATE,
+    # Catchup from CINESTREAM_BACKFILL_CATCHUP (3h) before the stack's first start, not from a
+    # fixed date; older hours: create a backfill from the UI or `airflow backfill create`.
+    start_date=backfill_start_date(),
     catchup=True,
     max_active_runs=1,
+    is_paused_upon_creation=False,
     tags=TAGS,
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,

@@ -21,6 +21,7 @@ from cinestream.orchestration.task_builders import DEFAULT_ARGS, START_DATE, TAG
     schedule=[WINDOW_METRICS],
     start_date=START_DATE,
     catchup=False,
+    is_paused_upon_creation=False,
     tags=[*TAGS, "data-quality"],
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,

@@ -19,6 +19,7 @@ from cinestream.orchestration.task_builders import DEFAULT_ARGS, START_DATE, TAG
     schedule=None,
     start_date=START_DATE,
     catchup=False,
+    is_paused_upon_creation=False,
     tags=TAGS,
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,

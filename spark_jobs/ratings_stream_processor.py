@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from cinestream.errors import CinestreamError
 from cinestream.settings import Settings
@@ -30,6 +31,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds to wait for another processor on the checkpoint",
     )
     parser.add_argument("--max-restarts", type=int, default=10)
+    parser.add_argument(
+        "--stop-file",
+        type=Path,
+        default=None,
+        help="creating this file stops this processor alone, between batches",
+    )
     return parser.parse_args(argv)
 
 
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             max_duration_s=max_duration,
             lock_wait_s=args.wait_for_lock,
             max_restarts=args.max_restarts,
+            own_stop_file=args.stop_file,
         )
         return processor.run()
     except (CinestreamError, ValueError) as exc:

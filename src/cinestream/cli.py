@@ -69,6 +69,8 @@ def cli(verbose: bool) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # One line per HTTP request to Airflow's API is noise unless debugging.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,16 +86,20 @@ def cli(verbose: bool) -> None:
 @click.option("--backlog-span", default="40min", show_default=True, callback=_duration)
 @click.option(
     "--live-rate",
-    default=20.0,
-    show_default=True,
-    help="Ratings per second of the live generator (0 for no live pipeline).",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Ratings per second of the live generator cinestream_generate runs (0 pauses it); "
+    "default CINESTREAM_LIVE_RATE (20).",
 )
-def up(backlog: int, backlog_span: float, live_rate: float) -> None:
-    """Start the local stack, replay a backlog, then keep the pipeline live."""
+def up(backlog: int, backlog_span: float, live_rate: float | None) -> None:
+    """Start the local stack; Airflow then runs the pipeline: a first run makes the backlog,
+    the stream, generator, hourly backfill and quality DAGs keep it live."""
     from cinestream.local import stack
 
     settings = _settings()
-    stack.up(settings, backlog=backlog, backlog_span_s=backlog_span, live_rate=live_rate)
+    if live_rate is not None:
+        settings = settings.model_copy(update={"live_rate": live_rate})
+    stack.up(settings, backlog=backlog, backlog_span_s=backlog_span)
     click.echo(stack.where_to_look(settings))
 
 
@@ -122,7 +128,7 @@ def status(as_json: bool) -> None:
     click.echo(f"dashboard  {info['dashboard_url']}")
     click.echo(f"airflow    {info['airflow_url']}")
     for name, state in info["services"].items():
-        click.echo(f"  {name:<10} {state}")
+        click.echo(f"  {name:<20} {state}")
 
 
 @cli.command()

@@ -6,6 +6,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
@@ -86,6 +87,18 @@ class Settings(BaseSettings):
     # top-movies range and what `cinestream validate` checks when given no range.
     retention: str = "3d"
 
+    # The live platform under Airflow. cinestream_generate produces LIVE_RATE ratings/s (0: the
+    # live generator is off); cinestream_stream's runs stop after STREAM_RUN_DURATION and the
+    # next one resumes from the checkpoint; cinestream_backfill catches up BACKFILL_CATCHUP
+    # hours back from the stack's first start, reading records stamped from BACKFILL_MARGIN
+    # before its hour (the generator stamps records with their event time).
+    live_rate: float = Field(default=20.0, ge=0)
+    stream_run_duration: str = "1h"
+    backfill_catchup: str = "3h"
+    backfill_margin: str = "15min"
+    # The first start of the stack (ISO-8601); empty: recorded in the state dir on first use.
+    first_start: str = ""
+
     # Share of ratings that may go to the DLQ before the quality checks fail.
     max_dlq_share: float = Field(default=0.01, ge=0, le=1)
 
@@ -108,9 +121,11 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("trigger_interval")
+    @field_validator(
+        "trigger_interval", "stream_run_duration", "backfill_catchup", "backfill_margin"
+    )
     @classmethod
-    def _check_trigger_interval(cls, value: str) -> str:
+    def _check_durations(cls, value: str) -> str:
         from cinestream.timeparse import parse_duration_ms
 
         parse_duration_ms(value)
@@ -204,6 +219,20 @@ class Settings(BaseSettings):
         """Pid and stop files of the local stack."""
         return self.state_dir / "run"
 
+    def first_start_time(self) -> datetime:
+        """When the stack first started: CINESTREAM_FIRST_START, else recorded in the state dir
+        the first time anyone asks (`up` does). The backfill's catchup is bounded from it."""
+        from cinestream.timeparse import parse_instant
+
+        if self.first_start:
+            return parse_instant(self.first_start)
+        return parse_instant(
+            written_once(
+                self.state_dir / "first_start",
+                lambda: datetime.now(tz=UTC).isoformat(timespec="seconds"),
+            )
+        )
+
     @property
     def log_dir(self) -> Path:
         """Log files of the local stack's processes."""
@@ -250,13 +279,20 @@ def stored_secret(
     state_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)
 ) -> str:
     """A local stack secret, generated once into ``<state dir>/secrets/<name>`` (mode 600)."""
-    path = state_dir / "secrets" / name
+    folder = state_dir / "secrets"
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    return written_once(folder / name, make)
+
+
+def written_once(path: Path, make: Callable[[], str]) -> str:
+    """The content of ``path``, written by ``make()`` the first time (mode 600)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.chmod(0o700)
         # Written private under a unique name, then linked into place: never readable by others,
-        # never seen half-written, and two processes starting at once agree on one secret.
-        tmp = path.with_name(f".{name}.{os.getpid()}")
+        # never seen half-written, and two processes starting at once agree on one value.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(make())

@@ -33,6 +33,8 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(DAGS.parent / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # The stack's first start bounds the backfill's catchup.
+            "CINESTREAM_FIRST_START": "2026-11-28T10:25:00+00:00",
         }
     )
     # Airflow puts the plugins folder on sys.path when its configuration is first read; in this
@@ -70,6 +72,9 @@ def test_schedule_is_explicit_and_dag_files_only_wire(path: Path) -> None:
     assert decorators, f"{path.name} defines no @dag"
     keywords = {k.arg for k in decorators[0].keywords}
     assert {"dag_id", "schedule", "tags", "doc_md"} <= keywords
+    # A fresh stack runs: no DAG waits for someone to find its pause toggle.
+    (paused,) = [k.value for k in decorators[0].keywords if k.arg == "is_paused_upon_creation"]
+    assert isinstance(paused, ast.Constant) and paused.value is False, path.name
     # No client set-up, loops or SQL in dags/: task bodies are one call into cinestream.
     loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While))]
     assert not loops, f"{path.name} has loops"
@@ -90,3 +95,34 @@ def test_stream_and_backfill_update_the_asset_quality_is_scheduled_on(dagbag) ->
         run_after=pendulum.datetime(2026, 11, 27, 10, tz="UTC")
     )
     assert (interval.end - interval.start).total_seconds() == 3600
+
+
+def test_the_live_parts_are_supervised_continuous_runs(dagbag) -> None:  # type: ignore[no-untyped-def]
+    for dag_id in ("cinestream_stream", "cinestream_generate"):
+        dag = dagbag.dags[dag_id]
+        assert type(dag.timetable).__name__ == "ContinuousTimetable", dag_id
+        assert dag.max_active_runs == 1, dag_id
+        assert dag.default_args["retries"] >= 3 and dag.default_args["retry_exponential_backoff"]
+    (stream,) = dagbag.dags["cinestream_stream"].tasks
+    assert stream.own_stop_file and stream.on_busy == "fail"
+    assert "--wait-for-lock" in stream.application_args
+    assert dagbag.dags["cinestream_stream"].params["mode"] == "continuous"
+    # The live generator waits for pipeline runs (a backlog first), then produces for an hour.
+    generate = dagbag.dags["cinestream_generate"]
+    assert [t.task_id for t in generate.topological_sort()] == [
+        "wait_for_pipeline_runs",
+        "produce_ratings",
+    ]
+    assert generate.params["duration_s"] == 3600 and generate.params["count"] is None
+    # The pipeline's stream step waits for the live processor instead of being skipped.
+    pipeline_stream = dagbag.dags["cinestream_pipeline"].get_task("ratings_stream_processor")
+    assert pipeline_stream.on_busy == "wait"
+
+
+def test_backfill_catchup_is_bounded_from_the_first_start(dagbag) -> None:  # type: ignore[no-untyped-def]
+    backfill = dagbag.dags["cinestream_backfill"]
+    # CINESTREAM_FIRST_START 10:25 minus CINESTREAM_BACKFILL_CATCHUP 3h, on the hour.
+    assert backfill.start_date == pendulum.datetime(2026, 11, 28, 7, tz="UTC")
+    (task,) = backfill.tasks
+    lookback = task.application_args[task.application_args.index("--lookback") + 1]
+    assert lookback == "15min"

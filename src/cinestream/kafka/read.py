@@ -110,10 +110,31 @@ def edge_event_times(settings: Settings, parts: list[PartitionOffsets]) -> list[
                 msg = consumer.poll(5)
                 if msg is None or msg.error():
                     continue
-                try:
-                    times.append(int(json.loads(msg.value() or b"")["timestamp"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
+                t = event_time(msg.value())
+                if t is not None:
+                    times.append(t)
     finally:
         consumer.close()
     return times
+
+
+def event_time(value: bytes | None) -> int | None:
+    """The ``timestamp`` field of a rating's JSON value (None for anything else)."""
+    try:
+        return int(json.loads(value or b"")["timestamp"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def stamped_before_but_later(
+    settings: Settings, starts: dict[int, int], lows: dict[int, int], at_ms: int, sample: int = 500
+) -> tuple[int, int, int] | None:
+    """Check that a timestamp lookup can be trusted: among the ``sample`` records just before
+    each start offset (stamped before the lookup time), find one whose event time is at or after
+    ``at_ms``. Returns (partition, offset, event time) of the first such record, or None."""
+    begin = {p: max(lows.get(p, 0), o - sample) for p, o in starts.items()}
+    for msg in read_offsets(settings, settings.ratings_topic, begin, starts):
+        t = event_time(msg.value())
+        if t is not None and t >= at_ms:
+            return msg.partition(), msg.offset(), t
+    return None

@@ -98,6 +98,8 @@ def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Every DAG says so itself too (is_paused_upon_creation=False): the live platform runs.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
@@ -126,6 +128,7 @@ def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]
         if key.startswith("CINESTREAM_"):
             env[key] = value
     env["CINESTREAM_STATE_DIR"] = str(settings.state_dir)
+    env["CINESTREAM_LIVE_RATE"] = str(settings.live_rate)
     return env
 
 
@@ -154,20 +157,24 @@ def airflow_cli(settings: Settings, *args: str, check: bool = True) -> Any:
     )
 
 
-def start_airflow(settings: Settings) -> None:
-    """Airflow 3 on the local PostgreSQL: migrate, then the four components, LocalExecutor."""
-    if all(ManagedProcess(name, settings).pid() for name in COMPONENTS):
+def start_airflow(settings: Settings, components: tuple[str, ...] = COMPONENTS) -> None:
+    """Airflow 3 on the local PostgreSQL, LocalExecutor: migrate (when none of it runs yet),
+    then ``components`` that are not running."""
+    procs = [ManagedProcess(name, settings) for name in components]
+    if all(proc.pid() for proc in procs):
         return
-    log.info("migrating Airflow's metadata database")
-    result = airflow_cli(settings, "db", "migrate", check=False)
-    if result.returncode:
-        raise CinestreamError(f"airflow db migrate failed: {result.stderr.strip()[-500:]}")
+    if not any(ManagedProcess(name, settings).pid() for name in COMPONENTS):
+        log.info("migrating Airflow's metadata database")
+        result = airflow_cli(settings, "db", "migrate", check=False)
+        if result.returncode:
+            raise CinestreamError(f"airflow db migrate failed: {result.stderr.strip()[-500:]}")
     env = airflow_env(settings)
-    for name in COMPONENTS:
-        proc = ManagedProcess(name, settings)
+    for proc in procs:
         if proc.pid() is None:
-            proc.start([AIRFLOW, name.removeprefix("airflow-")], env=env)
-            log.info("started %s, log %s", name, proc.log_file)
+            proc.start([AIRFLOW, proc.name.removeprefix("airflow-")], env=env)
+            log.info("started %s, log %s", proc.name, proc.log_file)
+    if "airflow-api-server" not in components:
+        return
     deadline = time.monotonic() + 180
     while not port_open("127.0.0.1", settings.airflow_port):
         if time.monotonic() > deadline:
@@ -178,17 +185,123 @@ def start_airflow(settings: Settings) -> None:
         time.sleep(1)
 
 
-def trigger_pipeline(settings: Settings) -> None:
-    """Trigger cinestream_pipeline once (when the DAG processor has parsed it)."""
-    deadline = time.monotonic() + 180
+# Which DAG runs which part of the live platform (`cinestream status` says it).
+PARTS = {
+    "processor": "cinestream_stream",
+    "generator": "cinestream_generate",
+    "backfill": "cinestream_backfill",
+    "quality": "cinestream_quality",
+}
+PIPELINE = "cinestream_pipeline"
+
+
+class AirflowAPI:
+    """The local Airflow's REST API (``/api/v2``) as the ``admin`` user."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 10) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self._token: str | None = None
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        if self._token is None:
+            password = admin_password(self.settings)
+            if password is None:
+                raise CinestreamError("Airflow has not generated its admin password yet")
+            response = httpx.post(
+                f"{self.settings.airflow_url}/auth/token",
+                json={"username": "admin", "password": password},
+                timeout=self.timeout_s,
+            )
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        response = httpx.request(
+            method,
+            f"{self.settings.airflow_url}/api/v2{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=self.timeout_s,
+        )
+        if response.status_code >= 400:
+            raise CinestreamError(
+                f"Airflow API {method} {path}: {response.status_code} {response.text[:300]}"
+            )
+        return response.json()
+
+    def get(self, path: str) -> Any:
+        return self._request("GET", path)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._request("POST", path, body)
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self._request("PATCH", path, body)
+
+    def latest_run(self, dag_id: str) -> dict[str, Any] | None:
+        runs = self.get(f"/dags/{dag_id}/dagRuns?order_by=-run_after&limit=1")["dag_runs"]
+        return runs[0] if runs else None
+
+
+def wait_for_dags(settings: Settings, timeout_s: float = 300) -> AirflowAPI:
+    """Wait until the api-server answers and has every cinestream DAG parsed."""
+    wanted = {*PARTS.values(), PIPELINE}
+    deadline = time.monotonic() + timeout_s
+    api = AirflowAPI(settings)
+    missing: set[str] = set(wanted)
     while time.monotonic() < deadline:
-        listed = airflow_cli(settings, "dags", "list", "-o", "plain", check=False)
-        if "cinestream_pipeline" in listed.stdout:
-            break
-        time.sleep(5)
-    airflow_cli(settings, "dags", "unpause", "cinestream_pipeline", check=False)
-    result = airflow_cli(settings, "dags", "trigger", "cinestream_pipeline", check=False)
-    if result.returncode == 0:
-        log.info("triggered cinestream_pipeline once")
-    else:
-        log.warning("could not trigger cinestream_pipeline: %s", result.stderr.strip()[-300:])
+        try:
+            listed = api.get("/dags?limit=100&tags=cinestream")["dags"]
+            missing = wanted - {d["dag_id"] for d in listed}
+            if not missing:
+                return api
+        except (CinestreamError, OSError) as exc:
+            log.debug("Airflow not ready: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - httpx errors while the server starts
+            log.debug("Airflow not ready: %s", exc)
+        time.sleep(3)
+    raise CinestreamError(
+        f"Airflow at {settings.airflow_url} did not list the DAGs {sorted(missing)} within "
+        f"{timeout_s:.0f}s; see {settings.log_dir}/airflow-dag-processor.log"
+    )
+
+
+def trigger_backlog(api: AirflowAPI, count: int, start: str, span_s: float) -> str:
+    """Trigger cinestream_pipeline with a historical backlog; returns the run id."""
+    run = api.post(
+        f"/dags/{PIPELINE}/dagRuns",
+        {
+            "logical_date": None,
+            "conf": {
+                "count": count,
+                "start": start,
+                "span_s": span_s,
+                "duration_s": None,
+                "rate": None,
+            },
+            "note": "the initial backlog of `make up`",
+        },
+    )
+    log.info("triggered %s run %s: %d ratings from %s", PIPELINE, run["dag_run_id"], count, start)
+    return str(run["dag_run_id"])
+
+
+def wait_for_run(api: AirflowAPI, dag_id: str, run_id: str, timeout_s: float) -> str:
+    """Wait for a DAG run to finish, logging each task as it changes state; its final state."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, str] = {}
+    state = "queued"
+    while time.monotonic() < deadline:
+        run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        state = run["state"]
+        tasks = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        for ti in tasks:
+            now = ti.get("state") or "none"
+            if seen.get(ti["task_id"]) != now and now != "none":
+                seen[ti["task_id"]] = now
+                log.info("%s: %s %s", dag_id, ti["task_id"], now)
+        if state in ("success", "failed"):
+            return str(state)
+        time.sleep(3)
+    return str(state)

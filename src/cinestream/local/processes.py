@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -132,3 +133,69 @@ def prune_logs(settings: Settings) -> int:
                 path.unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Pids of the processes whose environment sets ``name`` to ``value`` (with AIRFLOW_HOME: the
+    tasks a local Airflow started and the Spark jobs they submitted), this process and its
+    parents excepted."""
+    wanted = f"{name}={value}".encode()
+    exempt = {os.getpid()}
+    parent = os.getppid()
+    while parent > 1 and parent not in exempt:
+        exempt.add(parent)
+        try:
+            stat = Path(f"/proc/{parent}/stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in exempt:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def kill_processes(pids: list[int], timeout_s: float = 30) -> int:
+    """SIGTERM ``pids``, SIGKILL those left after ``timeout_s``; how many there were."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        for pid in pids:
+            _reap(pid)
+        time.sleep(0.2)
+    for pid in pids:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+    return len(pids)
+
+
+def descendants(roots: list[int]) -> set[int]:
+    """Every process below ``roots`` in the process tree (found from ``/proc/*/stat``)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found

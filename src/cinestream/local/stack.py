@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -11,13 +10,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cinestream.errors import EXIT_PROCESSOR_BUSY, CinestreamError
+from cinestream.errors import CinestreamError, first_line
 from cinestream.jars import jars
 from cinestream.kafka import admin
 from cinestream.local import airflow
 from cinestream.local.kafka import LocalKafka
 from cinestream.local.postgres import LocalPostgres
-from cinestream.local.processes import ManagedProcess, prune_logs
+from cinestream.local.processes import (
+    ManagedProcess,
+    descendants,
+    kill_processes,
+    pid_alive,
+    processes_with_env,
+    prune_logs,
+)
 from cinestream.net import port_open
 from cinestream.settings import Settings
 from cinestream.store import schema
@@ -25,7 +31,6 @@ from cinestream.store.checkpoints import CheckpointLock
 from cinestream.store.connection import connect, reachable
 from cinestream.stream.checkpoint import delete_local_checkpoint
 from cinestream.stream.start_plan import request_stop, stop_file
-from cinestream.stream.submit import spark_env
 
 log = logging.getLogger("cinestream.stack")
 
@@ -52,77 +57,52 @@ def up(
     *,
     backlog: int,
     backlog_span_s: float | None,
-    live_rate: float,
-    with_airflow: bool = True,
+    wait_s: float = 900,
 ) -> None:
-    """Start everything, replay a first backlog, then keep the pipeline live."""
+    """Start everything; Airflow then runs the platform: a first cinestream_pipeline run makes
+    the backlog (setup -> generate -> stream -> quality), cinestream_stream keeps the processor
+    running, cinestream_generate the live generator (CINESTREAM_LIVE_RATE ratings/s)."""
     pruned = prune_logs(settings)
     if pruned:
         log.info("deleted %d log files older than %s", pruned, settings.retention)
     start_infra(settings)
     start_serving(settings)
+    first = settings.first_start_time()
+    log.info(
+        "stack first started %s: cinestream_backfill catches up from %s before it",
+        first.isoformat(),
+        settings.backfill_catchup,
+    )
+    # Everything but the scheduler first: the backlog run is queued before any live DAG runs,
+    # so the live generator's gate sees it and waits.
+    airflow.start_airflow(settings, tuple(c for c in airflow.COMPONENTS if "scheduler" not in c))
+    api = airflow.wait_for_dags(settings)
+    for dag_id in (*airflow.PARTS.values(), airflow.PIPELINE):
+        paused = settings.live_rate == 0 and dag_id == airflow.PARTS["generator"]
+        api.patch(f"/dags/{dag_id}", {"is_paused": paused})
+    if settings.live_rate == 0:
+        log.info("CINESTREAM_LIVE_RATE=0: cinestream_generate is paused (no live ratings)")
     parts = admin.partition_offsets(settings, settings.ratings_topic)
-    if backlog and sum(p.messages for p in parts) == 0:
+    run_id = None
+    if backlog and not sum(p.messages for p in parts) and not api.latest_run(airflow.PIPELINE):
         span = backlog_span_s or 2400
-        start = datetime.fromtimestamp(time.time() - span, tz=UTC)
+        start = datetime.fromtimestamp(time.time() - span, tz=UTC).isoformat(timespec="seconds")
         log.info(
-            "empty topic: replaying a historical backlog of %d ratings over the last %.0f "
-            "minutes (the seed's option A)",
+            "empty topic: cinestream_pipeline makes a backlog of %d ratings over the last %.0f "
+            "minutes (the seed's option A); live generation waits for it",
             backlog,
             span / 60,
         )
-        subprocess.run(
-            _cinestream_cmd(
-                "generate",
-                "--count",
-                str(backlog),
-                "--start",
-                start.isoformat(),
-                "--span",
-                f"{span}s",
-                "--no-progress",
-            ),
-            check=True,
-        )
-    processor = ManagedProcess("processor", settings)
-    if processor.pid() is None:
-        log.info("draining the backlog with an available-now run")
-        result = subprocess.run(
-            _cinestream_cmd("process", "--trigger", "available-now", "--wait-for-lock", "30"),
-            env=spark_env(),
-        )
-        if result.returncode not in (0, EXIT_PROCESSOR_BUSY):
-            raise CinestreamError(
-                "the backlog run failed (see above); `cinestream doctor` explains the state"
-            )
-    if with_airflow:
-        airflow.start_airflow(settings)
-        airflow.trigger_pipeline(settings)
-    if live_rate <= 0:
+        run_id = airflow.trigger_backlog(api, backlog, start, span)
+    airflow.start_airflow(settings)
+    if run_id is None:
         return
-    generator = ManagedProcess("generator", settings)
-    if generator.pid() is None:
-        generator.start(
-            _cinestream_cmd(
-                "generate",
-                "--duration",
-                "3650d",
-                "--rate",
-                str(live_rate),
-                "--seed",
-                str(int(time.time())),
-                "--no-progress",
-            )
+    state = airflow.wait_for_run(api, airflow.PIPELINE, run_id, wait_s)
+    if state != "success":
+        raise CinestreamError(
+            f"the first {airflow.PIPELINE} run is {state}: open {settings.airflow_url}/dags/"
+            f"{airflow.PIPELINE}/runs/{run_id} for its task logs"
         )
-        log.info("live generator: %s ratings/s, log %s", live_rate, generator.log_file)
-    if processor.pid() is None:
-        processor.start(
-            _cinestream_cmd(
-                "process", "--trigger", "continuous", "--interval", "10s", "--wait-for-lock", "60"
-            ),
-            env=spark_env(),
-        )
-        log.info("live processor: continuous, every 10s, log %s", processor.log_file)
 
 
 def dashboard_command(settings: Settings, port: int | None = None) -> list[str]:
@@ -189,15 +169,31 @@ def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
 
 
 def down(settings: Settings) -> Iterator[tuple[str, bool]]:
-    """Stop every part, the processor between batches; yields (name, was running)."""
-    for name in (*airflow.COMPONENTS, "dashboard", "api", "generator"):
-        yield name, ManagedProcess(name, settings).stop()
+    """Stop every part; yields (name, was running).
+
+    The processor holding the checkpoint is asked to stop between batches first; then Airflow
+    stops, and with it (or right after, by a sweep of the processes started with this stack's
+    state dir) every task and Spark job it had started: no orphan spark-submit survives."""
     yield (
         "processor",
         stop_processor(settings)
         if reachable(settings.resolved_database_url)
         else ManagedProcess("processor", settings).stop(),
     )
+    # Airflow's tasks and their Spark jobs, found before their parents stop (task processes
+    # rename themselves, so the process tree finds them, and the environment those that left it).
+    components = [ManagedProcess(name, settings) for name in airflow.COMPONENTS]
+    tasks = descendants([pid for c in components if (pid := c.pid())])
+    for name in (*airflow.COMPONENTS, "dashboard", "api", "generator"):
+        # The scheduler waits for its running tasks (the live generator's run lasts an hour):
+        # give it a few seconds, then its process group (tasks included) is killed.
+        timeout_s = 10 if name == "airflow-scheduler" else 30
+        yield name, ManagedProcess(name, settings).stop(timeout_s=timeout_s)
+    tasks |= set(processes_with_env("AIRFLOW_HOME", str(airflow.airflow_home(settings))))
+    strays = sorted(pid for pid in tasks if pid_alive(pid))
+    if strays:
+        log.info("stopping %d processes Airflow had started (tasks, Spark jobs)", len(strays))
+    yield "airflow-tasks", kill_processes(strays) > 0
     yield "kafka", LocalKafka(settings).stop()
     yield "postgres", LocalPostgres(settings).stop()
 
@@ -225,28 +221,56 @@ def reset(settings: Settings, *, keep_topics: bool) -> Iterator[str]:
     yield "emptied window_metrics and the window store"
 
 
+# What each DAG runs, as `cinestream status` says it.
+ROLES = {
+    "processor": "keeps the stream processor running",
+    "generator": "runs the live generator",
+    "backfill": "backfills each past hour",
+    "quality": "validates what stream and backfill wrote",
+}
+
+
+def _airflow_parts(settings: Settings) -> dict[str, str]:
+    """Per DAG of the live platform: what it runs, paused or not, and its latest run."""
+    api = airflow.AirflowAPI(settings, timeout_s=5)
+    states = {}
+    for part, dag_id in airflow.PARTS.items():
+        try:
+            paused = api.get(f"/dags/{dag_id}")["is_paused"]
+            run = api.latest_run(dag_id)
+        except Exception as exc:  # noqa: BLE001 - one line per DAG, whatever went wrong
+            states[dag_id] = f"{ROLES[part]}; state unknown ({first_line(exc)})"
+            continue
+        latest = f"latest run {run['dag_run_id']} {run['state']}" if run else "no run yet"
+        states[dag_id] = f"{ROLES[part]}{'; PAUSED' if paused else ''}; {latest}"
+    return states
+
+
 def _service_state(settings: Settings) -> dict[str, str]:
     states: dict[str, str] = {}
     states["kafka"] = "running" if admin.broker_ready(settings) else "stopped"
     states["postgres"] = "running" if reachable(settings.resolved_database_url) else "stopped"
-    for name in ("processor", "generator"):
-        pid = ManagedProcess(name, settings).pid()
-        states[name] = f"running (pid {pid})" if pid else "stopped"
-    if states["postgres"] == "running" and states["processor"] == "stopped":
-        holder = CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir).holder()
-        if holder:
-            states["processor"] = f"running elsewhere ({holder})"
     for name, port in (
         ("api", settings.api_port),
         ("dashboard", settings.dashboard_port),
         ("airflow", settings.airflow_port),
     ):
         states[name] = "running" if port_open("127.0.0.1", port) else "stopped"
+    holder = None
+    if states["postgres"] == "running":
+        holder = CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir).holder()
+    states["processor"] = f"running ({holder})" if holder else "stopped"
+    generator = ManagedProcess("generator", settings).pid()
+    if generator:  # a generator started by hand in the background
+        states["generator"] = f"running (pid {generator})"
+    if states["airflow"] == "running":
+        states.update(_airflow_parts(settings))
     return states
 
 
 def status(settings: Settings) -> dict[str, Any]:
-    """Where each service is and whether it runs (``cinestream status --json``)."""
+    """Where each service is and whether it runs (``cinestream status --json``); for the live
+    platform, which DAG runs which part and how its latest run went."""
     return {
         "kafka_bootstrap": settings.kafka_bootstrap,
         "database_url": settings.resolved_database_url,
@@ -256,6 +280,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "airflow_url": settings.airflow_url,
         "checkpoint_dir": settings.checkpoint_dir,
         "state_dir": str(settings.state_dir),
+        "airflow_dags": dict(airflow.PARTS),
         "services": _service_state(settings),
     }
 
@@ -280,6 +305,9 @@ def where_to_look(settings: Settings) -> str:
             f"  Airflow     {settings.airflow_url}  (user admin, password "
             f"{_admin_password(settings)})",
             f"  logs        {settings.log_dir}",
+            "  Airflow runs the platform: cinestream_stream (the processor), cinestream_generate",
+            f"  ({settings.live_rate:g} ratings/s), cinestream_backfill (hourly), "
+            "cinestream_quality (on window_metrics)",
             "  cinestream status      services and URLs",
             "  cinestream doctor      offsets, lag, windows; what to fix",
             "  cinestream topics list",

@@ -123,7 +123,7 @@ def rating_messages(
     rate: float | None = None,
     users: int = 5_000,
     movies: int = 10_000,
-    seed: int = 42,
+    seed: int | None = 42,
     start: str | None = None,
     span_s: float | None = None,
 ) -> Iterator[tuple[bytes, bytes]]:
@@ -131,6 +131,9 @@ def rating_messages(
     from cinestream.generator import LatentFactorModel, ModelParams, encode, rating_batches
     from cinestream.timeparse import parse_instant
 
+    if seed is None or seed == "":
+        seed = int(time.time())
+        log.info("no seed given: using %d", seed)
     model = LatentFactorModel(ModelParams(users=int(users), movies=int(movies), seed=int(seed)))
     began = time.monotonic()
     sent = 0
@@ -271,3 +274,60 @@ def run_quality(start: str | None = None, end: str | None = None) -> dict[str, A
             "data quality failed: " + "; ".join(f.line() for f in report.failures[:10])
         )
     return {"suites": report.suites, "docs": str(report.docs_index)}
+
+
+def ratings_end_offsets() -> dict[int, int]:
+    """The end offset of each partition of ``ratings`` now (what a run has to process)."""
+    settings = Settings()
+    return {p.partition: p.high for p in admin.partition_offsets(settings, settings.ratings_topic)}
+
+
+def wait_for_checkpoint_holder(
+    database_url: str, topic_end: Mapping[int, int] | None, timeout_s: float, poll_s: float = 5
+) -> dict[str, int]:
+    """Wait until the processor holding the checkpoint has committed through ``topic_end``.
+
+    A pipeline run whose stream step finds the live processor on the checkpoint has its work
+    done by that processor: this waits for it (progress logged), and fails with what is missing
+    when it does not get there within ``timeout_s``.
+    """
+    settings = Settings(database_url=database_url)
+    wanted = {str(p): int(o) for p, o in (topic_end or {}).items()}
+    log.info(
+        "another processor holds checkpoint %s; waiting until it has committed through %s",
+        settings.checkpoint_dir,
+        wanted,
+    )
+    deadline = time.monotonic() + timeout_s
+    behind: dict[str, int] = dict(wanted)
+    while True:
+        with connect(database_url) as conn:
+            totals = reads.processor_totals(conn, settings.checkpoint_dir)
+        committed = totals.end_offsets if totals else {}
+        behind = {p: o - committed.get(p, 0) for p, o in wanted.items() if committed.get(p, 0) < o}
+        if not behind:
+            log.info("the processor on the checkpoint has committed through %s", committed)
+            return committed
+        if time.monotonic() >= deadline:
+            raise CinestreamError(
+                f"the processor holding checkpoint {settings.checkpoint_dir} did not commit "
+                f"through {wanted} within {timeout_s:.0f}s (records behind per partition: "
+                f"{behind}); see `cinestream doctor`"
+            )
+        log.info("waiting for the processor: %d records to go", sum(behind.values()))
+        time.sleep(poll_s)
+
+
+PIPELINE_DAG_ID = "cinestream_pipeline"
+
+
+def no_pipeline_run_active(ti: Any) -> bool:
+    """True when no cinestream_pipeline run is queued or running (the live generator's gate)."""
+    active = ti.get_dr_count(dag_id=PIPELINE_DAG_ID, states=["queued", "running"])
+    if active:
+        log.info(
+            "%d %s run(s) queued or running: live generation waits until its backlog is processed",
+            active,
+            PIPELINE_DAG_ID,
+        )
+    return not active

@@ -13,59 +13,106 @@ from airflow.sdk import Asset, Param, task
 
 from cinestream.orchestration import task_bodies
 
+# A fixed, past date for the DAGs that do not catch up (they run when triggered or on @continuous).
 START_DATE = pendulum.datetime(2026, 11, 27, tz="UTC")
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "cinestream",
     "retries": 1,
     "retry_delay": timedelta(seconds=30),
 }
+# A supervised long-running task (the live processor, the live generator): a crash is retried
+# with back-off; a run whose retries are spent fails and @continuous starts the next run.
+SUPERVISED_ARGS: dict[str, Any] = {
+    **DEFAULT_ARGS,
+    "retries": 5,
+    "retry_delay": timedelta(seconds=15),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=5),
+}
 TAGS = ["cinestream"]
 WINDOW_METRICS = Asset(name="window_metrics", uri=task_bodies.WINDOW_METRICS_ASSET)
 
-GENERATE_PARAMS = {
-    "count": Param(
-        40_400,
-        type=["integer", "null"],
-        minimum=1,
-        description="Number of ratings (leave empty to use a duration).",
-    ),
-    "duration_s": Param(
-        None,
-        type=["number", "null"],
-        exclusiveMinimum=0,
-        description="Produce for this many seconds instead of a count.",
-    ),
-    "rate": Param(
-        None,
-        type=["number", "null"],
-        exclusiveMinimum=0,
-        description="Ratings per second (empty: as fast as possible).",
-    ),
-    "users": Param(5_000, type="integer", minimum=1),
-    "movies": Param(10_000, type="integer", minimum=1),
-    "seed": Param(42, type="integer"),
-    "start": Param(
-        None,
-        type=["string", "null"],
-        description="Historical event times from this ISO-8601 instant.",
-    ),
-    "span_s": Param(
-        None,
-        type=["number", "null"],
-        exclusiveMinimum=0,
-        description="Spread historical event times over this many seconds.",
-    ),
-}
-STREAM_PARAMS = {
-    "mode": Param(
-        "available-now",
-        enum=["available-now", "continuous"],
-        description="available-now drains what is new and exits; continuous runs "
-        "micro-batches every `interval` until `max_duration`.",
-    ),
-    "interval": Param("10s", type="string", description="Micro-batch interval (continuous)."),
-    "max_duration": Param("30min", type="string", description="Stop gracefully after this."),
-}
+
+def backfill_start_date() -> pendulum.DateTime:
+    """The backfill's catchup bound: CINESTREAM_BACKFILL_CATCHUP before the stack's first start,
+    on the hour (a fixed point, so every parse of the DAG agrees)."""
+    from cinestream.settings import Settings
+    from cinestream.timeparse import parse_duration_ms
+
+    settings = Settings()
+    first = settings.first_start_time().timestamp()
+    start = first - parse_duration_ms(settings.backfill_catchup) / 1000
+    return pendulum.from_timestamp(start - start % 3600, tz="UTC")
+
+
+def generate_params(
+    *, count: int | None, duration_s: float | None, rate: float | None, seed: int | None
+) -> dict[str, Param]:
+    """The generator's Params, with the defaults of one DAG (a backlog or the live stream)."""
+    return {
+        "count": Param(
+            count,
+            type=["integer", "null"],
+            minimum=1,
+            description="Number of ratings (leave empty to use a duration).",
+        ),
+        "duration_s": Param(
+            duration_s,
+            type=["number", "null"],
+            exclusiveMinimum=0,
+            description="Produce for this many seconds instead of a count.",
+        ),
+        "rate": Param(
+            rate,
+            type=["number", "null"],
+            exclusiveMinimum=0,
+            description="Ratings per second (empty: as fast as possible).",
+        ),
+        "users": Param(5_000, type="integer", minimum=1),
+        "movies": Param(10_000, type="integer", minimum=1),
+        "seed": Param(
+            seed, type=["integer", "null"], description="Random seed (empty: a new one per run)."
+        ),
+        "start": Param(
+            None,
+            type=["string", "null"],
+            description="Historical event times from this ISO-8601 instant.",
+        ),
+        "span_s": Param(
+            None,
+            type=["number", "null"],
+            exclusiveMinimum=0,
+            description="Spread historical event times over this many seconds.",
+        ),
+    }
+
+
+# A backlog: `make up` triggers cinestream_pipeline once with these (and a historical start).
+GENERATE_PARAMS = generate_params(count=40_400, duration_s=None, rate=None, seed=42)
+
+
+def stream_params(mode: str) -> dict[str, Param]:
+    """The stream job's Params; ``mode`` is the default trigger."""
+    from cinestream.settings import Settings
+
+    settings = Settings()
+    return {
+        "mode": Param(
+            mode,
+            enum=["available-now", "continuous"],
+            description="available-now drains what is new and exits; continuous runs "
+            "micro-batches every `interval` until `max_duration`, then the run ends and the next "
+            "one resumes from the checkpoint.",
+        ),
+        "interval": Param(
+            settings.trigger_interval, type="string", description="Micro-batch interval."
+        ),
+        "max_duration": Param(
+            settings.stream_run_duration,
+            type="string",
+            description="A continuous run stops gracefully after this.",
+        ),
+    }
 
 
 def setup_tasks(clear_checkpoint_param: str = "clear_checkpoint") -> tuple[Any, Any]:
@@ -110,8 +157,18 @@ def generate_task(task_id: str = "produce_ratings") -> Any:
     )
 
 
-def stream_task(task_id: str = "ratings_stream_processor", *, mode: str | None = None) -> Any:
-    """The stream processor as a ``CinestreamSparkSubmitOperator`` that updates the asset."""
+def stream_task(
+    task_id: str = "ratings_stream_processor",
+    *,
+    mode: str | None = None,
+    on_busy: str = "fail",
+    wait_for_lock_s: float = 0,
+    execution_timeout: timedelta | None = None,
+) -> Any:
+    """The stream processor as a ``CinestreamSparkSubmitOperator`` that updates the asset; its
+    task stops only its own processor. ``on_busy`` says what a run does when another processor
+    holds the checkpoint after ``wait_for_lock_s``: fail (and retry), skip, or wait for that one
+    to process what is in the topic."""
     from cinestream_spark import CinestreamSparkSubmitOperator
 
     args = [
@@ -121,18 +178,27 @@ def stream_task(task_id: str = "ratings_stream_processor", *, mode: str | None =
         "{{ params.interval }}",
         "--max-duration",
         "{{ params.max_duration }}",
+        "--wait-for-lock",
+        str(wait_for_lock_s),
     ]
     return CinestreamSparkSubmitOperator(
         task_id=task_id,
         conn_id="spark_default",
         outlets=[WINDOW_METRICS],
+        own_stop_file=True,
+        on_busy=on_busy,
+        execution_timeout=execution_timeout,
         **task_bodies.spark_job_kwargs("ratings_stream_processor.py", args),
     )
 
 
 def backfill_task(task_id: str = "ratings_backfill") -> Any:
-    """The backfill job over the run's data interval, updating the asset."""
+    """The backfill job over the run's data interval, updating the asset. It reads the records
+    stamped from CINESTREAM_BACKFILL_MARGIN before the interval (everything when the topic's
+    timestamps cannot be trusted)."""
     from cinestream_spark import CinestreamSparkSubmitOperator
+
+    from cinestream.settings import Settings
 
     args = [
         "--start",
@@ -140,7 +206,7 @@ def backfill_task(task_id: str = "ratings_backfill") -> Any:
         "--end",
         "{{ data_interval_end.isoformat() }}",
         "--lookback",
-        "all",
+        Settings().backfill_margin,
     ]
     return CinestreamSparkSubmitOperator(
         task_id=task_id,
@@ -148,3 +214,15 @@ def backfill_task(task_id: str = "ratings_backfill") -> Any:
         outlets=[WINDOW_METRICS],
         **task_bodies.spark_job_kwargs("ratings_backfill.py", args),
     )
+
+
+def wait_for_pipeline_task(task_id: str = "wait_for_pipeline_runs") -> Any:
+    """A sensor that lets live generation start only when no cinestream_pipeline run is queued
+    or running: a backlog of past event times is produced and processed before any live rating,
+    so the stream's watermark does not pass it by and count it as late."""
+
+    @task.sensor(task_id=task_id, poke_interval=15, timeout=3600, mode="reschedule")
+    def wait(ti: Any = None) -> bool:
+        return task_bodies.no_pipeline_run_active(ti)
+
+    return wait()

@@ -4,6 +4,8 @@ checkpoint."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,17 @@ from cinestream.store.connection import connect, one
 log = logging.getLogger(__name__)
 
 PROCESSOR_APPLICATION = "cinestream-processor"
+
+
+def runner_label() -> str:
+    """Who runs this process: the Airflow task (its operator exports ``AIRFLOW_CTX_*``) or the
+    host and pid of a process started by hand."""
+    dag, run = os.environ.get("AIRFLOW_CTX_DAG_ID"), os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
+    if dag and run:
+        task = os.environ.get("AIRFLOW_CTX_TASK_ID", "?")
+        tries = os.environ.get("AIRFLOW_CTX_TRY_NUMBER", "?")
+        return f"Airflow {dag}.{task}, run {run}, try {tries}"
+    return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
 @dataclass(frozen=True)
@@ -123,26 +136,35 @@ class CheckpointLock:
                    acquired_at = now()
             RETURNING token
             """,
-            (self.checkpoint, f"backend pid {conn.info.backend_pid}"),
+            (self.checkpoint, f"{runner_label()}, backend pid {conn.info.backend_pid}"),
         ).fetchone()
         self.token = int(row[0]) if row else None
         self._conn = conn
         return True
 
     def holder(self) -> str | None:
-        """Describe the session holding the lock (pid, application, since), if any."""
+        """Describe who holds the lock (the Airflow task or host and pid, backend pid, since),
+        if anyone does."""
         with connect(self.url, autocommit=True) as conn:
+            recorded = (
+                "(SELECT holder FROM processor_lock WHERE checkpoint = %s)"
+                if conn.execute("SELECT to_regclass('processor_lock')").fetchone()[0]  # type: ignore[index]
+                else "(SELECT NULL::text WHERE %s::text IS NULL)"
+            )
             row = conn.execute(
-                """
-                SELECT a.pid, a.application_name, a.backend_start, a.client_addr
+                f"""
+                SELECT a.pid, a.application_name, a.backend_start, {recorded}
                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                 WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted
                 """,
-                (self.lock_id,),
+                (self.checkpoint, self.lock_id),
             ).fetchone()
         if not row:
             return None
-        return f"backend pid {row[0]} ({row[1] or 'unknown'}), connected since {row[2]:%H:%M:%S}"
+        pid, application, since, recorded = row
+        if recorded and recorded.endswith(f"backend pid {pid}"):
+            return f"{recorded}, connected since {since:%H:%M:%S}"
+        return f"backend pid {pid} ({application or 'unknown'}), connected since {since:%H:%M:%S}"
 
     def session_pid(self) -> int | None:
         """The backend pid of this lock's own session, while it is open."""

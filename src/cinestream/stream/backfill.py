@@ -16,6 +16,7 @@ from typing import Any
 from cinestream.errors import CinestreamError
 from cinestream.kafka import admin
 from cinestream.kafka.produce import publish_metrics
+from cinestream.kafka.read import stamped_before_but_later
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import reads, schema
@@ -37,24 +38,50 @@ class BackfillResult:
 
 
 def read_range(
-    settings: Settings, from_ms: int | None, stream_end: dict[str, int] | None
-) -> tuple[dict[int, int], dict[int, int]]:
-    """Offsets to read per partition: from the first record stamped at or after ``from_ms``
-    (earliest when None) to where the stream had committed (the topic's end when it has not)."""
+    settings: Settings,
+    from_ms: int | None,
+    stream_end: dict[str, int] | None,
+    start_ms: int | None = None,
+) -> tuple[dict[int, int], dict[int, int], str]:
+    """Offsets to read per partition, and how they were found: from the first record stamped at
+    or after ``from_ms`` (earliest when None) to where the stream had committed (the topic's end
+    when it has not).
+
+    Records before a timestamp lookup's offsets are all stamped before ``from_ms``; that they
+    also happened before ``start_ms`` holds when producers stamp records with the event time (as
+    the generator does). A sample just before the offsets checks it: a record there whose event
+    time is at or after ``start_ms`` means the timestamps cannot be trusted, and the whole topic
+    is read instead."""
     parts = admin.partition_offsets(settings, settings.ratings_topic)
     if not parts:
         raise CinestreamError(
             f"topic {settings.ratings_topic!r} does not exist: create it with "
             "`cinestream topics create`"
         )
+    lows = {p.partition: p.low for p in parts}
     ending = {p.partition: p.high for p in parts}
     if stream_end is not None:
         ending = {p: min(e, int(stream_end.get(str(p), e))) for p, e in ending.items()}
-    if from_ms is None:
-        starting = {p.partition: p.low for p in parts}
-    else:
-        starting = admin.offsets_for_time(settings, settings.ratings_topic, from_ms)
-    return {p: min(o, ending[p]) for p, o in starting.items()}, ending
+    how = "from earliest"
+    starting = dict(lows)
+    if from_ms is not None:
+        found = admin.offsets_for_time(settings, settings.ratings_topic, from_ms)
+        bad = stamped_before_but_later(settings, found, lows, start_ms or from_ms)
+        if bad is None:
+            starting, how = found, f"from record timestamp {format_time(from_ms)}"
+        else:
+            partition, offset, event_ms = bad
+            how = "from earliest (record timestamps do not follow event time)"
+            log.warning(
+                "record timestamps of topic %s cannot be trusted: offset %d of partition %d is "
+                "stamped before %s but its event time is %s; reading the whole topic",
+                settings.ratings_topic,
+                offset,
+                partition,
+                format_time(from_ms),
+                format_time(event_ms),
+            )
+    return {p: min(o, ending[p]) for p, o in starting.items()}, ending, how
 
 
 def run_backfill(
@@ -95,7 +122,7 @@ def run_backfill(
         closable_ms = int(time.time() * 1000) - settings.allowed_lateness_s * 1000
         closed_by = "the wall clock minus the allowed lateness (no stream has committed)"
     from_ms = None if lookback_ms is None else max(0, start_ms - lookback_ms)
-    starting, ending = read_range(settings, from_ms, snapshot.end_offsets)
+    starting, ending, how = read_range(settings, from_ms, snapshot.end_offsets, start_ms)
     log.info(
         "backfill [%s, %s): topic %s on %s, offsets %s (%d records, %s); closing windows that "
         "end by %s (%s); windows %s",
@@ -105,7 +132,7 @@ def run_backfill(
         settings.kafka_bootstrap,
         ", ".join(f"p{p} {starting[p]}..{ending[p]}" for p in sorted(ending)),
         sum(ending[p] - starting[p] for p in ending),
-        "from earliest" if from_ms is None else f"from record timestamp {format_time(from_ms)}",
+        how,
         format_time(closable_ms),
         closed_by,
         ",".join(settings.window_types),

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -93,6 +94,7 @@ class StreamProcessor:
         max_duration_s: float | None = None,
         lock_wait_s: float = 0,
         max_restarts: int = 10,
+        own_stop_file: Path | None = None,
     ) -> None:
         if trigger not in ("available-now", "continuous"):
             raise CinestreamError(f"unknown trigger {trigger!r}: use available-now or continuous")
@@ -104,6 +106,9 @@ class StreamProcessor:
         self.max_duration_s = max_duration_s
         self.lock_wait_s = lock_wait_s
         self.max_restarts = max_restarts
+        # A stop file of this process alone (an Airflow task stops its own processor with it);
+        # the checkpoint's shared stop file stops whichever processor holds the checkpoint.
+        self.own_stop_file = own_stop_file
         self.fs = HadoopFS(spark)
         self.url = settings.resolved_database_url
         self.lock = checkpoints.CheckpointLock(self.url, settings.checkpoint_dir)
@@ -121,6 +126,8 @@ class StreamProcessor:
         s = self.settings
         self._install_signal_handlers()
         stop_file(s).unlink(missing_ok=True)
+        if self.own_stop_file is not None:
+            self.own_stop_file.unlink(missing_ok=True)
         self._acquire_lock()
         try:
             with connect(self.url) as conn:
@@ -265,7 +272,9 @@ class StreamProcessor:
     def _watch(self, query: Any, began: float) -> bool:
         """Wait for the query; on a stop request let the running batch finish, then stop. The
         lock is checked every few seconds too, so an idle processor that lost it stops."""
-        sf = stop_file(self.settings)
+        stop_files = [stop_file(self.settings)]
+        if self.own_stop_file is not None:
+            stop_files.append(self.own_stop_file)
         checked = time.monotonic()
         while query.isActive:
             if time.monotonic() - checked >= LOCK_CHECK_S:
@@ -282,14 +291,16 @@ class StreamProcessor:
             expired = self.max_duration_s is not None and (
                 time.monotonic() - began >= self.max_duration_s
             )
-            if sf.exists():
-                log.info("stop requested through %s", sf)
-                self._stop.set()
+            for sf in stop_files:
+                if sf.exists():
+                    log.info("stop requested through %s", sf)
+                    self._stop.set()
             if self._stop.is_set() or expired:
                 if expired:
                     log.info("maximum duration reached; stopping")
                 self._stop_gracefully(query)
-                sf.unlink(missing_ok=True)
+                for sf in stop_files:
+                    sf.unlink(missing_ok=True)
                 return True
             try:
                 query.awaitTermination(1)
