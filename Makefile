@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	$(PY) -c "from cinestream.jars import jars; jars('kafka'); jars('spark')"
+	bash infra/docs-assets/fetch.sh $(VENV)/share/cinestream/docs-assets
 	@touch $(STAMP)
 
 install: $(STAMP)

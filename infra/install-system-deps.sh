@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cinestream's local stack needs from Debian when it is missing:
 # Java 17 (Kafka, Spark), Maven (resolves the Kafka and Spark-Kafka jars), PostgreSQL server,
-# Chromium (the dashboard's browser test).
+# Chromium (the browser tests), npm (the Data Docs' assets).
 # Idempotent; needs root (or sudo) only when something is actually missing.
 set -euo pipefail
 
@@ -14,9 +14,11 @@ fi
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 # Headless browser for the dashboard's browser test (driven by Playwright's Python package).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# npm fetches the Data Docs' scripts and styles at install time (infra/docs-assets/fetch.sh).
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "system dependencies present: java, mvn, postgresql, chromium"
+  echo "system dependencies present: java, mvn, postgresql, chromium, npm"
   exit 0
 fi
 

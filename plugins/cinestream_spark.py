@@ -18,6 +18,7 @@ supervised stream processor needs:
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -88,6 +89,11 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
         # A DAG rendering templates as native objects turns "0" into 0: arguments are text.
         self.application_args = [str(a) for a in self.application_args or []]
         if self.own_stop_file:
+            # spark-submit in a session of its own: the signals Airflow sends this task's process
+            # group when the task is stopped (SIGTERM, then SIGKILL 5 s later) do not kill the
+            # query mid-batch; the processor stops between batches on its stop file, or by itself
+            # when this task process is gone (CINESTREAM_SUPERVISOR_PID).
+            self.env_vars["CINESTREAM_SUPERVISOR_PID"] = str(os.getpid())
             self._stop_file = self._task_stop_file(context)
             self._stop_file.parent.mkdir(parents=True, exist_ok=True)
             self._stop_file.unlink(missing_ok=True)
@@ -96,6 +102,12 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
                 "--stop-file",
                 str(self._stop_file),
             ]
+            # The hook takes the arguments and environment when it is made: make it now.
+            self._hook = self._get_hook()
+            submit = self._hook.submit
+            self._hook.submit = lambda application="", **kw: submit(  # type: ignore[method-assign]
+                application, start_new_session=True, **kw
+            )
         since = task_bodies.store_clock(database_url)
         topic_end = task_bodies.ratings_end_offsets() if self.on_busy == "wait" else None
         try:
@@ -109,9 +121,6 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
                     "cinestream_stream runs, or one started by hand); this run has nothing to do"
                 ) from exc
             task_bodies.wait_for_checkpoint_holder(database_url, topic_end, self.busy_wait_timeout)
-        finally:
-            if self._stop_file is not None:
-                self._stop_file.unlink(missing_ok=True)
         # The asset event says which windows changed, so the quality DAG validates just those.
         extra = task_bodies.windows_changed_since(database_url, since)
         for outlet in self.outlets:

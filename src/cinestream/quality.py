@@ -7,15 +7,18 @@ checkpoint whose action builds the Data Docs under ``<state dir>/gx``.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cinestream.docs_assets import make_offline
 from cinestream.kafka.admin import partition_offsets
 from cinestream.kafka.read import read_between
 from cinestream.schemas import METRIC_FIELDS, format_time, valid_event_time
@@ -61,6 +64,47 @@ class QualityReport:
         return out
 
 
+def summary_path(settings: Settings) -> Path:
+    """The latest result of each suite, for the quality view in the Airflow UI."""
+    return gx_root(settings) / "latest_results.json"
+
+
+def write_summary(
+    settings: Settings, report: QualityReport, start: datetime | None, end: datetime | None
+) -> None:
+    """Record each suite's latest run (time, range, pass/fail, failed expectations with their
+    observed values); suites not run this time keep their previous entry."""
+    path = summary_path(settings)
+    try:
+        suites = json.loads(path.read_text())["suites"] if path.exists() else {}
+    except (ValueError, KeyError):
+        suites = {}
+    now = format_time(datetime.now(tz=UTC))
+    for name, ok in report.suites.items():
+        suites[name] = {
+            "run_at": now,
+            "range": [format_time(start) if start else None, format_time(end) if end else None],
+            "success": ok,
+            "failures": [
+                {"expectation": f.expectation, "column": f.column, "observed": f.observed}
+                for f in report.failures
+                if f.suite == name
+            ],
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"updated_at": now, "suites": suites}, indent=2))
+    tmp.replace(path)
+
+
+def read_summary(settings: Settings) -> dict[str, Any]:
+    """What :func:`write_summary` recorded (no suites before the first validation)."""
+    path = summary_path(settings)
+    if not path.exists():
+        return {"updated_at": None, "suites": {}}
+    return dict(json.loads(path.read_text()))
+
+
 def gx_root(settings: Settings) -> Path:
     """The file-backed GX project of the local stack."""
     return settings.state_dir / "gx"
@@ -71,20 +115,48 @@ def docs_dir(settings: Settings) -> Path:
     return gx_root(settings) / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
-def _observed(result: dict[str, Any]) -> Any:
+def readable(value: Any) -> str:
+    """A value as a person writes it: numpy scalars as plain numbers and text (no
+    ``np.str_('...')``), whole floats without ``.0``, times without trailing zero nanoseconds,
+    lists comma-separated."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(readable(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {readable(v)}" for k, v in value.items()) + "}"
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        value = value.item()
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    if isinstance(value, (datetime, pd.Timestamp)):
+        return format_time(value)
+    text = str(value)
+    if re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+", text):
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _observed(result: dict[str, Any]) -> str:
     res = result.get("result") or {}
     if "observed_value" in res:
-        return res["observed_value"]
+        return readable(res["observed_value"])
     if "unexpected_count" in res:
         sample = res.get("partial_unexpected_list") or []
-        return f"{res['unexpected_count']} unexpected of {res.get('element_count')}: {sample[:5]}"
-    return res or result.get("exception_info")
+        return (
+            f"{res['unexpected_count']} unexpected of {res.get('element_count')}: "
+            f"{readable(sample[:5])}"
+        )
+    return readable(res or result.get("exception_info"))
 
 
 def run_suites(
     settings: Settings, frames: dict[str, tuple[Any, pd.DataFrame]], build_docs: bool = True
 ) -> QualityReport:
     """Validate each ``suite name -> (suite, DataFrame)`` through a GX checkpoint."""
+    # GX logs hundreds of INFO lines per run: only its warnings, unless debugging.
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -149,6 +221,8 @@ def run_suites(
     if build_docs:
         index = docs_dir(settings) / "index.html"
         report.docs_index = index if index.exists() else None
+        if index.exists():
+            make_offline(docs_dir(settings))
     return report
 
 
@@ -246,6 +320,7 @@ def validate(
     """Run every suite over what the pipeline wrote: windows starting in ``[start, end)``; with
     no start, the retention period (CINESTREAM_RETENTION) up to now."""
     report = run_suites(settings, load_frames(settings, start, end))
+    write_summary(settings, report, start, end)
     for line in report.lines():
         (log.info if line.startswith(("OK", "Data")) else log.error)("%s", line)
     return report

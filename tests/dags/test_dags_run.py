@@ -214,22 +214,28 @@ def test_trigger_with_params_through_the_rest_api(pipeline: Pipeline, airflow_db
         server.wait(30)
 
 
-def test_stream_dag_skips_when_another_processor_holds_the_checkpoint(
+def test_pipeline_waits_for_the_live_processor_holding_the_checkpoint(
     pipeline: Pipeline, airflow_db: None
 ) -> None:
     from cinestream.stream.start_plan import request_stop
 
-    start = int(time.time() * 1000) // MINUTE * MINUTE - 30 * MINUTE
-    pipeline.produce_historical(1_000, start, MINUTE)
     live = pipeline.start_cli(
         "process", "--trigger", "continuous", "--interval", "2s", log_name="live"
     )
     try:
-        pipeline.wait_for_total(1_000, proc=live)
-        out = dags_test("cinestream_stream", conf={"mode": "available-now"})
-        assert "another stream processor holds the checkpoint" in out, out[-4000:]
-        assert "new_state=skipped" in out, out[-4000:]
+        start = datetime.now(tz=UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+        out = dags_test(
+            "cinestream_pipeline",
+            conf={"count": 3_000, "start": start.isoformat(), "span_s": 600, "seed": 9},
+        )
+        # Its own processor found the live one on the checkpoint: the step waited for that one
+        # to commit what the generate step wrote, and the run is green, quality included.
+        assert "another processor holds checkpoint" in out, out[-4000:]
+        assert "has committed through" in out, out[-4000:]
+        assert _state(out) == "success", out[-4000:]
     finally:
         request_stop(pipeline.settings)
         assert live.wait(120) == 0
-    assert pipeline.total_counted() == 1_000
+    events = pipeline.raw_events()
+    assert len(events) == 3_000
+    assert_windows_equal(pipeline.db_windows(), recompute(events))

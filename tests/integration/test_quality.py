@@ -25,6 +25,9 @@ def test_validate_passes_then_fails_with_the_observed_value(pipeline: Pipeline) 
     assert ok.returncode == 0, ok.stdout[-3000:]
     for suite in ("window_metrics", "metrics_topic", "continuity", "ratings"):
         assert f"OK   suite {suite}" in ok.stdout
+    # Only its result lines: Great Expectations' own INFO logging stays quiet without -v.
+    assert "great_expectations" not in ok.stdout, ok.stdout
+    assert len(ok.stdout.splitlines()) <= 12, ok.stdout
 
     # The seed's failure: ratings produced for minutes that never got a window.
     pipeline.produce_historical(500, start + 10 * MINUTE, MINUTE, seed=3)
@@ -32,6 +35,7 @@ def test_validate_passes_then_fails_with_the_observed_value(pipeline: Pipeline) 
     assert missing.returncode == 1
     line = next(x for x in missing.stdout.splitlines() if x.startswith("FAIL continuity"))
     assert "minute_with_ratings_has_a_window" in line and "1 unexpected" in line
+    assert "np." not in missing.stdout and "Timestamp(" not in missing.stdout, line
 
     bad_range = pipeline.cli(
         "validate", "--start", "2025-01-02T00:00:00Z", "--end", "2025-01-01T00:00:00Z"
@@ -53,9 +57,19 @@ def test_plugin_serves_the_data_docs(pipeline: Pipeline) -> None:
     (mounted,) = CinestreamQualityDocsPlugin.fastapi_apps
     assert mounted["url_prefix"] == PREFIX == "/cinestream-quality"
     client = TestClient(mounted["app"])
-    page = client.get("/")
+    # The compact view: every suite with its latest result, linking to the Data Docs.
+    view = client.get("/")
+    assert view.status_code == 200
+    for suite in ("window_metrics", "metrics_topic", "continuity", "ratings"):
+        assert suite in view.text
+    assert "PASS" in view.text and "FAIL" not in view.text
+    assert f"{PREFIX}/docs/" in view.text
+    page = client.get("/docs/")
     assert page.status_code == 200
     for suite in ("window_metrics", "metrics_topic", "continuity", "ratings"):
         assert suite in page.text
-    assert client.get("/../../secrets/postgres_password").status_code == 404
+    # Served from the site itself: no CDN, the vendored scripts are there.
+    assert "cdn.jsdelivr" not in page.text and "code.jquery.com" not in page.text
+    assert client.get("/docs/static/vendor/jquery@3.7.1/dist/jquery.min.js").status_code == 200
+    assert client.get("/docs/../../secrets/postgres_password").status_code == 404
     assert Path(pipeline.settings.state_dir / "gx").exists()

@@ -184,3 +184,14 @@ def test_ratings_sample_and_dlq_share() -> None:
     assert got == [("expect_column_values_to_be_in_set", "rating")]
     got = failures("ratings", ratings.suite(0.01), ratings.prepare([valid] * 100, 5, 100))
     assert got == [("expect_column_values_to_be_between", ratings.DLQ_SHARE)]
+
+
+def test_observed_values_read_as_a_person_writes_them() -> None:
+    import numpy as np
+
+    from cinestream.quality import readable
+
+    assert readable(np.str_("2026-11-28T08:25:15.755514000")) == "2026-11-28T08:25:15.755514"
+    assert readable([np.float64(3.0), np.int64(5), 2.5, None]) == "[3, 5, 2.5, None]"
+    assert readable({"min": np.float64(0.5)}) == "{min: 0.5}"
+    assert "np." not in readable([np.str_("a"), np.bool_(True)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -269,6 +270,25 @@ class StreamProcessor:
             # check again, as at start, before reading on.
             self._log_plan(self._plan())
 
+    def _supervisor_gone(self) -> bool:
+        """True when the Airflow task that started this processor has ended (killed after a stop
+        from the UI, a lost worker): the processor then stops by itself, between batches."""
+        pid = os.environ.get("CINESTREAM_SUPERVISOR_PID", "")
+        if not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.warning(
+                "the Airflow task that started this processor (pid %s) is gone; stopping after "
+                "the current batch",
+                pid,
+            )
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def _watch(self, query: Any, began: float) -> bool:
         """Wait for the query; on a stop request let the running batch finish, then stop. The
         lock is checked every few seconds too, so an idle processor that lost it stops."""
@@ -279,6 +299,8 @@ class StreamProcessor:
         while query.isActive:
             if time.monotonic() - checked >= LOCK_CHECK_S:
                 checked = time.monotonic()
+                if self._supervisor_gone():
+                    self._stop.set()
                 try:
                     self.lock.ensure_held()
                 except (ProcessorBusy, ServiceUnavailable) as exc:

@@ -1,0 +1,323 @@
+"""A fresh stack as `cinestream up` leaves it: Airflow runs the live platform.
+
+One stack of its own (state dir and ports apart from the shared test stack), started and stopped
+through the CLI as a newcomer does, with the real Airflow scheduler, api-server, dag-processor
+and triggerer: the backlog once through cinestream_pipeline, the processor supervised by
+cinestream_stream, the live generator by cinestream_generate, the bounded backfill catchup, the
+quality DAG on the asset; a stop from Airflow, a processor killed with SIGKILL, then `down`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cinestream.timeparse import parse_instant
+from tests.integration.conftest import Pipeline, assert_windows_equal
+from tests.reference import recompute
+
+pytestmark = [pytest.mark.integration, pytest.mark.dags]
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = REPO / ".state-test-live"
+ENV = {
+    "CINESTREAM_STATE_DIR": str(STATE),
+    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:39092",
+    "CINESTREAM_PG_PORT": "35432",
+    "CINESTREAM_API_PORT": "38000",
+    "CINESTREAM_DASHBOARD_PORT": "38501",
+    "CINESTREAM_AIRFLOW_PORT": "38080",
+    "CINESTREAM_LIVE_RATE": "5",
+    "CINESTREAM_TRIGGER_INTERVAL": "5s",
+}
+BACKLOG = 40_400
+
+
+def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cinestream.cli", *args],
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 300, every: float = 3) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def _stray_processes() -> list[str]:
+    """Command lines of processes that belong to this stack (the state dir appears in them:
+    Kafka, PostgreSQL, Airflow's Spark jobs and their stop files)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(STATE) in cmdline:
+            found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[tuple[Any, Any, subprocess.CompletedProcess[str]]]:
+    from cinestream.local import airflow
+    from cinestream.settings import Settings
+
+    _cli("down", timeout=300)
+    subprocess.run(["rm", "-rf", str(STATE)], check=True)
+    settings = Settings(
+        state_dir=STATE,
+        kafka_bootstrap=ENV["CINESTREAM_KAFKA_BOOTSTRAP"],
+        pg_port=int(ENV["CINESTREAM_PG_PORT"]),
+        api_port=int(ENV["CINESTREAM_API_PORT"]),
+        dashboard_port=int(ENV["CINESTREAM_DASHBOARD_PORT"]),
+        airflow_port=int(ENV["CINESTREAM_AIRFLOW_PORT"]),
+        live_rate=5,
+    )
+    up = _cli("up")
+    try:
+        assert up.returncode == 0, up.stdout[-4000:]
+        yield settings, airflow.AirflowAPI(settings), up
+    finally:
+        down = _cli("down", timeout=600)
+        assert down.returncode == 0, down.stdout[-3000:]
+        deadline = time.monotonic() + 60
+        while _stray_processes() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not _stray_processes()
+
+
+def _pipeline(settings: Any) -> Pipeline:
+    pipeline = Pipeline(dict(ENV))
+    pipeline.settings = settings
+    return pipeline
+
+
+def _runs(api: Any, dag_id: str, **filters: str) -> list[dict[str, Any]]:
+    query = "&".join(f"{k}={v}" for k, v in filters.items())
+    return list(api.get(f"/dags/{dag_id}/dagRuns?limit=100&{query}")["dag_runs"])
+
+
+def _holder(settings: Any) -> str:
+    from cinestream.store.checkpoints import CheckpointLock
+
+    return CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir).holder() or ""
+
+
+def _task_log(settings: Any, run_id: str, attempt: int) -> str:
+    path = (
+        settings.state_dir
+        / "airflow"
+        / "logs"
+        / "dag_id=cinestream_stream"
+        / f"run_id={run_id}"
+        / "task_id=ratings_stream_processor"
+        / f"attempt={attempt}.log"
+    )
+    return path.read_text() if path.exists() else ""
+
+
+def test_make_up_leaves_airflow_running_the_live_platform(live) -> None:  # type: ignore[no-untyped-def]
+    settings, api, up = live
+    # The first pipeline run was followed task by task and is green.
+    assert "cinestream_pipeline: quality success" in up.stdout, up.stdout[-3000:]
+    (first,) = _runs(api, "cinestream_pipeline")
+    assert first["state"] == "success"
+    for dag_id in ("cinestream_stream", "cinestream_generate", "cinestream_backfill"):
+        assert api.get(f"/dags/{dag_id}")["is_paused"] is False, dag_id
+    assert api.get("/dags/cinestream_quality")["is_paused"] is False
+
+    # The processor runs under cinestream_stream and commits; the generator produces.
+    assert _holder(settings).startswith("Airflow cinestream_stream.ratings_stream_processor")
+    pipeline = _pipeline(settings)
+    counted = pipeline.total_counted()
+    _wait(lambda: pipeline.total_counted() > counted + 20, "live ratings counted", 180)
+    status = _cli("status", "--json")
+    assert '"cinestream_generate": "runs the live generator' in status.stdout, status.stdout
+
+    # The backlog was made once: 40,400 ratings with event times in the span the pipeline run
+    # was given, not two backlogs; the live ones come after it.
+    events = pipeline.raw_events()
+    span_end = parse_instant(first["conf"]["start"]).timestamp() + first["conf"]["span_s"]
+    backlog = [e for e in events if e[3] < int(span_end * 1000)]
+    assert len(backlog) == BACKLOG
+    assert len(events) > BACKLOG  # and live ones after it
+
+    # The bounded catchup (3h before the first start, on the hour) ran green, and quality ran
+    # on the asset events.
+    def catchup_done() -> bool:
+        done = _runs(api, "cinestream_backfill", state="success")
+        return len(done) >= 3
+
+    _wait(catchup_done, "three catchup runs of cinestream_backfill", 600, 10)
+    backfills = _runs(api, "cinestream_backfill")
+    assert not [r for r in backfills if r["state"] == "failed"], backfills
+    first_start = settings.first_start_time().timestamp()
+    earliest = min(r["data_interval_start"] for r in backfills)
+    assert earliest.startswith(
+        time.strftime("%Y-%m-%dT%H:00:00", time.gmtime(first_start - 3 * 3600))
+    ), earliest
+    asset_runs = _wait(
+        lambda: [
+            r
+            for r in _runs(api, "cinestream_quality", state="success")
+            if r["run_type"] == "asset_triggered"
+        ],
+        "an asset-triggered quality run",
+        300,
+    )
+    assert asset_runs
+
+
+def _hour_windows(pipeline: Pipeline, hour_ms: int) -> dict[str, dict[str, Any]]:
+    from cinestream.schemas import format_time
+
+    lo, hi = format_time(hour_ms), format_time(hour_ms + 3_600_000)
+    return {k: v for k, v in pipeline.db_windows().items() if lo <= k < hi}
+
+
+def _backfill(api: Any, hour_ms: int) -> dict[str, Any]:
+    from cinestream.schemas import format_time
+
+    created = api.post(
+        "/backfills",
+        {
+            "dag_id": "cinestream_backfill",
+            "from_date": format_time(hour_ms),
+            "to_date": format_time(hour_ms + 30 * 60_000),
+            "reprocess_behavior": "completed",
+            "max_active_runs": 1,
+        },
+    )
+    done = _wait(
+        lambda: (b := api.get(f"/backfills/{created['id']}")).get("completed_at") and b,
+        f"backfill {created['id']}",
+        600,
+        5,
+    )
+    runs = [
+        r
+        for r in _runs(api, "cinestream_backfill", run_type="backfill")
+        if r["data_interval_start"].startswith(format_time(hour_ms)[:19])
+    ]
+    assert runs and all(r["state"] == "success" for r in runs), runs
+    return dict(done)
+
+
+def test_a_backfill_created_through_the_rest_api_makes_a_late_hour_exact(live) -> None:  # type: ignore[no-untyped-def]
+    settings, api, _ = live
+    pipeline = _pipeline(settings)
+    # Ratings of an hour two hours back arrive now: the stream counts them as late.
+    hour = (int(time.time() * 1000) // 3_600_000 - 2) * 3_600_000
+    before = pipeline.db("SELECT coalesce(sum(late_total), 0) FROM processor_state")[0][0]
+    pipeline.produce_historical(1_500, hour + 10 * 60_000, 20 * 60_000, seed=21)
+    _wait(
+        lambda: (
+            pipeline.db("SELECT coalesce(sum(late_total), 0) FROM processor_state")[0][0]
+            >= before + 1_500
+        ),
+        "the late ratings counted as late",
+        180,
+    )
+    assert _hour_windows(pipeline, hour) == {}
+
+    # A backfill created through the REST API on the DAGs as shipped makes that hour exact.
+    _backfill(api, hour)
+    in_hour = [e for e in pipeline.raw_events() if hour <= e[3] < hour + 3_600_000]
+    assert len(in_hour) == 1_500
+    exact = _hour_windows(pipeline, hour)
+    assert_windows_equal(exact, recompute(in_hour))
+    # Created again, it changes nothing.
+    _backfill(api, hour)
+    assert _hour_windows(pipeline, hour) == exact
+
+
+def test_a_stop_from_airflow_stops_its_processor_gracefully_and_a_kill_is_retried(live) -> None:  # type: ignore[no-untyped-def]
+    settings, api, _ = live
+    (run,) = _runs(api, "cinestream_stream", state="running")
+    run_id = run["dag_run_id"]
+    _wait(lambda: "holding the lock" in _task_log(settings, run_id, 1), "the processor's lock")
+    # Marking the task failed in the UI stops its own processor between batches: the task asks
+    # through the stop file of that try; the processor (in a session of its own, so Airflow's
+    # SIGTERM/SIGKILL of the task do not reach it mid-batch) stops and removes the file.
+    api.patch(
+        f"/dags/cinestream_stream/dagRuns/{run_id}/taskInstances/ratings_stream_processor",
+        {"new_state": "failed"},
+    )
+    log = _wait(
+        lambda: (t := _task_log(settings, run_id, 1)) and "asked the processor to stop" in t and t,
+        "the stop request in the task log",
+        120,
+    )
+    stop_file = log.split("asked the processor to stop between batches (")[1].split(")")[0]
+    assert "/run/airflow/cinestream_stream.ratings_stream_processor." in stop_file
+    _wait(lambda: not _drivers(stop_file), "the stopped processor exiting", 120, 1)
+    assert not Path(stop_file).exists()  # read and removed by the processor: a graceful stop
+
+    # The next run resumes from the checkpoint; its processor, killed with SIGKILL, is retried.
+    def next_run() -> str | None:
+        runs = _runs(api, "cinestream_stream", state="running")
+        return runs[0]["dag_run_id"] if runs and runs[0]["dag_run_id"] != run_id else None
+
+    second = _wait(next_run, "the next cinestream_stream run", 180)
+    _wait(lambda: "holding the lock" in _task_log(settings, second, 1), "its lock", 240)
+    drivers = _drivers(str(STATE))
+    assert len(drivers) == 1, drivers
+    os.kill(drivers[0], signal.SIGKILL)
+    _wait(lambda: "try 2" in _holder(settings), "the retried processor holding the lock", 300)
+
+    # Totals stay exact: stop live generation, let the processor catch up, recompute.
+    api.patch("/dags/cinestream_generate", {"is_paused": True})
+    for generating in _runs(api, "cinestream_generate", state="running"):
+        api.patch(
+            f"/dags/cinestream_generate/dagRuns/{generating['dag_run_id']}",
+            {"state": "failed"},
+        )
+    pipeline = _pipeline(settings)
+    time.sleep(10)  # the generator task stops producing
+    _wait(
+        lambda: pipeline.total_counted() == len(pipeline.raw_events()),
+        "every rating counted",
+        180,
+        5,
+    )
+    assert_windows_equal(pipeline.db_windows(), recompute(pipeline.raw_events()))
+
+
+def _drivers(marker: str) -> list[int]:
+    """Pids of the stream jobs' Python drivers whose command line contains ``marker``."""
+    return [
+        int(e.name)
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit()
+        and b"ratings_stream_processor.py" in (cmd := _read(e / "cmdline"))
+        and b"python" in cmd.split(b"\0")[0]
+        and marker.encode() in cmd
+    ]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
