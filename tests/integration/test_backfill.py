@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import pytest
 
@@ -84,3 +86,52 @@ def test_backfill_equals_stream_and_restores_late_records(pipeline: Pipeline) ->
         check=True,
     )
     assert_windows_equal(pipeline.db_windows(), recompute(events))
+
+
+def _hour_windows(pipeline: Pipeline, hour: int) -> dict[str, Any]:
+    lo, hi = format_time(hour), format_time(hour + 3_600_000)
+    return {k: v for k, v in pipeline.db_windows().items() if lo <= k < hi}
+
+
+def test_backfill_reads_only_from_the_timestamp_lookup(pipeline: Pipeline) -> None:
+    hour = (int(time.time() * 1000) // 3_600_000 - 3) * 3_600_000
+    # Generator records are stamped with their event time: two hours before the backfilled one,
+    # then the hour itself.
+    pipeline.produce_historical(2_000, hour - 2 * 3_600_000, 30 * MINUTE, seed=4)
+    pipeline.produce_historical(1_000, hour + 5 * MINUTE, 10 * MINUTE, seed=5)
+    window = ["--start", format_time(hour), "--end", format_time(hour + 3_600_000)]
+    run = pipeline.cli("backfill", *window, "--lookback", "15min", check=True)
+    assert f"from record timestamp {format_time(hour - 15 * MINUTE)}" in run.stdout
+    assert "(1000 records," in run.stdout  # the earlier hours were not read
+    assert '"ratings": 1000' in run.stdout
+    in_hour = [e for e in pipeline.raw_events() if hour <= e[3] < hour + 3_600_000]
+    assert_windows_equal(_hour_windows(pipeline, hour), recompute(in_hour))
+
+
+def test_backfill_reads_everything_when_record_timestamps_do_not_follow_event_time(
+    pipeline: Pipeline,
+) -> None:
+    from confluent_kafka import Producer
+
+    hour = (int(time.time() * 1000) // 3_600_000 - 3) * 3_600_000
+    pipeline.produce_historical(2_000, hour - 2 * 3_600_000, 30 * MINUTE, seed=4)
+    # A producer with a slow clock (or a replay keeping old stamps): ratings of the hour stamped
+    # two hours early, written just before the hour's generator records.
+    producer = Producer({"bootstrap.servers": pipeline.settings.kafka_bootstrap})
+    for m in range(1, 301):
+        value = {"user_id": 1, "movie_id": m, "rating": 4.0, "timestamp": hour + 20 * MINUTE + m}
+        producer.produce(
+            pipeline.settings.ratings_topic,
+            json.dumps(value).encode(),
+            timestamp=hour - 2 * 3_600_000 + 40 * MINUTE,
+        )
+    assert producer.flush(30) == 0
+    pipeline.produce_historical(1_000, hour + 5 * MINUTE, 10 * MINUTE, seed=5)
+    window = ["--start", format_time(hour), "--end", format_time(hour + 3_600_000)]
+    run = pipeline.cli("backfill", *window, "--lookback", "15min", check=True)
+    assert "cannot be trusted" in run.stdout and "reading the whole topic" in run.stdout
+    assert "from earliest (record timestamps do not follow event time)" in run.stdout
+    assert '"ratings": 1300' in run.stdout
+    in_hour = [e for e in pipeline.raw_events() if hour <= e[3] < hour + 3_600_000]
+    assert len(in_hour) == 1_300
+    assert_windows_equal(_hour_windows(pipeline, hour), recompute(in_hour))
