@@ -41,7 +41,7 @@ def render_summary(summary: dict[str, Any], docs_href: str) -> str:
     rows = []
     for name, suite in sorted(summary.get("suites", {}).items()):
         ok = bool(suite.get("success"))
-        start, end = (suite.get("range") or [None, None]) + [None] * 2
+        start, end = ((suite.get("range") or []) + [None, None])[:2]
         scope = f"{start} .. {end}" if start else "every window"
         failures = "".join(
             f"<li><code>{escape(str(f['expectation']))}</code>"

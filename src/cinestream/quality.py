@@ -64,6 +64,13 @@ class QualityReport:
         return out
 
 
+def quiet_gx_logging() -> None:
+    """GX logs hundreds of INFO lines per run (from its first import on): only its warnings,
+    unless cinestream's own logging is at DEBUG (``-v``)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
 def summary_path(settings: Settings) -> Path:
     """The latest result of each suite, for the quality view in the Airflow UI."""
     return gx_root(settings) / "latest_results.json"
@@ -154,9 +161,7 @@ def run_suites(
     settings: Settings, frames: dict[str, tuple[Any, pd.DataFrame]], build_docs: bool = True
 ) -> QualityReport:
     """Validate each ``suite name -> (suite, DataFrame)`` through a GX checkpoint."""
-    # GX logs hundreds of INFO lines per run: only its warnings, unless debugging.
-    if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    quiet_gx_logging()
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -319,6 +324,7 @@ def validate(
 ) -> QualityReport:
     """Run every suite over what the pipeline wrote: windows starting in ``[start, end)``; with
     no start, the retention period (CINESTREAM_RETENTION) up to now."""
+    quiet_gx_logging()
     report = run_suites(settings, load_frames(settings, start, end))
     write_summary(settings, report, start, end)
     for line in report.lines():

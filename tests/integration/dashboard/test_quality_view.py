@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,12 +69,18 @@ def test_quality_view_and_data_docs_render_offline(pipeline: Pipeline) -> None:
             page.route("**/*", only_localhost)
             # The compact view: each suite's latest result, the failure with its value.
             page.goto(f"{base}/")
-            row = page.locator("tr", has_text="continuity")
+
+            def row_of(suite: str) -> Any:
+                return page.locator("tr").filter(
+                    has=page.get_by_role("link", name=suite, exact=True)
+                )
+
+            row = row_of("continuity")
             assert "FAIL" in row.inner_text()
             assert "minute_with_ratings_has_a_window" in row.inner_text()
             assert "1 unexpected" in row.inner_text()
             for suite in ("window_metrics", "metrics_topic", "ratings"):
-                assert "PASS" in page.locator("tr", has_text=suite).first.inner_text()
+                assert "PASS" in row_of(suite).inner_text()
             page.screenshot(path=str(OUTPUT / "quality-view.png"), full_page=True)
             # The Data Docs: their scripts run (the bootstrap-table rows are drawn by jQuery and
             # bootstrap-table, served from the site), and the failed validation opens.
