@@ -14,23 +14,24 @@ events' time it reads the whole topic and says so in its log.
 from __future__ import annotations
 
 from airflow.sdk import dag
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from cinestream.orchestration.task_builders import (
+    BACKFILL_START_DATE,
     DEFAULT_ARGS,
     TAGS,
-    backfill_start_date,
+    backfill_catchup_from,
     backfill_task,
 )
+from cinestream.orchestration.timetables import CatchupBoundedCronTimetable
 
 
 @dag(
     dag_id="cinestream_backfill",
-    # Hour-long data intervals (a plain "@hourly" is a zero-length CronTriggerTimetable in 3.x).
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    # Catchup from CINESTREAM_BACKFILL_CATCHUP (3h) before the stack's first start, not from a
-    # fixed date; older hours: create a backfill from the UI or `airflow backfill create`.
-    start_date=backfill_start_date(),
+    # Hour-long data intervals (a plain "@hourly" is a zero-length CronTriggerTimetable in 3.x);
+    # the scheduler's catchup starts CINESTREAM_BACKFILL_CATCHUP (3h) before the stack's first
+    # start, while backfills created in the UI or the REST API reach back to the start date.
+    schedule=CatchupBoundedCronTimetable("0 * * * *", "UTC", backfill_catchup_from()),
+    start_date=BACKFILL_START_DATE,
     catchup=True,
     max_active_runs=1,
     is_paused_upon_creation=False,

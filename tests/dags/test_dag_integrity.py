@@ -120,9 +120,30 @@ def test_the_live_parts_are_supervised_continuous_runs(dagbag) -> None:  # type:
 
 
 def test_backfill_catchup_is_bounded_from_the_first_start(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from airflow.timetables.base import TimeRestriction
+
     backfill = dagbag.dags["cinestream_backfill"]
+    timetable = backfill.timetable
     # CINESTREAM_FIRST_START 10:25 minus CINESTREAM_BACKFILL_CATCHUP 3h, on the hour.
-    assert backfill.start_date == pendulum.datetime(2026, 11, 28, 7, tz="UTC")
+    bound = pendulum.datetime(2026, 11, 28, 7, tz="UTC")
+    assert timetable.catchup_from == bound
+    # The scheduler's first automatic run (open-ended restriction) starts at the bound...
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(backfill.start_date, None, True),
+    )
+    assert first.data_interval.start == bound
+    assert first.data_interval.end - first.data_interval.start == pendulum.duration(hours=1)
+    # ...while a backfill over an older day (a closed range) gets every hour of it.
+    day = pendulum.datetime(2026, 3, 1, tz="UTC")
+    older = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(day, day.add(hours=5), True),
+    )
+    assert older.data_interval.start == day
+    # It survives serialization (registered by plugins/cinestream_timetables.py).
+    again = type(timetable).deserialize(timetable.serialize())
+    assert again.catchup_from == bound and again.serialize() == timetable.serialize()
     (task,) = backfill.tasks
     lookback = task.application_args[task.application_args.index("--lookback") + 1]
     assert lookback == "15min"

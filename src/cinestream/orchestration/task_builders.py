@@ -33,9 +33,13 @@ TAGS = ["cinestream"]
 WINDOW_METRICS = Asset(name="window_metrics", uri=task_bodies.WINDOW_METRICS_ASSET)
 
 
-def backfill_start_date() -> pendulum.DateTime:
-    """The backfill's catchup bound: CINESTREAM_BACKFILL_CATCHUP before the stack's first start,
-    on the hour (a fixed point, so every parse of the DAG agrees)."""
+# How far back a backfill created in the UI or the REST API may reach.
+BACKFILL_START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+def backfill_catchup_from() -> pendulum.DateTime:
+    """Where the scheduler's catchup of the backfill starts: CINESTREAM_BACKFILL_CATCHUP before
+    the stack's first start, on the hour (a fixed point, so every parse of the DAG agrees)."""
     from cinestream.settings import Settings
     from cinestream.timeparse import parse_duration_ms
 
