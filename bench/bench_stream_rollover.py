@@ -26,8 +26,7 @@ def main() -> None:
     settings = Settings()
     with connect(settings.resolved_database_url) as conn:
         rows = conn.execute(
-            "SELECT committed_at FROM processor_batches WHERE checkpoint = %s "
-            "ORDER BY batch_id",
+            "SELECT committed_at FROM processor_batches WHERE checkpoint = %s ORDER BY batch_id",
             (settings.checkpoint_dir,),
         ).fetchall()
     times = [r[0] for r in rows]
