@@ -320,13 +320,17 @@ def _ratings_sample(
 
 
 def validate(
-    settings: Settings, start: datetime | None = None, end: datetime | None = None
+    settings: Settings,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    log_results: bool = True,
 ) -> QualityReport:
     """Run every suite over what the pipeline wrote: windows starting in ``[start, end)``; with
-    no start, the retention period (CINESTREAM_RETENTION) up to now."""
+    no start, the retention period (CINESTREAM_RETENTION) up to now. The result lines are logged
+    (an Airflow task's log) unless ``log_results`` is False (the CLI prints them itself)."""
     quiet_gx_logging()
     report = run_suites(settings, load_frames(settings, start, end))
     write_summary(settings, report, start, end)
-    for line in report.lines():
+    for line in report.lines() if log_results else []:
         (log.info if line.startswith(("OK", "Data")) else log.error)("%s", line)
     return report
