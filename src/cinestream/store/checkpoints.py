@@ -163,7 +163,7 @@ class CheckpointLock:
             return None
         pid, application, since, recorded = row
         if recorded and recorded.endswith(f"backend pid {pid}"):
-            return f"{recorded}, connected since {since:%H:%M:%S}"
+            return f"{recorded} ({application or 'unknown'}), connected since {since:%H:%M:%S}"
         return f"backend pid {pid} ({application or 'unknown'}), connected since {since:%H:%M:%S}"
 
     def session_pid(self) -> int | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import pytest
@@ -104,7 +106,10 @@ def test_a_second_lock_holder_is_refused(pipeline: Pipeline) -> None:
     assert first.try_acquire()
     try:
         assert not second.try_acquire()
-        assert "cinestream-processor" in (second.holder() or "")
+        holder = second.holder() or ""
+        # Who holds it: this process (host and pid), its backend and application.
+        assert "cinestream-processor" in holder
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in holder
     finally:
         first.release()
     assert second.try_acquire()
