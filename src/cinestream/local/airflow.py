@@ -244,6 +244,24 @@ class AirflowAPI:
         return runs[0] if runs else None
 
 
+def end_stale_live_runs(api: AirflowAPI) -> None:
+    """Mark failed the live runs (stream, generator) that the last stop left queued or running.
+
+    Called before the scheduler starts again: nothing of them runs any more, and with one active
+    run per DAG a stale one would hold back the next live run until Airflow finds it orphaned.
+    """
+    for dag_id in (PARTS["processor"], PARTS["generator"]):
+        for state in ("running", "queued"):
+            for run in api.get(f"/dags/{dag_id}/dagRuns?state={state}&limit=100")["dag_runs"]:
+                api.patch(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", {"state": "failed"})
+                log.info(
+                    "%s run %s was left %s by the last stop: marked failed, a new run starts",
+                    dag_id,
+                    run["dag_run_id"],
+                    state,
+                )
+
+
 def wait_for_dags(settings: Settings, timeout_s: float = 300) -> AirflowAPI:
     """Wait until the api-server answers and has every cinestream DAG parsed."""
     wanted = {*PARTS.values(), PIPELINE}

@@ -75,8 +75,11 @@ def up(
     )
     # Everything but the scheduler first: the backlog run is queued before any live DAG runs,
     # so the live generator's gate sees it and waits.
+    restarting = not any(ManagedProcess(c, settings).pid() for c in airflow.COMPONENTS)
     airflow.start_airflow(settings, tuple(c for c in airflow.COMPONENTS if "scheduler" not in c))
     api = airflow.wait_for_dags(settings)
+    if restarting:
+        airflow.end_stale_live_runs(api)
     for dag_id in (*airflow.PARTS.values(), airflow.PIPELINE):
         paused = settings.live_rate == 0 and dag_id == airflow.PARTS["generator"]
         api.patch(f"/dags/{dag_id}", {"is_paused": paused})
