@@ -175,8 +175,9 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     """Stop every part; yields (name, was running).
 
     The processor holding the checkpoint is asked to stop between batches first; then Airflow
-    stops, and with it (or right after, by a sweep of the processes started with this stack's
-    state dir) every task and Spark job it had started: no orphan spark-submit survives."""
+    stops, and with it (or right after: the processes below its components, collected before
+    they stop, and those running with this stack's AIRFLOW_HOME) every task and Spark job it had
+    started: no orphan spark-submit survives."""
     yield (
         "processor",
         stop_processor(settings)
