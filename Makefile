@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test test-unit test-integration lint bench bench-pipeline bench-api bench-airflow \
+.PHONY: up up-cluster down test test-unit test-integration lint bench bench-pipeline bench-api bench-airflow \
 	install clean status doctor lock
 
 # Dependencies come from requirements.lock (every package pinned); `make lock` refreshes it
@@ -30,6 +30,9 @@ lock:
 
 up: $(STAMP)
 	$(BIN)/cinestream up
+
+up-cluster: $(STAMP)
+	$(BIN)/cinestream up --cluster
 
 down:
 	@if [ -x $(BIN)/cinestream ]; then $(BIN)/cinestream down; fi

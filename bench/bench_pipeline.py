@@ -60,7 +60,7 @@ def raw_producer_rate(settings: Settings, count: int, start_ms: int, span_ms: in
     model = LatentFactorModel(ModelParams(seed=99))
     users, movies, ratings = model.sample(count)
     payloads = list(encode(users, movies, ratings, event_times(start_ms, span_ms, 0, count, count)))
-    producer = Producer(producer_config(settings.kafka_bootstrap))
+    producer = Producer(producer_config(settings.kafka_client_config))
     began = time.monotonic()
     for key, value, ts in payloads:
         while True:
@@ -97,7 +97,7 @@ def main() -> None:
         start_ms = int(time.time() * 1000) - span_ms - 3_600_000
         print(f"generating {args.count:,} ratings over {args.span_min} min of event time ...")
         report = generate(
-            bootstrap=settings.kafka_bootstrap,
+            kafka=settings.kafka_client_config,
             topic=settings.ratings_topic,
             params=ModelParams(),
             count=args.count,

@@ -18,9 +18,9 @@ from cinestream.settings import Settings
 log = logging.getLogger("cinestream")
 
 
-def _settings() -> Settings:
+def _settings(**overrides: Any) -> Settings:
     try:
-        return Settings()
+        return Settings(**overrides)
     except Exception as exc:  # pydantic's ValidationError: name the variable that is wrong
         errors = getattr(exc, "errors", None)
         if callable(errors):
@@ -91,12 +91,21 @@ def cli(verbose: bool) -> None:
     help="Ratings per second of the live generator cinestream_generate runs (0 pauses it); "
     "default CINESTREAM_LIVE_RATE (20).",
 )
-def up(backlog: int, backlog_span: float, live_rate: float | None) -> None:
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="The cluster profile: three KRaft brokers with SASL/SCRAM and replication 3, a Spark "
+    "standalone master with two workers (recorded in the state dir: later commands use it).",
+)
+def up(backlog: int, backlog_span: float, live_rate: float | None, cluster: bool) -> None:
     """Start the local stack; Airflow then runs the pipeline: a first run makes the backlog,
     the stream, generator, hourly backfill and quality DAGs keep it live."""
     from cinestream.local import stack
 
     settings = _settings()
+    profile = stack.choose_profile(settings.state_dir, cluster or settings.profile == "cluster")
+    if profile != settings.profile:
+        settings = _settings(profile=profile)
     if live_rate is not None:
         settings = settings.model_copy(update={"live_rate": live_rate})
     stack.up(settings, backlog=backlog, backlog_span_s=backlog_span)
@@ -206,7 +215,7 @@ def generate(
             f"topic {settings.ratings_topic!r} does not exist: run `cinestream topics create`"
         )
     report = run(
-        bootstrap=settings.kafka_bootstrap,
+        kafka=settings.kafka_client_config,
         topic=settings.ratings_topic,
         params=ModelParams(users=users, movies=movies, seed=seed),
         count=count,

@@ -71,8 +71,8 @@ def run_checks(settings: Settings) -> list[Check]:
     try:
         topics = admin.list_topics(s)
     except ServiceUnavailable as exc:
-        return [Check("FAIL", "kafka", str(exc), "cinestream up")]
-    checks.append(Check("OK", "kafka", f"{s.kafka_bootstrap} reachable"))
+        return [Check("FAIL", "kafka", str(exc), exc.fix or "cinestream up")]
+    checks.append(Check("OK", "kafka", f"{s.kafka_description} reachable"))
     missing = [t.name for t in admin.topic_specs(s) if t.name not in topics]
     if missing:
         checks.append(

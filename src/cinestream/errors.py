@@ -22,7 +22,14 @@ class CinestreamError(Exception):
 
 
 class ServiceUnavailable(CinestreamError):
-    """A dependency (Kafka, PostgreSQL) cannot be reached."""
+    """A dependency (Kafka, PostgreSQL) cannot be reached.
+
+    :param fix: what to do, when it is not simply to start the stack.
+    """
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class CheckpointMismatch(CinestreamError):

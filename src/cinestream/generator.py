@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,7 +176,7 @@ class DeliveryReport:
 
 def generate(
     *,
-    bootstrap: str,
+    kafka: Mapping[str, Any],
     topic: str,
     params: ModelParams,
     count: int | None = None,
@@ -187,7 +187,8 @@ def generate(
     progress: bool = True,
     chunk: int = 5_000,
 ) -> DeliveryReport:
-    """Produce ratings until ``count`` or ``duration_s``; live event times unless ``start_ms``.
+    """Produce ratings to ``topic`` over the connection ``kafka`` (``Settings.kafka_client_config``)
+    until ``count`` or ``duration_s``; live event times unless ``start_ms``.
 
     With ``start_ms`` and ``span_ms`` (needs ``count``), event times are spread evenly over the
     historical span and each record's Kafka timestamp is its event time.
@@ -216,7 +217,7 @@ def generate(
             report.failed += 1
             report.errors[err.str()] = report.errors.get(err.str(), 0) + 1
 
-    producer = Producer(producer_config(bootstrap))
+    producer = Producer(producer_config(kafka))
     bar = tqdm(
         total=count, unit="ratings", disable=not progress, mininterval=0.5, desc=f"-> {topic}"
     )

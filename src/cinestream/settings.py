@@ -34,7 +34,20 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default_factory=_default_state_dir)
 
+    # "single": one Kafka broker and Spark inside the driver (local[2]). "cluster": three KRaft
+    # brokers with SASL/SCRAM-SHA-512 and replication 3, a Spark standalone master with two
+    # workers. Empty: what `cinestream up` recorded in the state dir (single if nothing).
+    profile: str = ""
+
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How clients reach Kafka. Empty protocol: PLAINTEXT (single) or SASL_PLAINTEXT (cluster).
+    # Empty user name and password with the local cluster: the credentials `up` generated.
+    kafka_security_protocol: str = ""
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    # A PEM file of the CA that signed the brokers' certificates (SASL_SSL / SSL).
+    kafka_ssl_ca_location: str = ""
     ratings_topic: str = "ratings"
     metrics_topic: str = "metrics"
     dlq_topic: str = "ratings_dlq"
@@ -42,6 +55,8 @@ class Settings(BaseSettings):
     dlq_partitions: int = Field(default=1, ge=1)
     metrics_partitions: int = Field(default=1, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    # min.insync.replicas of every topic; 0: 2 with three or more replicas, else 1.
+    min_insync_replicas: int = Field(default=0, ge=0)
 
     # Empty means "the local stack's database", whose password `make up` generates.
     database_url: str = ""
@@ -72,6 +87,9 @@ class Settings(BaseSettings):
     trigger_interval: str = "10s"
     shuffle_partitions: int = Field(default=2, ge=1)
     spark_master: str = "local[2]"
+    # spark.cores.max of each job (0: no cap). The cluster profile caps jobs at one core so the
+    # continuous processor and a backfill can run side by side on the two one-core workers.
+    spark_cores_max: int = Field(default=0, ge=0)
     spark_driver_memory: str = "2g"
     # How long a micro-batch keeps retrying a database that is down before the query fails.
     db_retry_timeout_s: int = Field(default=300, ge=0)
@@ -162,15 +180,152 @@ class Settings(BaseSettings):
             raise ValueError("must be earliest, latest or a JSON offsets object")
         return value
 
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _check_security_protocol(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value and value not in SECURITY_PROTOCOLS:
+            raise ValueError(f"must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        return value
+
+    @field_validator("kafka_sasl_mechanism")
+    @classmethod
+    def _check_sasl_mechanism(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in SASL_LOGIN_MODULES:
+            raise ValueError(f"must be one of {', '.join(SASL_LOGIN_MODULES)}")
+        return value
+
     @model_validator(mode="after")
     def _fill_local_defaults(self) -> Settings:
         self.state_dir = self.state_dir.expanduser().resolve()
+        if not self.profile:
+            recorded = self.state_dir / "profile"
+            self.profile = recorded.read_text().strip() if recorded.exists() else "single"
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.profile == "cluster":
+            self._fill_cluster_defaults()
         if not self.checkpoint_dir:
             path = self.state_dir / "checkpoints" / "ratings_stream_processor"
             self.checkpoint_dir = path.as_uri()
         return self
 
+    def _fill_cluster_defaults(self) -> None:
+        explicit = self.model_fields_set
+        hosts = [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+        if len(hosts) == 1 and hosts[0].startswith(LOCAL_HOSTS):
+            # One local address names the first of the profile's three brokers.
+            host, _, port = hosts[0].rpartition(":")
+            self.kafka_bootstrap = ",".join(f"{host}:{int(port) + i}" for i in range(3))
+        if "replication_factor" not in explicit:
+            self.replication_factor = 3
+        if "spark_master" not in explicit:
+            self.spark_master = "spark://127.0.0.1:7077"
+        if "spark_cores_max" not in explicit:
+            self.spark_cores_max = 1
+        if not self.kafka_security_protocol:
+            self.kafka_security_protocol = "SASL_PLAINTEXT"
+
     # ----------------------------------------------------------------------------------------
+    @property
+    def cluster(self) -> bool:
+        """True in the cluster profile."""
+        return self.profile == "cluster"
+
+    @property
+    def kafka_hosts(self) -> list[str]:
+        """The bootstrap servers as a list of ``host:port``."""
+        return [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+
+    @property
+    def uses_local_kafka(self) -> bool:
+        """True when every bootstrap server is on this machine (the stack starts the brokers)."""
+        return all(h.startswith(LOCAL_HOSTS) for h in self.kafka_hosts)
+
+    @property
+    def uses_local_spark_cluster(self) -> bool:
+        """True when the Spark master is a standalone master on this machine."""
+        return self.spark_master.startswith(tuple(f"spark://{h}" for h in LOCAL_HOSTS))
+
+    @property
+    def resolved_min_insync_replicas(self) -> int:
+        """min.insync.replicas of the topics: configured, else 2 with 3+ replicas, else 1."""
+        if self.min_insync_replicas:
+            return self.min_insync_replicas
+        return 2 if self.replication_factor >= 3 else 1
+
+    @property
+    def resolved_kafka_security_protocol(self) -> str:
+        """security.protocol of every Kafka client."""
+        return self.kafka_security_protocol or "PLAINTEXT"
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        """True when clients authenticate with SASL."""
+        return self.resolved_kafka_security_protocol.startswith("SASL")
+
+    @property
+    def kafka_description(self) -> str:
+        """The bootstrap servers and, unless PLAINTEXT, how clients authenticate (for logs)."""
+        protocol = self.resolved_kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return self.kafka_bootstrap
+        user = self.kafka_sasl_username or (KAFKA_CLIENT_USER if self.uses_local_kafka else "?")
+        how = f", {self.kafka_sasl_mechanism} as {user}" if self.kafka_uses_sasl else ""
+        return f"{self.kafka_bootstrap} ({protocol}{how})"
+
+    def kafka_sasl_credentials(self) -> tuple[str, str]:
+        """(user, password) of the clients: configured, else the local cluster's generated ones."""
+        user = self.kafka_sasl_username or (KAFKA_CLIENT_USER if self.uses_local_kafka else "")
+        password = self.kafka_sasl_password
+        if not password and self.uses_local_kafka:
+            password = stored_secret(self.state_dir, f"kafka_{user}_password")
+        if not user or not password:
+            raise ValueError(
+                "Kafka uses SASL but CINESTREAM_KAFKA_SASL_USERNAME / "
+                "CINESTREAM_KAFKA_SASL_PASSWORD are not set"
+            )
+        return user, password
+
+    @property
+    def kafka_client_config(self) -> dict[str, str]:
+        """The librdkafka settings any client needs to connect (``cinestream status --json``)."""
+        config = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.resolved_kafka_security_protocol,
+        }
+        if self.kafka_uses_sasl:
+            user, password = self.kafka_sasl_credentials()
+            config |= {
+                "sasl.mechanism": self.kafka_sasl_mechanism,
+                "sasl.username": user,
+                "sasl.password": password,
+            }
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
+
+    @property
+    def spark_kafka_options(self) -> dict[str, str]:
+        """The same connection as the Spark Kafka connector's ``kafka.``-prefixed options."""
+        options = {
+            "kafka.bootstrap.servers": self.kafka_bootstrap,
+            "kafka.security.protocol": self.resolved_kafka_security_protocol,
+        }
+        if self.kafka_uses_sasl:
+            user, password = self.kafka_sasl_credentials()
+            options |= {
+                "kafka.sasl.mechanism": self.kafka_sasl_mechanism,
+                "kafka.sasl.jaas.config": jaas_config(self.kafka_sasl_mechanism, user, password),
+            }
+        if self.kafka_ssl_ca_location:
+            options |= {
+                "kafka.ssl.truststore.type": "PEM",
+                "kafka.ssl.truststore.location": self.kafka_ssl_ca_location,
+            }
+        return options
+
     @property
     def windows(self) -> list[WindowSpec]:
         """The configured window types, parsed."""
@@ -256,6 +411,28 @@ class Settings(BaseSettings):
     def redacted_database_url(self) -> str:
         """The database URL with its password replaced by ``***`` (for logs)."""
         return redact_url(self.resolved_database_url)
+
+
+PROFILES = ("single", "cluster")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
+SASL_LOGIN_MODULES = {
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+}
+LOCAL_HOSTS = ("127.0.0.1:", "localhost:")
+# The local cluster's client user (its password is generated into the state dir).
+KAFKA_CLIENT_USER = "cinestream"
+
+
+def jaas_config(mechanism: str, user: str, password: str) -> str:
+    """A JAAS login line for Kafka's Java clients (Spark's connector, the brokers)."""
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    module = SASL_LOGIN_MODULES[mechanism]
+    return f"{module} required username={quoted(user)} password={quoted(password)};"
 
 
 _PASSWORD_PARAM = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)")

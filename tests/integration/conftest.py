@@ -72,7 +72,7 @@ class Pipeline:
         from cinestream.generator import ModelParams, generate
 
         report = generate(
-            bootstrap=self.settings.kafka_bootstrap,
+            kafka=self.settings.kafka_client_config,
             topic=self.settings.ratings_topic,
             params=ModelParams(seed=seed),
             count=count,
@@ -86,9 +86,7 @@ class Pipeline:
     def produce_raw(self, records: list[tuple[bytes | None, bytes | None]]) -> None:
         from confluent_kafka import Producer
 
-        producer = Producer(
-            {"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True}
-        )
+        producer = Producer({**self.settings.kafka_client_config, "enable.idempotence": True})
         for key, value in records:
             producer.produce(self.settings.ratings_topic, value, key)
         assert producer.flush(30) == 0

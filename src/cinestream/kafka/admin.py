@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cinestream.errors import CinestreamError, ServiceUnavailable
 from cinestream.net import host_port, port_open
-from cinestream.settings import Settings
+from cinestream.settings import KAFKA_CLIENT_USER, Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,14 @@ class TopicSpec:
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The three topics of the configuration with their partitions and configs."""
+    # Replicated topics accept a write once min.insync.replicas copies have it (acks=all).
+    durable = (
+        {"min.insync.replicas": str(settings.resolved_min_insync_replicas)}
+        if settings.replication_factor > 1
+        else {}
+    )
     return [
-        TopicSpec(settings.ratings_topic, settings.ratings_partitions, {}),
+        TopicSpec(settings.ratings_topic, settings.ratings_partitions, dict(durable)),
         # Last value per window key is the window's metric: compaction keeps exactly that.
         TopicSpec(
             settings.metrics_topic,
@@ -38,15 +45,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "cleanup.policy": "compact",
                 "min.cleanable.dirty.ratio": "0.1",
                 "segment.ms": "600000",
+                **durable,
             },
         ),
-        TopicSpec(settings.dlq_topic, settings.dlq_partitions, {}),
+        TopicSpec(settings.dlq_topic, settings.dlq_partitions, dict(durable)),
     ]
 
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """Common librdkafka settings; connection errors are reported by us, not logged per retry."""
-    return {"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0, **extra}
+    """The connection (``Settings.kafka_client_config``: servers, security, credentials) and
+    common settings; connection errors are reported by us, not logged per retry."""
+    return {**settings.kafka_client_config, "log_level": 0, **extra}
 
 
 def admin_client(settings: Settings) -> AdminClient:
@@ -54,25 +63,67 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(client_config(settings, **{"socket.timeout.ms": 5000}))
 
 
-def unavailable(settings: Settings, exc: BaseException | str) -> ServiceUnavailable:
-    """The one-line error for a Kafka that does not answer, with what to do."""
+CONNECTION_HELP = (
+    "set CINESTREAM_KAFKA_SECURITY_PROTOCOL, CINESTREAM_KAFKA_SASL_USERNAME and "
+    "CINESTREAM_KAFKA_SASL_PASSWORD (a local cluster's are in `cinestream status --json`, "
+    "kafka_client_config)"
+)
+
+
+def unavailable(
+    settings: Settings, exc: BaseException | str, errors: Sequence[KafkaError] = ()
+) -> ServiceUnavailable:
+    """The one-line error for a Kafka that does not answer, with what to do; ``errors`` (the
+    client's error callbacks) tell refused credentials and a listener that wants SASL apart."""
+    where = f"Kafka at {settings.kafka_bootstrap}"
+    refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+    if refused:
+        user = settings.kafka_sasl_username or KAFKA_CLIENT_USER
+        detail = refused[0].str().split(": ", 1)[-1]
+        return ServiceUnavailable(
+            f"{where} refused the credentials of user {user!r} ({detail})",
+            "check CINESTREAM_KAFKA_SASL_USERNAME and CINESTREAM_KAFKA_SASL_PASSWORD "
+            "(`cinestream status --json` shows kafka_client_config)",
+        )
+    listening = any(port_open(*host_port(h)) for h in settings.kafka_hosts)
+    if listening and not settings.kafka_uses_sasl and not errors:
+        protocol = settings.resolved_kafka_security_protocol
+        return ServiceUnavailable(
+            f"{where} accepts connections but not a {protocol} client: its listener requires "
+            "authentication (SASL) or TLS",
+            CONNECTION_HELP,
+        )
     return ServiceUnavailable(
-        f"Kafka at {settings.kafka_bootstrap} is unavailable ({exc}); start it with "
-        "`cinestream up` or set CINESTREAM_KAFKA_BOOTSTRAP"
+        f"{where} is unavailable ({exc}); start it with `cinestream up` or set "
+        "CINESTREAM_KAFKA_BOOTSTRAP",
+        "cinestream up",
     )
 
 
 def list_topics(settings: Settings, timeout: float = 5.0) -> dict[str, Any]:
     """Topic name -> metadata of every topic on the cluster."""
+    errors: list[KafkaError] = []
+    client = AdminClient(
+        client_config(settings, **{"socket.timeout.ms": 5000, "error_cb": errors.append})
+    )
     try:
-        return admin_client(settings).list_topics(timeout=timeout).topics
+        return client.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise unavailable(settings, exc.args[0]) from exc
+        client.poll(0)  # serves the error callbacks: refused credentials say so there
+        raise unavailable(settings, exc.args[0], errors) from exc
+
+
+def cluster_brokers(settings: Settings, timeout: float = 5.0) -> set[int]:
+    """The ids of the brokers the cluster's metadata lists (empty when it does not answer)."""
+    try:
+        return set(admin_client(settings).list_topics(timeout=timeout).brokers)
+    except KafkaException:
+        return set()
 
 
 def broker_ready(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the bootstrap broker accepts connections and answers a metadata request."""
-    if not port_open(*host_port(settings.kafka_bootstrap)):
+    if not any(port_open(*host_port(h)) for h in settings.kafka_hosts):
         return False
     try:
         list_topics(settings, timeout)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Producer
@@ -14,10 +14,11 @@ from cinestream.schemas import metric_key
 from cinestream.settings import Settings
 
 
-def producer_config(bootstrap: str) -> dict[str, Any]:
-    """Idempotent, batched producer: no duplicates on retry, high throughput on one core."""
+def producer_config(connection: Mapping[str, Any]) -> dict[str, Any]:
+    """Idempotent, batched producer over ``connection`` (``Settings.kafka_client_config``): no
+    duplicates on retry, high throughput on one core."""
     return {
-        "bootstrap.servers": bootstrap,
+        **connection,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 25,
@@ -33,7 +34,7 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
 
 def new_producer(settings: Settings) -> Producer:
     """A producer with :func:`producer_config` for the configured cluster."""
-    return Producer(producer_config(settings.kafka_bootstrap))
+    return Producer(producer_config(settings.kafka_client_config))
 
 
 def publish_metrics(

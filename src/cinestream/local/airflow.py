@@ -62,7 +62,7 @@ def connections(settings: Settings) -> dict[str, str]:
             {
                 "conn_type": "kafka",
                 "extra": {
-                    "bootstrap.servers": settings.kafka_bootstrap,
+                    **settings.kafka_client_config,
                     "group.id": "airflow",
                     "socket.timeout.ms": 10000,
                 },
@@ -129,6 +129,7 @@ def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]
             env[key] = value
     env["CINESTREAM_STATE_DIR"] = str(settings.state_dir)
     env["CINESTREAM_LIVE_RATE"] = str(settings.live_rate)
+    env["CINESTREAM_PROFILE"] = settings.profile
     return env
 
 

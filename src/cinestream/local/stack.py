@@ -24,8 +24,9 @@ from cinestream.local.processes import (
     processes_with_env,
     prune_logs,
 )
+from cinestream.local.spark import LocalSpark
 from cinestream.net import port_open
-from cinestream.settings import Settings
+from cinestream.settings import Settings, written_once
 from cinestream.store import schema
 from cinestream.store.checkpoints import CheckpointLock
 from cinestream.store.connection import connect, reachable
@@ -39,12 +40,43 @@ def _cinestream_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "cinestream.cli", *args]
 
 
+PROFILE_FILE = "profile"
+
+
+def choose_profile(state_dir: Path, cluster: bool) -> str:
+    """The profile `up` starts: the one recorded in the state dir, or the one asked for (then
+    recorded). A state dir holding one profile's data is never started as the other."""
+    path = state_dir / PROFILE_FILE
+    recorded = path.read_text().strip() if path.exists() else None
+    if recorded is None and (state_dir / "kafka").exists():
+        recorded = "single"  # a state dir from before profiles were recorded
+    if cluster and recorded == "single":
+        raise CinestreamError(
+            f"{state_dir} holds a single-node stack; for the cluster profile use another state "
+            f"dir (CINESTREAM_STATE_DIR={state_dir}-cluster make up-cluster) or drop this one "
+            f"(make down && rm -rf {state_dir})"
+        )
+    profile = recorded or ("cluster" if cluster else "single")
+    if recorded is None:
+        written_once(path, lambda: profile)
+    elif recorded == "cluster" and not cluster:
+        log.info(
+            "%s holds the cluster profile (recorded by `up --cluster`): starting it; for a "
+            "single-node stack use another CINESTREAM_STATE_DIR",
+            state_dir,
+        )
+    return profile
+
+
 def start_infra(settings: Settings) -> None:
-    """PostgreSQL (unless external), Kafka, topics and the schema."""
+    """PostgreSQL (unless external), Kafka, topics and the schema; in the cluster profile
+    three brokers and the Spark standalone master and workers."""
     jars("spark")  # resolve the connector now rather than in the middle of the first run
     LocalPostgres(settings).start()
-    if settings.kafka_bootstrap.startswith(("127.0.0.1:", "localhost:")):
+    if settings.uses_local_kafka:
         LocalKafka(settings).start()
+    if settings.cluster and settings.uses_local_spark_cluster:
+        LocalSpark(settings).start()
     created = admin.create_topics(settings)
     if created:
         log.info("created topics %s", ", ".join(created))
@@ -198,7 +230,16 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     if strays:
         log.info("stopping %d processes Airflow had started (tasks, Spark jobs)", len(strays))
     yield "airflow-tasks", kill_processes(strays) > 0
-    yield "kafka", LocalKafka(settings).stop()
+    spark = LocalSpark(settings)
+    for daemon in (*spark.workers, spark.master):
+        yield daemon.name, spark.process(daemon).stop()
+    kafka = LocalKafka(settings)
+    if len(kafka.nodes) == 1:
+        yield "kafka", kafka.stop()
+    else:
+        running = {n.name: kafka.process(n).pid() is not None for n in kafka.nodes}
+        kafka.stop()
+        yield from running.items()
     yield "postgres", LocalPostgres(settings).stop()
 
 
@@ -250,9 +291,42 @@ def _airflow_parts(settings: Settings) -> dict[str, str]:
     return states
 
 
+def _cluster_states(settings: Settings) -> dict[str, str]:
+    """kafka-1..3, spark-master, spark-worker-1..2: whether each runs, and its part."""
+    states: dict[str, str] = {}
+    kafka = LocalKafka(settings)
+    brokers = admin.cluster_brokers(settings)
+    for node in kafka.nodes:
+        pid = kafka.process(node).pid()
+        if pid is None:
+            states[node.name] = "stopped"
+        else:
+            member = "in the cluster" if node.node_id in brokers else "not answering yet"
+            states[node.name] = (
+                f"running (pid {pid}, broker {node.node_id} on {node.host}:{node.port}, {member})"
+            )
+    spark = LocalSpark(settings)
+    master = spark.state()
+    for daemon in spark.daemons:
+        pid = spark.process(daemon).pid()
+        if pid is None:
+            states[daemon.name] = "stopped"
+        elif daemon is spark.master:
+            states[daemon.name] = (
+                f"running (pid {pid}, {settings.spark_master}, UI {spark.ui_url}, "
+                f"{master.get('aliveworkers', 0)} workers alive)"
+            )
+        else:
+            states[daemon.name] = f"running (pid {pid}, UI port {daemon.ui_port})"
+    return states
+
+
 def _service_state(settings: Settings) -> dict[str, str]:
     states: dict[str, str] = {}
-    states["kafka"] = "running" if admin.broker_ready(settings) else "stopped"
+    if settings.cluster and settings.uses_local_kafka:
+        states.update(_cluster_states(settings))
+    else:
+        states["kafka"] = "running" if admin.broker_ready(settings) else "stopped"
     states["postgres"] = "running" if reachable(settings.resolved_database_url) else "stopped"
     for name, port in (
         ("api", settings.api_port),
@@ -276,7 +350,11 @@ def status(settings: Settings) -> dict[str, Any]:
     """Where each service is and whether it runs (``cinestream status --json``); for the live
     platform, which DAG runs which part and how its latest run went."""
     return {
+        "profile": settings.profile,
         "kafka_bootstrap": settings.kafka_bootstrap,
+        # What any client needs to reach the cluster (credentials included).
+        "kafka_client_config": settings.kafka_client_config,
+        "spark_master": settings.spark_master,
         "database_url": settings.resolved_database_url,
         "database_url_redacted": settings.redacted_database_url(),
         "api_url": settings.api_url,
@@ -301,8 +379,17 @@ def where_to_look(settings: Settings) -> str:
         [
             "",
             "cinestream is up.",
-            f"  Kafka       {settings.kafka_bootstrap}  (topics {settings.ratings_topic}, "
+            f"  Kafka       {settings.kafka_description}  (topics {settings.ratings_topic}, "
             f"{settings.metrics_topic}, {settings.dlq_topic})",
+            *(
+                [
+                    f"  Spark       {settings.spark_master}  (master UI "
+                    f"{LocalSpark(settings).ui_url}, two one-core workers)",
+                    "  credentials cinestream status --json  (kafka_client_config)",
+                ]
+                if settings.cluster
+                else []
+            ),
             f"  PostgreSQL  {settings.redacted_database_url()}  (table window_metrics)",
             f"  API         {settings.api_url}  (OpenAPI at {settings.api_url}/docs)",
             f"  dashboard   {settings.dashboard_url}",

@@ -129,7 +129,7 @@ def run_backfill(
         format_time(start_ms),
         format_time(end_ms),
         settings.ratings_topic,
-        settings.kafka_bootstrap,
+        settings.kafka_description,
         ", ".join(f"p{p} {starting[p]}..{ending[p]}" for p in sorted(ending)),
         sum(ending[p] - starting[p] for p in ending),
         how,

@@ -17,7 +17,7 @@ def ratings_stream(spark: Any, settings: Settings) -> Any:
     """The streaming read of ``ratings`` (after a first run the checkpoint sets the offsets)."""
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**settings.spark_kafka_options)
         .option("subscribe", settings.ratings_topic)
         .option("startingOffsets", settings.starting_offsets)
         # Never skip silently: a gap in the offsets fails the query (the start plan explains).
@@ -39,7 +39,7 @@ def ratings_batch(
 
     return (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**settings.spark_kafka_options)
         .option("subscribe", topic)
         .option("startingOffsets", as_json(starting))
         .option("endingOffsets", as_json(ending))
@@ -55,7 +55,7 @@ def write_dlq(parsed: Any, settings: Settings) -> None:
     (
         dlq_records(parsed)
         .write.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**settings.spark_kafka_options)
         .option("topic", settings.dlq_topic)
         .save()
     )

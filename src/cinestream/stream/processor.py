@@ -199,7 +199,7 @@ class StreamProcessor:
         log.info(
             "kafka %s, topic %s (id %s) -> metrics %s, dlq %s; database %s; windows %s; "
             "allowed lateness %ss; trigger %s%s; at most %d ratings (%d cells) a batch",
-            s.kafka_bootstrap,
+            s.kafka_description,
             s.ratings_topic,
             plan.topic_id,
             s.metrics_topic,

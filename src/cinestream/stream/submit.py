@@ -24,7 +24,7 @@ def python_env() -> dict[str, str]:
 def spark_conf(settings: Settings) -> dict[str, str]:
     """The Spark configuration every cinestream job runs with (CLI and Airflow alike)."""
     python = python_env()
-    return {
+    conf = {
         "spark.pyspark.python": python["PYSPARK_PYTHON"],
         "spark.pyspark.driver.python": python["PYSPARK_DRIVER_PYTHON"],
         "spark.sql.session.timeZone": "UTC",
@@ -35,6 +35,13 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2}",
     }
+    if settings.spark_cores_max:
+        conf["spark.cores.max"] = str(settings.spark_cores_max)
+    if settings.uses_local_spark_cluster:
+        # Executors on this machine's workers call the driver back on the loopback address.
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+    return conf
 
 
 def connector_jars() -> str:
