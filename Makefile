@@ -44,7 +44,7 @@ doctor: $(STAMP)
 	$(BIN)/cinestream doctor
 
 test: $(STAMP)
-	$(BIN)/pytest tests/unit tests/dags/test_dag_integrity.py tests/integration tests/dags
+	$(BIN)/pytest tests/unit tests/dags/test_dag_integrity.py tests/integration tests/cluster tests/dags
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit

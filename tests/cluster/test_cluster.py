@@ -1,0 +1,323 @@
+"""The cluster profile on this machine: three KRaft brokers with SASL/SCRAM-SHA-512 and a Spark
+standalone master with two one-core workers, started by `cinestream up --cluster` as a newcomer
+would, then put under faults.
+
+One stack of its own (state dir and ports apart from the other test stacks). The seed scenario
+runs through Airflow on the spark:// master; then the DAGs are paused and the fault tests drain
+their own topics with available-now runs while a broker or a worker is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Pipeline, assert_windows_equal
+from tests.reference import recompute
+
+pytestmark = [pytest.mark.cluster, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = REPO / ".state-test-cluster"
+ENV = {
+    "CINESTREAM_STATE_DIR": str(STATE),
+    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:29092",
+    "CINESTREAM_SPARK_MASTER": "spark://127.0.0.1:27077",
+    "CINESTREAM_PG_PORT": "25432",
+    "CINESTREAM_API_PORT": "28000",
+    "CINESTREAM_DASHBOARD_PORT": "28501",
+    "CINESTREAM_AIRFLOW_PORT": "28080",
+}
+BACKLOG = 40_400
+DRAIN = 300_000
+BATCH = 50_000
+MINUTE = 60_000
+# Records the parser must reject: each lands in the DLQ with its reason.
+INVALID = [
+    (b"bad-1", b"not json"),
+    (b"bad-2", b'{"user_id": 1, "movie_id": 2, "rating": 9.5, "timestamp": 1700000000000}'),
+    (b"bad-3", b'{"user_id": 1, "movie_id": 2, "rating": 3.0}'),
+    (b"bad-4", None),
+]
+
+
+def _cli(
+    *args: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cinestream.cli", *args],
+        env={**os.environ, **ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 300, every: float = 2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[Any, subprocess.CompletedProcess[str]]]:
+    from cinestream.settings import Settings
+
+    _cli("down", timeout=300)
+    subprocess.run(["rm", "-rf", str(STATE)], check=True)
+    old = {k: os.environ.get(k) for k in ENV}
+    os.environ.update(ENV)
+    up = _cli("up", "--cluster", "--live-rate", "0")
+    try:
+        assert up.returncode == 0, up.stdout[-4000:]
+        yield Settings(), up
+    finally:
+        down = _cli("down", timeout=600)
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        assert down.returncode == 0, down.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def quiet_cluster(cluster: tuple[Any, Any]) -> Any:
+    """The cluster with Airflow's DAGs paused, the live processor stopped and no Spark
+    application left: the fault tests own both workers."""
+    from cinestream.local import airflow
+    from cinestream.local.spark import LocalSpark
+    from cinestream.local.stack import stop_processor
+
+    settings, _ = cluster
+    api = airflow.AirflowAPI(settings)
+    for dag_id in (*airflow.PARTS.values(), airflow.PIPELINE):
+        api.patch(f"/dags/{dag_id}", {"is_paused": True})
+    stop_processor(settings)
+    spark = LocalSpark(settings)
+    _wait(lambda: not spark.state().get("activeapps"), "no Spark application running", 600)
+    return settings
+
+
+def _drain_pipeline(name: str, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
+    """Topics and a checkpoint of one fault test (replicated three times), empty window tables,
+    at most BATCH ratings a micro-batch so that the drain spans several batches."""
+    from cinestream.kafka import admin
+    from cinestream.settings import Settings
+    from cinestream.store import schema
+    from cinestream.store.connection import connect
+
+    env = {
+        **ENV,
+        "CINESTREAM_RATINGS_TOPIC": f"{name}_ratings",
+        "CINESTREAM_METRICS_TOPIC": f"{name}_metrics",
+        "CINESTREAM_DLQ_TOPIC": f"{name}_dlq",
+        "CINESTREAM_CHECKPOINT_DIR": (STATE / "checkpoints" / name).as_uri(),
+        "CINESTREAM_MAX_OFFSETS_PER_TRIGGER": str(BATCH),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert admin.create_topics(settings) == [
+        settings.ratings_topic,
+        settings.metrics_topic,
+        settings.dlq_topic,
+    ]
+    with connect(settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        schema.truncate_all(conn)
+    return Pipeline(env)
+
+
+def _produce_backlog(pipeline: Pipeline) -> None:
+    start = (int(time.time() * 1000) // MINUTE - 60) * MINUTE
+    pipeline.produce_raw(INVALID[:2])
+    pipeline.produce_historical(DRAIN, start, 50 * MINUTE)
+    pipeline.produce_raw(INVALID[2:])
+
+
+def _batches(pipeline: Pipeline) -> int:
+    return int(pipeline.db("SELECT count(*) FROM processor_batches")[0][0])
+
+
+def _assert_exact(pipeline: Pipeline) -> None:
+    """Every window in PostgreSQL and in the metrics topic equals a recomputation from the raw
+    events; every invalid record is in the DLQ with its reason."""
+    from cinestream.kafka.read import read_all
+
+    events = [
+        (body["user_id"], body["movie_id"], body["rating"], body["timestamp"])
+        for msg in read_all(pipeline.settings, pipeline.settings.ratings_topic)
+        if not msg.key().startswith(b"bad-") and (body := json.loads(msg.value()))
+    ]
+    assert len(events) == DRAIN
+    expected = recompute(events)
+    assert pipeline.total_counted() == DRAIN
+    assert_windows_equal(pipeline.db_windows(), expected)
+    assert_windows_equal(pipeline.topic_windows(), expected)
+    dlq = read_all(pipeline.settings, pipeline.settings.dlq_topic)
+    assert len(dlq) == len(INVALID)
+    reasons = [json.loads(m.value())["error"] for m in dlq]
+    assert all(reasons), reasons
+
+
+# ---------------------------------------------------------------------------------------------
+def test_seed_scenario_exact_on_the_cluster_profile(cluster: tuple[Any, Any]) -> None:
+    from confluent_kafka.admin import ConfigResource
+
+    from cinestream.kafka import admin
+    from cinestream.local.spark import LocalSpark
+
+    settings, up = cluster
+    assert "cinestream_pipeline: quality success" in up.stdout, up.stdout[-3000:]
+    assert "SASL_PLAINTEXT, SCRAM-SHA-512 as cinestream" in up.stdout
+
+    status = json.loads(_cli("status", "--json").stdout)
+    assert status["profile"] == "cluster"
+    services = status["services"]
+    for name in ("kafka-1", "kafka-2", "kafka-3", "spark-master", "spark-worker-1"):
+        assert services[name].startswith("running"), (name, services[name])
+    assert services["spark-worker-2"].startswith("running")
+    assert "2 workers alive" in services["spark-master"]
+    client = status["kafka_client_config"]
+    password = (STATE / "secrets" / "kafka_cinestream_password").read_text().strip()
+    assert client == {
+        "bootstrap.servers": "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "cinestream",
+        "sasl.password": password,
+    }
+
+    # Every cinestream topic: three replicas, all in sync, min.insync.replicas 2.
+    client = admin.admin_client(settings)
+    metadata = client.list_topics(timeout=10)
+    configs = client.describe_configs(
+        [ConfigResource("topic", t.name) for t in admin.topic_specs(settings)]
+    )
+    for spec in admin.topic_specs(settings):
+        for partition in metadata.topics[spec.name].partitions.values():
+            assert sorted(partition.replicas) == [1, 2, 3]
+            assert sorted(partition.isrs) == [1, 2, 3]
+    for future in configs.values():
+        assert future.result()["min.insync.replicas"].value == "2"
+
+    # The pipeline's jobs ran on the standalone master, one core each.
+    master = LocalSpark(settings).state()
+    apps = master["activeapps"] + master["completedapps"]
+    assert {"ratings_stream_processor"} <= {a["name"] for a in apps}, apps
+    assert all(a["cores"] <= 1 for a in master["activeapps"])
+
+    # The seed's backlog: exactly 40,400 ratings counted, every window exact in PostgreSQL and
+    # in the metrics topic; nothing in the DLQ; doctor sees no lag.
+    pipeline = Pipeline(ENV)
+    _wait(lambda: pipeline.total_counted() == BACKLOG, "40,400 ratings counted", 300)
+    events = pipeline.raw_events()
+    assert len(events) == BACKLOG
+    expected = recompute(events)
+    assert_windows_equal(pipeline.db_windows(), expected)
+    assert_windows_equal(pipeline.topic_windows(), expected)
+    doctor = _cli("doctor")
+    assert doctor.returncode == 0, doctor.stdout
+    assert "lag 0" in doctor.stdout and "0 invalid records" in doctor.stdout
+
+
+def test_a_client_without_credentials_is_refused(cluster: tuple[Any, Any]) -> None:
+    from confluent_kafka import Producer
+
+    settings, _ = cluster
+
+    def produce(config: dict[str, Any]) -> list[Any]:
+        errors: list[Any] = []
+        producer = Producer({**config, "message.timeout.ms": 5000, "log_level": 0})
+        producer.produce("ratings_dlq", b"probe", on_delivery=lambda err, _m: errors.append(err))
+        producer.flush(15)
+        return errors
+
+    refused = produce({"bootstrap.servers": settings.kafka_bootstrap})
+    assert len(refused) == 1 and refused[0] is not None, refused
+    wrong = produce({**settings.kafka_client_config, "sasl.password": "not-the-password"})
+    assert len(wrong) == 1 and wrong[0] is not None, wrong
+    assert produce(settings.kafka_client_config) == [None]
+
+    # doctor says what is wrong in one line, with the fix.
+    plain = _cli("doctor", env={"CINESTREAM_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"})
+    assert plain.returncode == 1
+    (line,) = [x for x in plain.stdout.splitlines() if x.startswith("FAIL kafka")]
+    assert "not a PLAINTEXT client: its listener requires authentication (SASL)" in line
+    assert "CINESTREAM_KAFKA_SASL_PASSWORD" in line
+    bad = _cli("doctor", env={"CINESTREAM_KAFKA_SASL_PASSWORD": "not-the-password"})
+    assert bad.returncode == 1
+    (line,) = [x for x in bad.stdout.splitlines() if x.startswith("FAIL kafka")]
+    assert "refused the credentials of user 'cinestream'" in line and "SCRAM-SHA-512" in line
+
+
+def test_a_broker_killed_mid_drain_loses_nothing(
+    quiet_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cinestream.kafka import admin
+    from cinestream.local.kafka import LocalKafka
+
+    pipeline = _drain_pipeline("broker_kill", monkeypatch)
+    _produce_backlog(pipeline)
+    proc = pipeline.start_cli("process", "--trigger", "available-now", log_name="broker-kill")
+    _wait(lambda: _batches(pipeline) >= 1 or proc.poll() is not None, "a first batch", 600, 0.5)
+    done_at_kill = _batches(pipeline)
+    kafka = LocalKafka(pipeline.settings)
+    kafka.kill_node("kafka-2")
+    assert proc.wait(timeout=900) == 0, Path(proc.log_path).read_text()[-4000:]  # type: ignore[attr-defined]
+    assert done_at_kill < _batches(pipeline), "the broker was killed after the drain ended"
+    _assert_exact(pipeline)
+
+    # The broker restarts and rejoins every partition's in-sync replicas.
+    kafka.start_node(kafka.node("kafka-2"))
+
+    def all_in_sync() -> bool:
+        topics = admin.admin_client(pipeline.settings).list_topics(timeout=10).topics
+        return all(
+            sorted(p.isrs) == [1, 2, 3]
+            for spec in admin.topic_specs(pipeline.settings)
+            for p in topics[spec.name].partitions.values()
+        )
+
+    _wait(all_in_sync, "kafka-2 back in every ISR", 180)
+
+
+def test_a_spark_worker_killed_mid_drain_is_rescheduled(
+    quiet_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cinestream.local.spark import LocalSpark
+
+    pipeline = _drain_pipeline("worker_kill", monkeypatch)
+    _produce_backlog(pipeline)
+    spark = LocalSpark(pipeline.settings)
+    proc = pipeline.start_cli("process", "--trigger", "available-now", log_name="worker-kill")
+    _wait(lambda: _batches(pipeline) >= 1 or proc.poll() is not None, "a first batch", 600, 0.5)
+    done_at_kill = _batches(pipeline)
+    # The worker whose core the job holds (the job runs on one core: one executor).
+    busy = [w for w in spark.state()["workers"] if w["coresused"]]
+    assert len(busy) == 1, busy
+    port = int(busy[0]["webuiaddress"].rsplit(":", 1)[1])
+    (victim,) = [w for w in spark.workers if w.ui_port == port]
+    spark.kill(victim.name)
+    assert proc.wait(timeout=900) == 0, Path(proc.log_path).read_text()[-4000:]  # type: ignore[attr-defined]
+    assert done_at_kill < _batches(pipeline), "the worker was killed after the drain ended"
+    log = Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+    assert "Lost executor" in log or "lost executor" in log.lower(), log[-3000:]
+    _assert_exact(pipeline)
+
+    spark.start_daemon(victim)
+    spark.wait_for_workers(2)
