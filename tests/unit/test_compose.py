@@ -98,15 +98,14 @@ def _airflow_option_exists(name: str) -> bool:
 def test_every_environment_variable_is_read_by_someone() -> None:
     fields = {f"CINESTREAM_{f.upper()}" for f in Settings.model_fields}
     init_script = (REPO / "infra/compose/postgres-init.sh").read_text()
-    image_prefixes = {
-        "kafka": "KAFKA_",
-        "postgres": "POSTGRES_",
-        "spark-master": "SPARK_",
-        "spark-worker": "SPARK_",
-    }
+    kafka_script = (REPO / "infra/compose/kafka-start.sh").read_text()
+    entrypoint = (REPO / "infra/compose/cinestream-entrypoint.sh").read_text()
+    image_prefixes = {"postgres": "POSTGRES_", "spark-master": "SPARK_", "spark-worker": "SPARK_"}
     for name, service in compose()["services"].items():
         for var in service.get("environment", {}):
-            if var.startswith("CINESTREAM_") and name != "postgres":
+            if name.startswith("kafka-"):
+                assert f"${{{var}" in kafka_script, (name, var)
+            elif var.startswith("CINESTREAM_") and name != "postgres":
                 assert var in fields, (name, var)
             elif var.startswith("AIRFLOW_CONN_"):
                 continue
@@ -114,8 +113,92 @@ def test_every_environment_variable_is_read_by_someone() -> None:
                 assert _airflow_option_exists(var), (name, var)
             elif name == "postgres" and not var.startswith("POSTGRES_"):
                 assert f"${{{var}}}" in init_script, (name, var)
+            elif service.get("image", "").startswith("cinestream:"):
+                assert f"${{{var}" in entrypoint, (name, var)
             else:
                 assert var.startswith(image_prefixes.get(name, "\0")), (name, var)
+
+
+def test_three_brokers_replicated_and_authenticated() -> None:
+    services = compose()["services"]
+    brokers = {n: s for n, s in services.items() if n.startswith("kafka")}
+    assert sorted(brokers) == ["kafka-1", "kafka-2", "kafka-3"]
+    assert sorted(s["environment"]["KAFKA_NODE_ID"] for s in brokers.values()) == ["1", "2", "3"]
+    for name, broker in brokers.items():
+        assert broker["hostname"] == name
+        assert broker["entrypoint"] == ["/bin/sh", "/opt/cinestream/kafka-start.sh"]
+        assert "ports" not in broker, f"{name} is reachable only inside the network"
+        assert any(v.endswith(":/var/lib/kafka/data") for v in broker["volumes"])
+    script = (REPO / "infra/compose/kafka-start.sh").read_text()
+    for line in (
+        "VOTERS=${KAFKA_VOTERS:-1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093}",
+        "listeners=SASL_PLAINTEXT://:$PORT,CONTROLLER://:$CONTROLLER_PORT",
+        "inter.broker.listener.name=SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms=$MECHANISM",
+        "default.replication.factor=3",
+        "min.insync.replicas=2",
+        "unclean.leader.election.enable=false",
+        "--add-scram",
+    ):
+        assert line in script, line
+    assert "PLAINTEXT://:" not in script.replace("SASL_PLAINTEXT://:", "")
+
+    # Every client of the deployment connects to the three brokers with SCRAM credentials.
+    for name in ("api", "dashboard", "airflow-scheduler"):
+        env = services[name]["environment"]
+        settings = Settings(
+            profile="single",
+            **{
+                k.removeprefix("CINESTREAM_").lower(): v
+                for k, v in env.items()
+                if k.startswith("CINESTREAM_") and k != "CINESTREAM_STATE_DIR"
+            },
+        )
+        assert settings.kafka_client_config == {
+            "bootstrap.servers": "kafka-1:9092,kafka-2:9092,kafka-3:9092",
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "cinestream",
+            "sasl.password": "xcinestream_kafka_password",
+        }, name
+        assert (settings.replication_factor, settings.resolved_min_insync_replicas) == (3, 2)
+        assert (
+            'password="xcinestream_kafka_password"'
+            in (settings.spark_kafka_options["kafka.sasl.jaas.config"])
+        )
+    extra = json.loads(services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KAFKA_DEFAULT"])
+    assert extra["extra"]["security.protocol"] == "SASL_PLAINTEXT"
+    assert extra["extra"]["sasl.password"] == "xcinestream_kafka_password"
+
+
+def test_spark_is_not_published_and_authenticates() -> None:
+    services = compose()["services"]
+    published = sorted(p for s in services.values() for p in s.get("ports", []))
+    assert published == ["8000:8000", "8080:8080", "8501:8501"]
+    for name, var in (("spark-master", "SPARK_MASTER_OPTS"), ("spark-worker", "SPARK_WORKER_OPTS")):
+        opts = services[name]["environment"][var].split()
+        assert "-Dspark.authenticate=true" in opts, name
+        assert "-Dspark.authenticate.secret=xspark_auth_secret" in opts, name
+    # Drivers (in the Airflow containers) get the secret through the image's entrypoint.
+    assert services["airflow-scheduler"]["environment"]["SPARK_AUTH_SECRET"] == "xspark_auth_secret"
+    entrypoint = (REPO / "infra/compose/cinestream-entrypoint.sh").read_text()
+    assert "spark.authenticate true" in entrypoint and "spark-defaults.conf" in entrypoint
+    assert "umask 077" in entrypoint
+    dockerfile = (REPO / "infra/compose/Dockerfile").read_text()
+    assert "/opt/cinestream/infra/compose/cinestream-entrypoint.sh" in dockerfile
+    assert "from cinestream.jars import jars" in dockerfile
+
+
+def test_api_and_dashboard_get_only_the_read_only_role() -> None:
+    services = compose()["services"]
+    for name in ("api", "dashboard"):
+        env = services[name]["environment"]
+        urls = [v for v in env.values() if "postgresql://" in str(v)]
+        assert urls and all(u.startswith("postgresql://cinestream_reader:") for u in urls), urls
+        assert not any("xcinestream_db_password" in str(v) for v in env.values()), name
+        assert "SPARK_AUTH_SECRET" not in env
+    writers = services["airflow-scheduler"]["environment"]["CINESTREAM_DATABASE_URL"]
+    assert writers.startswith("postgresql://cinestream:xcinestream_db_password@")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,58 @@
+#!/bin/sh
+# One node of the compose Kafka cluster: a KRaft broker+controller whose broker listener takes
+# SASL/SCRAM-SHA-512 only (clients and the other brokers alike); the controller listener stays
+# inside the compose network. The SCRAM credentials of the brokers and of cinestream's clients go
+# into the metadata log when the storage is formatted (once: --ignore-formatted), so the cluster
+# authenticates from its first start. Same settings as `cinestream up --cluster` on one machine.
+set -eu
+: "${KAFKA_NODE_ID:?}" "${KAFKA_CLUSTER_ID:?}" "${KAFKA_BROKER_PASSWORD:?}"
+: "${CINESTREAM_KAFKA_SASL_USERNAME:?}" "${CINESTREAM_KAFKA_SASL_PASSWORD:?}"
+KAFKA_HOME=${KAFKA_HOME:-/opt/kafka}
+DATA=${KAFKA_DATA_DIR:-/var/lib/kafka/data}
+HOST=${KAFKA_ADVERTISED_HOST:-kafka-$KAFKA_NODE_ID}
+PORT=${KAFKA_PORT:-9092}
+CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+VOTERS=${KAFKA_VOTERS:-1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093}
+CONF=${KAFKA_CONF_DIR:-/tmp/kafka}
+MECHANISM=SCRAM-SHA-512
+LOGIN=org.apache.kafka.common.security.scram.ScramLoginModule
+
+umask 077
+mkdir -p "$CONF"
+cat > "$CONF/server.properties" <<PROPERTIES
+process.roles=broker,controller
+node.id=$KAFKA_NODE_ID
+controller.quorum.voters=$VOTERS
+controller.listener.names=CONTROLLER
+listeners=SASL_PLAINTEXT://:$PORT,CONTROLLER://:$CONTROLLER_PORT
+advertised.listeners=SASL_PLAINTEXT://$HOST:$PORT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+sasl.enabled.mechanisms=$MECHANISM
+sasl.mechanism.inter.broker.protocol=$MECHANISM
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=$LOGIN required username="kafka-broker" password="$KAFKA_BROKER_PASSWORD";
+log.dirs=$DATA
+auto.create.topics.enable=false
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+unclean.leader.election.enable=false
+group.initial.rebalance.delay.ms=0
+log.message.timestamp.before.max.ms=9223372036854775807
+PROPERTIES
+# What the healthcheck's kafka-broker-api-versions.sh connects with.
+cat > "$CONF/client.properties" <<PROPERTIES
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=$MECHANISM
+sasl.jaas.config=$LOGIN required username="$CINESTREAM_KAFKA_SASL_USERNAME" password="$CINESTREAM_KAFKA_SASL_PASSWORD";
+PROPERTIES
+
+"$KAFKA_HOME/bin/kafka-storage.sh" format --ignore-formatted -t "$KAFKA_CLUSTER_ID" \
+  -c "$CONF/server.properties" \
+  --add-scram "$MECHANISM=[name=kafka-broker,password=$KAFKA_BROKER_PASSWORD]" \
+  --add-scram "$MECHANISM=[name=$CINESTREAM_KAFKA_SASL_USERNAME,password=$CINESTREAM_KAFKA_SASL_PASSWORD]"
+exec "$KAFKA_HOME/bin/kafka-server-start.sh" "$CONF/server.properties"
