@@ -26,7 +26,7 @@ def main() -> int:
     began = time.monotonic()
     query = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**settings.spark_kafka_options)
         .option("subscribe", settings.ratings_topic)
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)

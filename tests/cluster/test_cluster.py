@@ -29,12 +29,12 @@ REPO = Path(__file__).resolve().parents[2]
 STATE = REPO / ".state-test-cluster"
 ENV = {
     "CINESTREAM_STATE_DIR": str(STATE),
-    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:29092",
-    "CINESTREAM_SPARK_MASTER": "spark://127.0.0.1:27077",
-    "CINESTREAM_PG_PORT": "25432",
-    "CINESTREAM_API_PORT": "28000",
-    "CINESTREAM_DASHBOARD_PORT": "28501",
-    "CINESTREAM_AIRFLOW_PORT": "28080",
+    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:59092",
+    "CINESTREAM_SPARK_MASTER": "spark://127.0.0.1:57077",
+    "CINESTREAM_PG_PORT": "55432",
+    "CINESTREAM_API_PORT": "58000",
+    "CINESTREAM_DASHBOARD_PORT": "58501",
+    "CINESTREAM_AIRFLOW_PORT": "58080",
 }
 BACKLOG = 40_400
 DRAIN = 300_000
@@ -195,7 +195,7 @@ def test_seed_scenario_exact_on_the_cluster_profile(cluster: tuple[Any, Any]) ->
     client = status["kafka_client_config"]
     password = (STATE / "secrets" / "kafka_cinestream_password").read_text().strip()
     assert client == {
-        "bootstrap.servers": "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094",
+        "bootstrap.servers": "127.0.0.1:59092,127.0.0.1:59093,127.0.0.1:59094",
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "cinestream",
