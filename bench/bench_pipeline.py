@@ -5,8 +5,12 @@
 Starts its own Kafka and PostgreSQL (state in .state-bench, ports 29092/25432), fills a topic with
 COUNT ratings, and reports:
   * the generator's rate next to a raw confluent-kafka producer sending the same payloads;
-  * the processor's drain rate (available-now over the whole topic, JVM start excluded) next to
-    the ceiling: the same streaming read and parse with no aggregation, as a ratio.
+  * the processor's drain rate (available-now over the whole topic, JVM start excluded), its time
+    per phase summed over the batches (spark: read + parse + aggregate + cells to the driver;
+    dlq; handoff: the cells into the COPY format; store: the PostgreSQL commit; publish: the
+    metrics topic) and the peak resident memory of its driver (JVM, Python);
+  * next to it the ceiling: Spark's own batch pass over the same topic with the same parse and
+    aggregation, counted (warm), and the drain as a share of it.
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ from cinestream.generator import (  # noqa: E402
     encode,
     event_times,
     generate,
-    producer_config,
 )
 from cinestream.kafka import admin as kafka_admin  # noqa: E402
+from cinestream.kafka.produce import producer_config  # noqa: E402
 from cinestream.settings import Settings  # noqa: E402
 from cinestream.store import reads  # noqa: E402
 from cinestream.store.connection import connect  # noqa: E402
@@ -74,21 +78,64 @@ def raw_producer_rate(settings: Settings, count: int, start_ms: int, span_ms: in
     return count / (time.monotonic() - began)
 
 
-def spark_run(settings: Settings, script: str, args: list[str]) -> str:
+def _tree_rss(root: int) -> dict[str, int]:
+    """Resident memory (bytes) of ``root``'s process tree, split into the driver's JVM and its
+    Python processes."""
+    from cinestream.local.processes import descendants
+
+    rss = {"jvm": 0, "python": 0}
+    for pid in {root, *descendants([root])}:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        if match:
+            rss["jvm" if name == "java" else "python"] += int(match[1]) * 1024
+    return rss
+
+
+def spark_run(
+    settings: Settings, script: str, args: list[str]
+) -> tuple[str, dict[str, int], float]:
+    """Run a job through spark-submit; its output, the peak resident memory of its driver (JVM,
+    Python) sampled every 0.2 s, and its wall time."""
     cmd = spark_submit_command(settings, script, args)
     if script.startswith("../bench/"):
         cmd[-1 - len(args)] = str(REPO / "bench" / Path(script).name)
-    result = subprocess.run(cmd, env=spark_env(), capture_output=True, text=True)
-    output = result.stdout + result.stderr
-    if result.returncode:
+    log_path = STATE / f"{Path(script).stem}.log"
+    peak = {"jvm": 0, "python": 0}
+    began = time.monotonic()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, env=spark_env(), stdout=out, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            for part, value in _tree_rss(proc.pid).items():
+                peak[part] = max(peak[part], value)
+            time.sleep(0.2)
+    wall = time.monotonic() - began
+    output = log_path.read_text()
+    if proc.returncode:
         sys.exit(f"{script} failed:\n{output[-3000:]}")
-    return output
+    return output, peak, wall
+
+
+PHASE = re.compile(r"(spark|dlq|handoff|store|publish) ([\d.]+)s")
+
+
+def phase_totals(batch_lines: list[str]) -> dict[str, float]:
+    """Seconds per phase summed over the processor's batch lines."""
+    totals: dict[str, float] = {}
+    for line in batch_lines:
+        for name, seconds in PHASE.findall(line.split("(", 1)[-1]):
+            totals[name] = totals.get(name, 0.0) + float(seconds)
+    return {k: round(v, 2) for k, v in totals.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
-    parser.add_argument("--span-min", type=int, default=60, help="event-time span of the backlog")
+    parser.add_argument("--span-min", type=int, default=100, help="event-time span of the backlog")
     args = parser.parse_args()
 
     with bench_stack("bench", 29092, 25432):
@@ -108,12 +155,14 @@ def main() -> None:
         assert report.failed == 0, report.as_dict()
         raw_rate = raw_producer_rate(settings, args.count, start_ms, span_ms)
 
-        print("ceiling: streaming read + parse, no aggregation ...")
+        print("ceiling: Spark's batch parse + aggregate over the topic, counted (warm) ...")
         ceiling = _last_json(
-            spark_run(settings, "../bench/spark_ceiling.py", [str(STATE / "ceiling-checkpoint")])
+            spark_run(settings, "../bench/spark_ceiling.py", [str(STATE / "ceiling-checkpoint")])[0]
         )
         print("processor: available-now over the whole topic ...")
-        out = spark_run(settings, "ratings_stream_processor.py", ["--trigger", "available-now"])
+        out, peak, wall = spark_run(
+            settings, "ratings_stream_processor.py", ["--trigger", "available-now"]
+        )
         match = re.search(r"processor finished: (\d+) batches, (\d+) valid.* in ([\d.]+)s", out)
         if not match:
             sys.exit(f"could not read the processor's summary:\n{out[-3000:]}")
@@ -123,6 +172,11 @@ def main() -> None:
             counted = reads.window_totals(conn, "tumbling_1min").ratings
         assert counted == args.count, counted
         batch_lines = [line for line in out.splitlines() if "cinestream.processor: batch" in line]
+        print("processor again: nothing new (the start-up cost) ...")
+        empty_out, _, empty_wall = spark_run(
+            settings, "ratings_stream_processor.py", ["--trigger", "available-now"]
+        )
+        assert "lag 0" in empty_out, empty_out[-2000:]
 
     drain_rate = args.count / drain_s
     ceiling_rate = ceiling["ceiling_records"] / ceiling["ceiling_seconds"]
@@ -137,9 +191,14 @@ def main() -> None:
         "processor_batches": batches,
         "processor_drain_s": round(drain_s, 2),
         "processor_drain_rate_per_s": round(drain_rate),
+        "processor_wall_s": round(wall, 2),
+        "empty_run_wall_s": round(empty_wall, 2),
+        "drain_rate_net_of_startup_per_s": round(args.count / (wall - empty_wall)),
         "ceiling_s": round(ceiling["ceiling_seconds"], 2),
         "ceiling_rate_per_s": round(ceiling_rate),
-        "drain_vs_ceiling": round(drain_rate / ceiling_rate, 2),
+        "drain_vs_ceiling": round(args.count / (wall - empty_wall) / ceiling_rate, 2),
+        "drain_phases_s": phase_totals(batch_lines),
+        "driver_peak_rss_mib": {k: round(v / 2**20) for k, v in peak.items()},
     }
     print("\n".join(line.split("cinestream.processor: ")[-1] for line in batch_lines))
     print(json.dumps(result, indent=2))

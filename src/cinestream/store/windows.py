@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from cinestream.errors import RESET_FIX, CheckpointMismatch, ProcessorBusy
-from cinestream.metrics import WindowMetric, window_metric
+from cinestream.metrics import TOP_MOVIES_LIMIT, WindowMetric, window_metric
 from cinestream.schemas import CELL_FIELDS
 from cinestream.store.connection import PUBLISH_LOCK, begin_writer, require_no_open_transaction
 
@@ -75,11 +75,18 @@ def finalize_windows(
         params,
     ):
         histograms[(wt, ws)][half_stars] = count
+    # Only each window's leaders leave the database: the SPEC's order (most ratings first, the
+    # smaller id on ties) ranked there, so a window of 10,000 movies sends 10 rows, not 10,000.
     movies: dict[WindowKey, list[tuple[int, int]]] = defaultdict(list)
     for wt, ws, movie_id, count in conn.execute(
-        key_cte + " SELECT c.window_type, c.window_start_ms, c.movie_id, c.count "
-        "FROM window_movie_counts c JOIN k ON c.window_type = k.wt AND c.window_start_ms = k.ws",
-        params,
+        key_cte + ", ranked AS ("
+        " SELECT c.window_type, c.window_start_ms, c.movie_id, c.count, row_number() OVER ("
+        "   PARTITION BY c.window_type, c.window_start_ms ORDER BY c.count DESC, c.movie_id"
+        " ) AS rank"
+        " FROM window_movie_counts c JOIN k ON c.window_type = k.wt AND c.window_start_ms = k.ws"
+        " WHERE c.count > 0)"
+        " SELECT window_type, window_start_ms, movie_id, count FROM ranked WHERE rank <= %s",
+        (*params, TOP_MOVIES_LIMIT),
     ):
         movies[(wt, ws)].append((movie_id, count))
     ends = {

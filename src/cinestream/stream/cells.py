@@ -23,9 +23,19 @@ def ratings_stream(spark: Any, settings: Settings) -> Any:
         # Never skip silently: a gap in the offsets fails the query (the start plan explains).
         .option("failOnDataLoss", "true")
         .option("maxOffsetsPerTrigger", settings.batch_ratings_limit)
+        .option("minPartitions", min_partitions(spark, settings))
         .option("includeHeaders", "false")
         .load()
     )
+
+
+def min_partitions(spark: Any, settings: Settings) -> int:
+    """Spark tasks a Kafka read is split into: CINESTREAM_KAFKA_MIN_PARTITIONS, else twice the
+    cores Spark has. Three topic partitions on two cores would otherwise run as two waves, the
+    second with one core idle; six slices of them keep both busy to the end."""
+    if settings.kafka_min_partitions:
+        return settings.kafka_min_partitions
+    return max(settings.ratings_partitions, 2 * int(spark.sparkContext.defaultParallelism))
 
 
 def ratings_batch(
@@ -44,6 +54,7 @@ def ratings_batch(
         .option("startingOffsets", as_json(starting))
         .option("endingOffsets", as_json(ending))
         .option("failOnDataLoss", "false")
+        .option("minPartitions", min_partitions(spark, settings))
         .load()
     )
 

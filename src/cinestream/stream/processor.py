@@ -369,9 +369,14 @@ class StreamProcessor:
         cells = BatchCells.from_arrow(
             window_cells(parsed, s.windows, now_ms + s.future_tolerance_s * 1000).toArrow()
         )
-        spark_s = time.monotonic() - began
+        phases = {"spark": time.monotonic() - began}
         if cells.invalid:
+            dlq_began = time.monotonic()
             write_dlq(parsed, s)
+            phases["dlq"] = time.monotonic() - dlq_began
+        handoff_began = time.monotonic()
+        cells_csv = cells.to_csv()
+        phases["handoff"] = time.monotonic() - handoff_began
         _, offsets = checkpoint_offsets(self.fs, s.checkpoint_dir, batch_id)
         end_offsets = offsets.get(s.ratings_topic, {})
         start_offsets = self._start_offsets(batch_id)
@@ -380,7 +385,7 @@ class StreamProcessor:
             topic=s.ratings_topic,
             topic_id=self._topic_id,
             batch_id=batch_id,
-            cells_csv=cells.to_csv(),
+            cells_csv=cells_csv,
             invalid=cells.invalid,
             max_event_ms=cells.max_event_ms(),
             wall_clock_ms=now_ms,
@@ -405,16 +410,18 @@ class StreamProcessor:
         result = retry_on_disconnect(
             commit, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
         )
-        store_s = time.monotonic() - store_began
+        phases["store"] = time.monotonic() - store_began
         if result.already_committed:
             log.info(
                 "batch %d was already committed (replay after a restart); publishing what is "
                 "still pending",
                 batch_id,
             )
+        publish_began = time.monotonic()
         published = retry_on_disconnect(
             self._publish_pending, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
         )
+        phases["publish"] = time.monotonic() - publish_began
         if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
             self._prune()
         if not result.already_committed:
@@ -424,7 +431,7 @@ class StreamProcessor:
             self.totals["late"] += result.late
         log.info(
             "batch %d: %d valid, %d invalid -> %s, %d late; %d windows published; watermark %s; "
-            "end offsets %s; %.2fs (spark %.2fs, store %.2fs, %d cells)",
+            "end offsets %s; %.2fs (%s; %d cells)",
             batch_id,
             result.valid,
             cells.invalid,
@@ -434,8 +441,7 @@ class StreamProcessor:
             format_time(result.watermark_ms) if result.watermark_ms else "-",
             json.dumps(end_offsets, sort_keys=True),
             time.monotonic() - began,
-            spark_s,
-            store_s,
+            ", ".join(f"{name} {seconds:.2f}s" for name, seconds in phases.items()),
             cells.rows,
         )
 
