@@ -10,7 +10,7 @@ import sys
 import time
 
 from cinestream.settings import Settings
-from cinestream.stream.cells import min_partitions
+from cinestream.stream.cells import records_per_task
 from cinestream.stream.submit import job_session
 from cinestream.stream.transforms import parse_ratings, window_cells
 
@@ -27,7 +27,7 @@ def main() -> int:
             .option("subscribe", settings.ratings_topic)
             .option("startingOffsets", "earliest")
             .option("endingOffsets", "latest")
-            .option("minPartitions", min_partitions(spark, settings))
+            .option("maxRecordsPerPartition", records_per_task(spark, settings))
             .load()
         )
         parsed = parse_ratings(raw)

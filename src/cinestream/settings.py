@@ -78,8 +78,9 @@ class Settings(BaseSettings):
 
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int = Field(default=500_000, ge=1)
-    # Spark tasks per Kafka read (minPartitions); 0: twice the cores Spark has.
-    kafka_min_partitions: int = Field(default=0, ge=0)
+    # The most records one Spark task reads from Kafka (maxRecordsPerPartition); 0: a full batch
+    # spread over twice the cores Spark has.
+    kafka_max_records_per_task: int = Field(default=0, ge=0)
     # The most window cells one micro-batch may hand to the driver: a rating makes up to one cell
     # per window containing it, so batches are capped at MAX_BATCH_CELLS / windows per rating
     # ratings. This, not what a batch contains, bounds the driver's memory (about 100 bytes a cell

@@ -23,19 +23,22 @@ def ratings_stream(spark: Any, settings: Settings) -> Any:
         # Never skip silently: a gap in the offsets fails the query (the start plan explains).
         .option("failOnDataLoss", "true")
         .option("maxOffsetsPerTrigger", settings.batch_ratings_limit)
-        .option("minPartitions", min_partitions(spark, settings))
+        .option("maxRecordsPerPartition", records_per_task(spark, settings))
         .option("includeHeaders", "false")
         .load()
     )
 
 
-def min_partitions(spark: Any, settings: Settings) -> int:
-    """Spark tasks a Kafka read is split into: CINESTREAM_KAFKA_MIN_PARTITIONS, else twice the
-    cores Spark has. Three topic partitions on two cores would otherwise run as two waves, the
-    second with one core idle; six slices of them keep both busy to the end."""
-    if settings.kafka_min_partitions:
-        return settings.kafka_min_partitions
-    return max(settings.ratings_partitions, 2 * int(spark.sparkContext.defaultParallelism))
+def records_per_task(spark: Any, settings: Settings) -> int:
+    """The most records one Spark task reads (maxRecordsPerPartition):
+    CINESTREAM_KAFKA_MAX_RECORDS_PER_TASK, else a full batch spread over twice the cores Spark
+    has. Three topic partitions on two cores would otherwise run as two waves, the second with
+    a core idle; small live batches stay one task per partition (splitting them costs more
+    than it saves)."""
+    if settings.kafka_max_records_per_task:
+        return settings.kafka_max_records_per_task
+    cores = max(1, int(spark.sparkContext.defaultParallelism))
+    return max(10_000, settings.batch_ratings_limit // (2 * cores))
 
 
 def ratings_batch(
@@ -54,7 +57,7 @@ def ratings_batch(
         .option("startingOffsets", as_json(starting))
         .option("endingOffsets", as_json(ending))
         .option("failOnDataLoss", "false")
-        .option("minPartitions", min_partitions(spark, settings))
+        .option("maxRecordsPerPartition", records_per_task(spark, settings))
         .load()
     )
 
