@@ -95,3 +95,79 @@ def test_retention(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CINESTREAM_RETENTION", "10min")
     with pytest.raises(ValidationError, match="at least 1h"):
         Settings()
+
+
+def test_the_single_profile_connects_in_plaintext(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = Settings(state_dir=tmp_path)
+    assert s.profile == "single" and not s.cluster
+    assert s.kafka_client_config == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "PLAINTEXT",
+    }
+    assert s.spark_kafka_options == {
+        "kafka.bootstrap.servers": "127.0.0.1:9092",
+        "kafka.security.protocol": "PLAINTEXT",
+    }
+    assert (s.replication_factor, s.resolved_min_insync_replicas, s.spark_master) == (
+        1,
+        1,
+        "local[2]",
+    )
+
+
+def test_the_cluster_profile_recorded_in_the_state_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "profile").write_text("cluster\n")
+    s = Settings(state_dir=tmp_path, kafka_bootstrap="127.0.0.1:19092")
+    assert s.cluster
+    # One local address names the first of three brokers; replication 3, min ISR 2, SASL.
+    assert s.kafka_bootstrap == "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
+    assert (s.replication_factor, s.resolved_min_insync_replicas) == (3, 2)
+    assert (s.spark_master, s.spark_cores_max) == ("spark://127.0.0.1:7077", 1)
+    config = s.kafka_client_config  # generates the password on first use
+    password = (tmp_path / "secrets" / "kafka_cinestream_password").read_text()
+    assert config["security.protocol"] == "SASL_PLAINTEXT"
+    assert (config["sasl.mechanism"], config["sasl.username"]) == ("SCRAM-SHA-512", "cinestream")
+    assert config["sasl.password"] == password and len(password) >= 32
+    assert (tmp_path / "secrets" / "kafka_cinestream_password").stat().st_mode & 0o077 == 0
+    assert s.spark_kafka_options["kafka.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="cinestream" password="{password}";'
+    )
+    assert s.kafka_description.endswith("(SASL_PLAINTEXT, SCRAM-SHA-512 as cinestream)")
+    # Explicit settings win over the profile's defaults.
+    s = Settings(state_dir=tmp_path, replication_factor=2, spark_master="local[2]")
+    assert (s.replication_factor, s.resolved_min_insync_replicas, s.spark_master) == (
+        2,
+        1,
+        "local[2]",
+    )
+
+
+def test_remote_sasl_needs_credentials_and_quotes_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = Settings(
+        state_dir=tmp_path,
+        kafka_bootstrap="b-1.example:9096",
+        kafka_security_protocol="sasl_ssl",
+        kafka_sasl_mechanism="plain",
+        kafka_ssl_ca_location="/etc/ca.pem",
+    )
+    with pytest.raises(ValueError, match="CINESTREAM_KAFKA_SASL_USERNAME"):
+        s.kafka_client_config  # noqa: B018
+    s = s.model_copy(update={"kafka_sasl_username": "u", "kafka_sasl_password": 'p"w\\x'})
+    assert s.kafka_client_config["ssl.ca.location"] == "/etc/ca.pem"
+    options = s.spark_kafka_options
+    assert options["kafka.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'username="u" password="p\\"w\\\\x";'
+    )
+    assert options["kafka.ssl.truststore.type"] == "PEM"
+    assert options["kafka.ssl.truststore.location"] == "/etc/ca.pem"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("profile", "cloud"), ("kafka_security_protocol", "TLS"), ("kafka_sasl_mechanism", "GSSAPI")],
+)
+def test_bad_kafka_security_settings_fail_at_start(tmp_path, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValidationError):
+        Settings(state_dir=tmp_path, **{field: value})
