@@ -6,6 +6,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: up up-cluster down test test-unit test-integration lint bench bench-pipeline bench-api bench-airflow \
+	bench-freshness \
 	install clean status doctor lock
 
 # Dependencies come from requirements.lock (every package pinned); `make lock` refreshes it
@@ -57,7 +58,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests spark_jobs bench dags plugins expectations
 	$(BIN)/mypy
 
-bench: bench-pipeline bench-api bench-airflow
+bench: bench-pipeline bench-api bench-airflow bench-freshness
 
 bench-pipeline: $(STAMP)
 	$(PY) bench/bench_pipeline.py
@@ -67,6 +68,9 @@ bench-api: $(STAMP)
 
 bench-airflow: $(STAMP)
 	$(PY) bench/bench_airflow_pipeline.py
+
+bench-freshness: $(STAMP)
+	$(PY) bench/bench_freshness.py
 
 clean: down
 	rm -rf .state .state-test $(VENV)

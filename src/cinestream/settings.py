@@ -86,8 +86,10 @@ class Settings(BaseSettings):
     # ratings. This, not what a batch contains, bounds the driver's memory (about 100 bytes a cell
     # on the driver: 2,000,000 fit the default 2g with room to spare).
     max_batch_cells: int = Field(default=2_000_000, ge=1_000)
-    # Micro-batch interval of the continuous processor (the duration grammar of timeparse).
-    trigger_interval: str = "10s"
+    # Micro-batch interval of the continuous processor (the duration grammar of timeparse). 1s
+    # keeps a new rating's p99 time to the API under 2 s on a 2-core machine
+    # (bench/bench_freshness.py) at the price of most of one core; 10s costs a fifth of one.
+    trigger_interval: str = "1s"
     shuffle_partitions: int = Field(default=2, ge=1)
     spark_master: str = "local[2]"
     # spark.cores.max of each job (0: no cap). The cluster profile caps jobs at one core so the
