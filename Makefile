@@ -73,4 +73,4 @@ bench-freshness: $(STAMP)
 	$(PY) bench/bench_freshness.py
 
 clean: down
-	rm -rf .state .state-test $(VENV)
+	rm -rf .state .state-* $(VENV)
