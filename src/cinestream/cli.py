@@ -131,7 +131,9 @@ def status(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    click.echo(f"profile    {info['profile']}")
     click.echo(f"kafka      {info['kafka_bootstrap']}")
+    click.echo(f"spark      {info['spark_master']}")
     click.echo(f"database   {info['database_url_redacted']}")
     click.echo(f"api        {info['api_url']}")
     click.echo(f"dashboard  {info['dashboard_url']}")
