@@ -271,18 +271,23 @@ class Settings(BaseSettings):
         return self.resolved_kafka_security_protocol.startswith("SASL")
 
     @property
+    def resolved_kafka_sasl_username(self) -> str:
+        """The clients' SASL user: configured, else the local cluster's (empty for a remote one)."""
+        return self.kafka_sasl_username or (KAFKA_CLIENT_USER if self.uses_local_kafka else "")
+
+    @property
     def kafka_description(self) -> str:
         """The bootstrap servers and, unless PLAINTEXT, how clients authenticate (for logs)."""
         protocol = self.resolved_kafka_security_protocol
         if protocol == "PLAINTEXT":
             return self.kafka_bootstrap
-        user = self.kafka_sasl_username or (KAFKA_CLIENT_USER if self.uses_local_kafka else "?")
+        user = self.resolved_kafka_sasl_username or "?"
         how = f", {self.kafka_sasl_mechanism} as {user}" if self.kafka_uses_sasl else ""
         return f"{self.kafka_bootstrap} ({protocol}{how})"
 
     def kafka_sasl_credentials(self) -> tuple[str, str]:
         """(user, password) of the clients: configured, else the local cluster's generated ones."""
-        user = self.kafka_sasl_username or (KAFKA_CLIENT_USER if self.uses_local_kafka else "")
+        user = self.resolved_kafka_sasl_username
         password = self.kafka_sasl_password
         if not password and self.uses_local_kafka:
             password = stored_secret(self.state_dir, f"kafka_{user}_password")

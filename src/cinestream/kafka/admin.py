@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from cinestream.errors import CinestreamError, ServiceUnavailable
 from cinestream.net import host_port, port_open
-from cinestream.settings import KAFKA_CLIENT_USER, Settings
+from cinestream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def unavailable(
     where = f"Kafka at {settings.kafka_bootstrap}"
     refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
     if refused:
-        user = settings.kafka_sasl_username or KAFKA_CLIENT_USER
+        user = settings.resolved_kafka_sasl_username
         detail = refused[0].str().split(": ", 1)[-1]
         return ServiceUnavailable(
             f"{where} refused the credentials of user {user!r} ({detail})",

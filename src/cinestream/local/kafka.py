@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import signal
 import subprocess
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from pathlib import Path
 from cinestream.errors import CinestreamError
 from cinestream.jars import jars
 from cinestream.kafka.admin import broker_ready, cluster_brokers
-from cinestream.local.processes import ManagedProcess, pid_alive, wait_until
+from cinestream.local.processes import ManagedProcess, wait_until
 from cinestream.net import host_port, port_open
 from cinestream.settings import Settings, jaas_config, stored_secret
 
@@ -284,19 +282,7 @@ class LocalKafka:
 
     def kill_node(self, name: str) -> int:
         """``kill -9`` one node (the fault tests); returns its pid."""
-        proc = self.process(self.node(name))
-        pid = proc.pid()
-        if pid is None:
-            raise CinestreamError(f"{name} is not running")
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.1)
-        return pid
+        return self.process(self.node(name)).kill()
 
     def stop(self) -> bool:
         """Stop every node; False if none was running."""

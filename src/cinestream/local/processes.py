@@ -98,6 +98,19 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def kill(self, group: bool = False) -> int:
+        """``kill -9`` the process (with ``group``, its whole process group) and wait up to 10 s
+        for it to go; returns its pid. For the fault tests: no graceful stop."""
+        pid = self.pid()
+        if pid is None:
+            raise CinestreamError(f"{self.name} is not running")
+        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.1)
+        return pid
+
 
 def _reap(pid: int) -> None:
     try:

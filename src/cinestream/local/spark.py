@@ -9,10 +9,7 @@ the master port + 1, the workers' on + 2 and + 3.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from typing import Any
 import httpx
 
 from cinestream.errors import CinestreamError
-from cinestream.local.processes import ManagedProcess, pid_alive, wait_until
+from cinestream.local.processes import ManagedProcess, wait_until
 from cinestream.net import port_open
 from cinestream.settings import Settings
 from cinestream.stream.submit import LOG4J2, python_env
@@ -185,18 +182,11 @@ class LocalSpark:
     def kill(self, name: str) -> int:
         """``kill -9`` one daemon and its children (the fault tests); returns its pid."""
         daemon = next((d for d in self.daemons if d.name == name), None)
-        pid = self.process(daemon).pid() if daemon else None
-        if pid is None:
-            raise CinestreamError(f"{name} is not running")
-        os.killpg(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.1)
-        return pid
+        if daemon is None:
+            raise CinestreamError(
+                f"no Spark daemon {name!r}; daemons: {[d.name for d in self.daemons]}"
+            )
+        return self.process(daemon).kill(group=True)
 
     def running(self) -> dict[str, bool]:
         """Per daemon, whether its process runs."""

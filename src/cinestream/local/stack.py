@@ -233,13 +233,10 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     spark = LocalSpark(settings)
     for daemon in (*spark.workers, spark.master):
         yield daemon.name, spark.process(daemon).stop()
-    kafka = LocalKafka(settings)
-    if len(kafka.nodes) == 1:
-        yield "kafka", kafka.stop()
-    else:
-        running = {n.name: kafka.process(n).pid() is not None for n in kafka.nodes}
-        kafka.stop()
-        yield from running.items()
+    kafka = LocalKafka(settings)  # every node at once; one line per node ("kafka" when single)
+    running = {n.name: kafka.process(n).pid() is not None for n in kafka.nodes}
+    kafka.stop()
+    yield from running.items()
     yield "postgres", LocalPostgres(settings).stop()
 
 
