@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ import pytest
 
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
+from tests.stack_cli import run_cli
+from tests.stack_cli import wait_for as _wait
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 
@@ -52,24 +53,7 @@ INVALID = [
 def _cli(
     *args: str, timeout: float = 900, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cinestream.cli", *args],
-        env={**os.environ, **ENV, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _wait(check: Callable[[], Any], what: str, timeout: float = 300, every: float = 2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+    return run_cli({**ENV, **(env or {})}, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

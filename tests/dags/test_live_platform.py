@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 from cinestream.timeparse import parse_instant
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
+from tests.stack_cli import run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
 
@@ -42,24 +42,11 @@ BACKLOG = 40_400
 
 
 def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cinestream.cli", *args],
-        env={**os.environ, **ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(ENV, *args, timeout=timeout)
 
 
 def _wait(check: Callable[[], Any], what: str, timeout: float = 300, every: float = 3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+    return wait_for(check, what, timeout, every)
 
 
 def _stray_processes() -> list[str]:
