@@ -36,6 +36,9 @@ ENV = {
     "CINESTREAM_API_PORT": "58000",
     "CINESTREAM_DASHBOARD_PORT": "58501",
     "CINESTREAM_AIRFLOW_PORT": "58080",
+    # No catch-up backfills on this stack (the live-platform tests cover them): fewer Spark
+    # applications queueing for the two one-core workers while the faults run.
+    "CINESTREAM_BACKFILL_CATCHUP": "1min",
 }
 BACKLOG = 40_400
 DRAIN = 300_000
@@ -91,14 +94,41 @@ def quiet_cluster(cluster: tuple[Any, Any]) -> Any:
     for dag_id in (*airflow.PARTS.values(), airflow.PIPELINE):
         api.patch(f"/dags/{dag_id}", {"is_paused": True})
     stop_processor(settings)
+
+    # A task Airflow had already queued still runs after the pause (the catch-up backfills of
+    # the first start come one after another): wait for every one of them, then for its Spark
+    # application, so that no backfill takes a worker's core during the faults.
+    def airflow_idle() -> bool:
+        return not any(
+            api.get(f"/dags/~/dagRuns/~/taskInstances?state={state}&limit=1")["total_entries"]
+            for state in ("running", "queued", "scheduled", "up_for_retry", "restarting")
+        )
+
+    _wait(airflow_idle, "no Airflow task running or queued", 900)
     spark = LocalSpark(settings)
     _wait(lambda: not spark.state().get("activeapps"), "no Spark application running", 600)
     return settings
 
 
+def _fault_database_url(settings: Any) -> str:
+    """A database of the fault drains' own on the stack's server: the stack's store belongs to
+    Airflow's DAGs (a catch-up backfill replaces whole windows of the stack's topic in it)."""
+    import psycopg
+
+    from cinestream.local.postgres import LocalPostgres
+
+    with psycopg.connect(LocalPostgres(settings)._admin_url(), autocommit=True) as conn:
+        if not conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = 'cinestream_faults'"
+        ).fetchone():
+            conn.execute("CREATE DATABASE cinestream_faults OWNER cinestream")
+    return settings.resolved_database_url.rsplit("/", 1)[0] + "/cinestream_faults"
+
+
 def _drain_pipeline(name: str, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
-    """Topics and a checkpoint of one fault test (replicated three times), empty window tables,
-    at most BATCH ratings a micro-batch so that the drain spans several batches."""
+    """Topics, a checkpoint and a database of one fault test (topics replicated three times, the
+    window tables empty), at most BATCH ratings a micro-batch so that the drain spans several
+    batches."""
     from cinestream.kafka import admin
     from cinestream.settings import Settings
     from cinestream.store import schema
@@ -106,6 +136,7 @@ def _drain_pipeline(name: str, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
 
     env = {
         **ENV,
+        "CINESTREAM_DATABASE_URL": _fault_database_url(Settings()),
         "CINESTREAM_RATINGS_TOPIC": f"{name}_ratings",
         "CINESTREAM_METRICS_TOPIC": f"{name}_metrics",
         "CINESTREAM_DLQ_TOPIC": f"{name}_dlq",
