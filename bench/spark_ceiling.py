@@ -10,7 +10,7 @@ import sys
 import time
 
 from cinestream.settings import Settings
-from cinestream.stream.cells import records_per_task
+from cinestream.stream.cells import KAFKA_READ_OPTIONS, records_per_task
 from cinestream.stream.submit import job_session
 from cinestream.stream.transforms import parse_ratings, window_cells
 
@@ -24,6 +24,7 @@ def main() -> int:
         raw = (
             spark.read.format("kafka")
             .options(**settings.spark_kafka_options)
+            .options(**KAFKA_READ_OPTIONS)  # the processor's own read settings
             .option("subscribe", settings.ratings_topic)
             .option("startingOffsets", "earliest")
             .option("endingOffsets", "latest")

@@ -53,14 +53,20 @@ def test_malformed_records_go_to_the_dlq_with_reasons(pipeline: Pipeline) -> Non
         (b"k%d" % i, v % (start + MINUTE) if v and b"%d" in v else v)
         for i, (v, _) in enumerate(MALFORMED)
     ]
-    pipeline.produce_raw(bad * 3)  # 30 invalid records mixed in
+    # 30 invalid records mixed in, and one too long to come to the driver with the cells (it
+    # goes through Spark's Kafka sink in a pass of its own).
+    too_long = b"[" + b"1," * 40_000 + b"1]"
+    pipeline.produce_raw(bad * 3 + [(b"k-long", too_long)])
     pipeline.produce_historical(2_000, start + 3 * MINUTE, 2 * MINUTE, seed=9)
 
     result = pipeline.process(check=True)
-    assert "30 invalid" in result.stdout
+    assert "31 invalid" in result.stdout
 
     dlq = read_all(pipeline.settings, pipeline.settings.dlq_topic)
-    assert len(dlq) == 30
+    assert len(dlq) == 31
+    (long_record,) = [json.loads(m.value()) for m in dlq if m.key() == b"k-long"]
+    assert long_record["error"] == "value is not a valid JSON object"
+    assert long_record["raw"].encode() == too_long
     by_key: dict[bytes, list[dict]] = {}
     for msg in dlq:
         by_key.setdefault(msg.key(), []).append(json.loads(msg.value()))
@@ -78,14 +84,14 @@ def test_malformed_records_go_to_the_dlq_with_reasons(pipeline: Pipeline) -> Non
     assert len(valid) == 5_000
     assert pipeline.total_counted() == 5_000
     assert_windows_equal(pipeline.db_windows(), recompute(valid))
-    assert pipeline.db("SELECT invalid_total FROM processor_state")[0][0] == 30
+    assert pipeline.db("SELECT invalid_total FROM processor_state")[0][0] == 31
 
 
 def _valid_events(pipeline: Pipeline) -> list[tuple[int, int, float, int]]:
     events = []
     for msg in read_all(pipeline.settings, pipeline.settings.ratings_topic):
         if msg.key().startswith(b"k"):
-            continue  # the malformed ones, keyed k0..k9
+            continue  # the malformed ones, keyed k0..k9 and k-long
         body = json.loads(msg.value())
         events.append((body["user_id"], body["movie_id"], body["rating"], body["timestamp"]))
     return events

@@ -1,9 +1,9 @@
-"""Producing to Kafka: the one producer configuration, and publishing metric records."""
+"""Producing to Kafka: the one producer configuration, and publishing metric and DLQ records."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Producer
@@ -37,31 +37,60 @@ def new_producer(settings: Settings) -> Producer:
     return Producer(producer_config(settings.kafka_client_config))
 
 
-def publish_metrics(
-    settings: Settings, metrics: Sequence[WindowMetric], producer: Producer | None = None
-) -> None:
-    """Publish metric records keyed ``<window_type>|<window_start>``; raise if any is lost."""
-    if not metrics:
-        return
-    producer = producer or new_producer(settings)
+def _produce_all(
+    producer: Producer, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+) -> tuple[int, list[str]]:
+    """Produce every (key, value) and wait for all deliveries: (undelivered, first errors)."""
     failures: list[str] = []
 
     def on_delivery(err: Any, _msg: Any) -> None:
         if err is not None:
             failures.append(err.str())
 
-    for metric in metrics:
-        producer.produce(
-            settings.metrics_topic,
-            json.dumps(metric.record(), separators=(",", ":")).encode(),
-            metric_key(metric.window_type, metric.window_start_ms).encode(),
-            on_delivery=on_delivery,
-        )
+    for key, value in records:
+        producer.produce(topic, value, key, on_delivery=on_delivery)
         producer.poll(0)
     remaining = producer.flush(60)
-    if remaining or failures:
+    return remaining + len(failures), failures[:1]
+
+
+def publish_metrics(
+    settings: Settings, metrics: Sequence[WindowMetric], producer: Producer | None = None
+) -> None:
+    """Publish metric records keyed ``<window_type>|<window_start>``; raise if any is lost."""
+    if not metrics:
+        return
+    lost, errors = _produce_all(
+        producer or new_producer(settings),
+        settings.metrics_topic,
+        (
+            (
+                metric_key(metric.window_type, metric.window_start_ms).encode(),
+                json.dumps(metric.record(), separators=(",", ":")).encode(),
+            )
+            for metric in metrics
+        ),
+    )
+    if lost:
         raise ServiceUnavailable(
-            f"could not publish {remaining + len(failures)} metrics to {settings.metrics_topic} "
-            f"({failures[:1] or 'timeout'}); the windows are stored and are re-published when "
+            f"could not publish {lost} metrics to {settings.metrics_topic} "
+            f"({errors or 'timeout'}); the windows are stored and are re-published when "
             "the batch is replayed"
+        )
+
+
+def publish_dlq(
+    settings: Settings,
+    records: Sequence[tuple[bytes | None, bytes]],
+    producer: Producer | None = None,
+) -> None:
+    """Publish a batch's DLQ messages (key, value) to the dead-letter topic; raise if any is
+    lost (the batch then fails before it is committed, and is read again)."""
+    if not records:
+        return
+    lost, errors = _produce_all(producer or new_producer(settings), settings.dlq_topic, records)
+    if lost:
+        raise ServiceUnavailable(
+            f"could not publish {lost} invalid records to {settings.dlq_topic} "
+            f"({errors or 'timeout'}); the batch is not committed and is read again"
         )

@@ -31,7 +31,7 @@ from cinestream.errors import (
     ProcessorBusy,
     ServiceUnavailable,
 )
-from cinestream.kafka.produce import new_producer, publish_metrics
+from cinestream.kafka.produce import new_producer, publish_dlq, publish_metrics
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import checkpoints, schema
@@ -118,6 +118,7 @@ class StreamProcessor:
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
         self._topic_id: str | None = None
+        self._partitions = 1
         self.totals = {"batches": 0, "valid": 0, "invalid": 0, "late": 0}
         self._pruned_at = 0.0
 
@@ -145,6 +146,7 @@ class StreamProcessor:
             stored = checkpoints.stored_checkpoint(conn, self.settings.checkpoint_dir)
         plan = plan_start(self.settings, self.fs, stored)
         self._topic_id = plan.topic_id
+        self._partitions = len(plan.end_offsets)
         return plan
 
     def _acquire_lock(self) -> None:
@@ -217,7 +219,7 @@ class StreamProcessor:
     def _start_query(self) -> Any:
         s = self.settings
         writer = (
-            ratings_stream(self.spark, s)
+            ratings_stream(self.spark, s, self._partitions)
             .writeStream.queryName("ratings_stream_processor")
             .option("checkpointLocation", s.checkpoint_dir)
             .foreachBatch(self._process_batch)
@@ -367,12 +369,17 @@ class StreamProcessor:
         now_ms = int(time.time() * 1000)
         parsed = parse_ratings(df)
         cells = BatchCells.from_arrow(
-            window_cells(parsed, s.windows, now_ms + s.future_tolerance_s * 1000).toArrow()
+            window_cells(
+                parsed, s.windows, now_ms + s.future_tolerance_s * 1000, with_dlq=True
+            ).toArrow()
         )
         phases = {"spark": time.monotonic() - began}
         if cells.invalid:
+            # Before the commit: a failed publish fails the batch, which is then read again.
             dlq_began = time.monotonic()
-            write_dlq(parsed, s)
+            publish_dlq(s, cells.dlq, self._get_producer())
+            if cells.dlq_left:  # records too long to come along: one more pass, those only
+                write_dlq(parsed, s, only_large=True)
             phases["dlq"] = time.monotonic() - dlq_began
         handoff_began = time.monotonic()
         cells_csv = cells.to_csv()
@@ -478,9 +485,7 @@ class StreamProcessor:
 
     def _publish_pending(self) -> int:
         """Publish every window whose committed metric is not in the metrics topic yet."""
-        if self._producer is None:
-            self._producer = new_producer(self.settings)
-        producer = self._producer
+        producer = self._get_producer()
         try:
             return store_windows.publish_pending(
                 self._connection(), lambda m: publish_metrics(self.settings, m, producer)
@@ -488,6 +493,11 @@ class StreamProcessor:
         except psycopg.OperationalError:
             self._drop_connection()
             raise
+
+    def _get_producer(self) -> Any:
+        if self._producer is None:
+            self._producer = new_producer(self.settings)
+        return self._producer
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:

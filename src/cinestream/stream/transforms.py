@@ -157,8 +157,13 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
     )
 
 
-def dlq_records(parsed: DataFrame) -> DataFrame:
-    """Invalid records as DLQ messages (``key``, ``value`` JSON) for the Kafka sink."""
+# An invalid record whose value is at most this long travels to the driver with the batch's
+# cells and is published to the DLQ from there; a longer one goes through Spark's Kafka sink.
+DLQ_INLINE_MAX_BYTES = 64 * 1024
+
+
+def _dlq_value() -> Column:
+    """The DLQ message of an invalid record (JSON): its reason, raw value and origin."""
     utf8 = F.is_valid_utf8(F.col("value").cast("string"))
     raw = F.when(utf8, F.col("value").cast("string")).otherwise(F.base64("value"))
     body = F.struct(
@@ -175,9 +180,23 @@ def dlq_records(parsed: DataFrame) -> DataFrame:
             "source_timestamp"
         ),
     )
-    return parsed.where(F.col("error").isNotNull()).select(
-        "key", F.to_json(body, {"ignoreNullFields": "false"}).alias("value")
+    return F.to_json(body, {"ignoreNullFields": "false"})
+
+
+def _dlq_inline() -> Column:
+    """True for an invalid record small enough to reach the driver with the cells."""
+    return F.col("error").isNotNull() & (
+        F.col("value").isNull() | (F.length(F.col("value")) <= F.lit(DLQ_INLINE_MAX_BYTES))
     )
+
+
+def dlq_records(parsed: DataFrame, *, only_large: bool = False) -> DataFrame:
+    """Invalid records as DLQ messages (``key``, ``value`` JSON) for the Kafka sink; with
+    ``only_large``, only those too long to travel with the cells (see :func:`window_cells`)."""
+    invalid = parsed.where(F.col("error").isNotNull())
+    if only_large:
+        invalid = invalid.where(~_dlq_inline())
+    return invalid.select("key", _dlq_value().alias("value"))
 
 
 def _windows_of(spec: WindowSpec, event_ms: Column) -> Column:
@@ -226,7 +245,11 @@ def assign_windows(events: DataFrame, specs: Sequence[WindowSpec]) -> DataFrame:
 
 
 def window_cells(
-    parsed: DataFrame, specs: Sequence[WindowSpec], watermark_limit_ms: int
+    parsed: DataFrame,
+    specs: Sequence[WindowSpec],
+    watermark_limit_ms: int,
+    *,
+    with_dlq: bool = False,
 ) -> DataFrame:
     """Exact per-window aggregates: one row per (window, movie, half star) with its count ``n``.
 
@@ -234,12 +257,24 @@ def window_cells(
     anomalies: counted in ``n`` and in ``future``, left out of ``max_event_ms`` (the newest event
     time that may move the watermark). Invalid records, if any, form one row whose window
     columns are NULL and whose ``n`` is their number.
+
+    With ``with_dlq`` two more columns, ``dlq_key`` and ``dlq_value``, carry each invalid
+    record's DLQ message (one row per record, ``n`` 1) in the same pass, so that a batch with a
+    bad record is not read from Kafka a second time; records longer than
+    ``DLQ_INLINE_MAX_BYTES`` stay in the windowless row (see ``dlq_records(only_large=True)``).
     """
-    events = parsed.select("movie_id", "half_stars", "event_ms", "error")
+    columns: list[str | Column] = ["movie_id", "half_stars", "event_ms", "error"]
+    keys = ["window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars"]
+    if with_dlq:
+        inline = _dlq_inline()
+        columns += [
+            F.when(inline, F.col("key")).alias("dlq_key"),
+            F.when(inline, _dlq_value()).alias("dlq_value"),
+        ]
+        keys += ["dlq_key", "dlq_value"]
+    events = parsed.select(*columns)
     windowed = assign_windows(events, specs)
-    return windowed.groupBy(
-        "window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars"
-    ).agg(
+    return windowed.groupBy(*keys).agg(
         F.count(F.lit(1)).alias("n"),
         F.count(F.when(F.col("event_ms") > F.lit(watermark_limit_ms), 1)).alias("future"),
         F.max(F.when(F.col("event_ms") <= F.lit(watermark_limit_ms), F.col("event_ms"))).alias(

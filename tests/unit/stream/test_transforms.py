@@ -206,3 +206,38 @@ def test_python_udfs_run_on_the_workers(spark: Any) -> None:
 
     double = F.udf(lambda x: x * 2, LongType())
     assert [r.y for r in spark.range(3).select(double("id").alias("y")).collect()] == [0, 2, 4]
+
+
+def test_window_cells_bring_the_dlq_messages_of_invalid_records_in_the_same_pass(
+    spark: Any,
+) -> None:
+    from cinestream.stream.cells import BatchCells
+    from cinestream.stream.transforms import DLQ_INLINE_MAX_BYTES
+
+    large = b"x" * (DLQ_INLINE_MAX_BYTES + 1)
+    values = [rating(ts=T0), b"oops", rating(ts=T0 + 1), b"\xff\x00", None, large, large]
+    parsed = parse_ratings(kafka_df(spark, values))
+    cells = BatchCells.from_arrow(window_cells(parsed, TUMBLING, 10**13, with_dlq=True).toArrow())
+
+    # The valid cells are those of the plain pass; five invalid records, three along.
+    plain = BatchCells.from_arrow(window_cells(parsed, TUMBLING, 10**13).toArrow())
+    assert cells.valid.to_pylist() == plain.valid.to_pylist()
+    assert cells.valid.column_names == plain.valid.column_names
+    assert (cells.invalid, len(cells.dlq), cells.dlq_left) == (5, 3, 2)
+    # Each message is exactly the one the Spark sink would write, key included.
+    sink = {r.value: r.key for r in dlq_records(parsed).collect()}
+    along = {value.decode(): key for key, value in cells.dlq}
+    assert along == {v: k for v, k in sink.items() if json.loads(v)["source_offset"] < 5}
+    assert sorted(json.loads(v)["source_offset"] for v in along) == [1, 3, 4]
+    # The two long ones go through the sink in a pass of their own.
+    rest = [json.loads(r.value) for r in dlq_records(parsed, only_large=True).collect()]
+    assert [r["source_offset"] for r in rest] == [5, 6]
+    assert rest[0]["raw"] == large.decode()
+
+
+def test_window_cells_without_invalid_records_bring_no_dlq_messages(spark: Any) -> None:
+    from cinestream.stream.cells import BatchCells
+
+    parsed = parse_ratings(kafka_df(spark, [rating(ts=T0), rating(ts=T0 + 60_000)]))
+    cells = BatchCells.from_arrow(window_cells(parsed, TUMBLING, 10**13, with_dlq=True).toArrow())
+    assert (cells.invalid, cells.dlq, cells.rows) == (0, (), 2)
