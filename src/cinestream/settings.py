@@ -354,6 +354,17 @@ class Settings(BaseSettings):
             1, min(self.max_offsets_per_trigger, self.max_batch_cells // self.cells_per_rating)
         )
 
+    def spark_max_offsets_per_trigger(self, partitions: int) -> int:
+        """The ``maxOffsetsPerTrigger`` given to Spark for a topic of ``partitions``.
+
+        Spark shares it among the partitions in proportion to their lag and rounds each share
+        down, so a batch may fall up to one record per partition short, and a backlog of
+        exactly N limits left a batch of a few records at the end. Adding ``partitions - 1``
+        makes every batch of a backlog take at least MAX_OFFSETS_PER_TRIGGER ratings; never past
+        the MAX_BATCH_CELLS bound on the driver's memory."""
+        cells_bound = max(1, self.max_batch_cells // self.cells_per_rating)
+        return min(self.batch_ratings_limit + max(0, partitions - 1), cells_bound)
+
     @property
     def uses_local_database(self) -> bool:
         """True when no CINESTREAM_DATABASE_URL is set (the local stack's database)."""

@@ -90,6 +90,17 @@ def test_batches_are_capped_by_cells_not_by_what_they_contain(monkeypatch) -> No
     assert Settings().batch_ratings_limit == 1_000
 
 
+def test_spark_gets_room_for_its_rounding_but_never_past_the_cells_bound(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Spark rounds each partition's share down: partitions - 1 more keeps a backlog of exactly
+    # two limits in two batches.
+    assert Settings().spark_max_offsets_per_trigger(3) == 500_002
+    assert Settings().spark_max_offsets_per_trigger(1) == 500_000
+    monkeypatch.setenv("CINESTREAM_WINDOW_TYPES", "tumbling_1min,sliding_1h_1min")
+    assert Settings().spark_max_offsets_per_trigger(3) == 2_000_000 // 61  # memory rules
+    monkeypatch.setenv("CINESTREAM_MAX_OFFSETS_PER_TRIGGER", "1000")
+    assert Settings().spark_max_offsets_per_trigger(6) == 1_005
+
+
 def test_retention(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     assert Settings().retention_ms == 3 * 86_400_000
     monkeypatch.setenv("CINESTREAM_RETENTION", "10min")

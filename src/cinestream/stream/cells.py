@@ -24,13 +24,8 @@ KAFKA_READ_OPTIONS = {
 
 
 def ratings_stream(spark: Any, settings: Settings, partitions: int = 1) -> Any:
-    """The streaming read of ``ratings`` (after a first run the checkpoint sets the offsets).
-
-    Spark shares ``maxOffsetsPerTrigger`` among the partitions in proportion to their lag and
-    rounds each share down, so a batch can fall up to one record per partition short of the
-    limit, and a backlog of exactly N limits left a batch of a few records at the end. The limit
-    given to Spark is CINESTREAM_MAX_OFFSETS_PER_TRIGGER plus ``partitions - 1``: every batch of
-    a backlog takes at least the configured limit (and at most ``partitions - 1`` more)."""
+    """The streaming read of ``ratings`` (after a first run the checkpoint sets the offsets);
+    ``partitions``: the topic's, for ``Settings.spark_max_offsets_per_trigger``."""
     return (
         spark.readStream.format("kafka")
         .options(**settings.spark_kafka_options)
@@ -39,7 +34,7 @@ def ratings_stream(spark: Any, settings: Settings, partitions: int = 1) -> Any:
         .option("startingOffsets", settings.starting_offsets)
         # Never skip silently: a gap in the offsets fails the query (the start plan explains).
         .option("failOnDataLoss", "true")
-        .option("maxOffsetsPerTrigger", settings.batch_ratings_limit + max(0, partitions - 1))
+        .option("maxOffsetsPerTrigger", settings.spark_max_offsets_per_trigger(partitions))
         .option("maxRecordsPerPartition", records_per_task(spark, settings))
         .option("includeHeaders", "false")
         .load()

@@ -211,8 +211,8 @@ class StreamProcessor:
             s.allowed_lateness_s,
             self.trigger,
             f" every {self.interval}" if self.trigger == "continuous" else "",
-            s.batch_ratings_limit,
-            s.batch_ratings_limit * s.cells_per_rating,
+            s.spark_max_offsets_per_trigger(self._partitions),
+            s.spark_max_offsets_per_trigger(self._partitions) * s.cells_per_rating,
         )
 
     # ---------------------------------------------------------------------------------------
