@@ -87,11 +87,33 @@ def test_malformed_records_go_to_the_dlq_with_reasons(pipeline: Pipeline) -> Non
     assert pipeline.db("SELECT invalid_total FROM processor_state")[0][0] == 31
 
 
+def test_a_flood_of_long_invalid_records_falls_back_to_the_spark_sink(pipeline: Pipeline) -> None:
+    # 40 invalid records of 60 kB each (each short enough to come with the cells) are 2.4 MB of
+    # DLQ messages, more than the 1 MiB this driver may collect: the batch is counted again
+    # without them and they are written by Spark's Kafka sink. Nothing is lost either way.
+    start = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+    pipeline.produce_historical(2_000, start, 2 * MINUTE)
+    long = b"[" + b"1," * 30_000 + b"1]"
+    pipeline.produce_raw([(b"k-flood-%d" % i, long) for i in range(40)])
+
+    small_driver = {"SPARK_SUBMIT_OPTS": "-Dspark.driver.maxResultSize=1m"}
+    result = pipeline.process(extra_env=small_driver, check=True)
+    assert "exceed spark.driver.maxResultSize" in result.stdout, result.stdout[-3000:]
+    assert "40 invalid" in result.stdout
+
+    dlq = read_all(pipeline.settings, pipeline.settings.dlq_topic)
+    assert sorted(m.key() for m in dlq) == sorted(b"k-flood-%d" % i for i in range(40))
+    assert {json.loads(m.value())["error"] for m in dlq} == {"value is not a valid JSON object"}
+    assert all(json.loads(m.value())["raw"].encode() == long for m in dlq)
+    assert pipeline.total_counted() == 2_000
+    assert_windows_equal(pipeline.db_windows(), recompute(_valid_events(pipeline)))
+
+
 def _valid_events(pipeline: Pipeline) -> list[tuple[int, int, float, int]]:
     events = []
     for msg in read_all(pipeline.settings, pipeline.settings.ratings_topic):
         if msg.key().startswith(b"k"):
-            continue  # the malformed ones, keyed k0..k9 and k-long
+            continue  # the malformed ones, keyed k...
         body = json.loads(msg.value())
         events.append((body["user_id"], body["movie_id"], body["rating"], body["timestamp"]))
     return events

@@ -368,18 +368,32 @@ class StreamProcessor:
         began = time.monotonic()
         now_ms = int(time.time() * 1000)
         parsed = parse_ratings(df)
-        cells = BatchCells.from_arrow(
-            window_cells(
-                parsed, s.windows, now_ms + s.future_tolerance_s * 1000, with_dlq=True
-            ).toArrow()
-        )
+        limit_ms = now_ms + s.future_tolerance_s * 1000
+        try:
+            cells = BatchCells.from_arrow(
+                window_cells(parsed, s.windows, limit_ms, with_dlq=True).toArrow()
+            )
+            dlq_through_driver = True
+        except Exception as exc:  # Spark's error types vary; only this one is handled here
+            if "maxResultSize" not in str(exc):
+                raise
+            # A flood of long invalid records: their DLQ messages would not fit the driver.
+            log.warning(
+                "batch %d: the DLQ messages of its invalid records exceed "
+                "spark.driver.maxResultSize; counting again without them and writing them "
+                "through Spark's Kafka sink (a second pass over the batch)",
+                batch_id,
+            )
+            cells = BatchCells.from_arrow(window_cells(parsed, s.windows, limit_ms).toArrow())
+            dlq_through_driver = False
         phases = {"spark": time.monotonic() - began}
         if cells.invalid:
             # Before the commit: a failed publish fails the batch, which is then read again.
             dlq_began = time.monotonic()
-            publish_dlq(s, cells.dlq, self._get_producer())
-            if cells.dlq_left:  # records too long to come along: one more pass, those only
-                write_dlq(parsed, s, only_large=True)
+            if dlq_through_driver:
+                publish_dlq(s, cells.dlq, self._get_producer())
+            if cells.dlq_left:  # records that did not come along: one more pass, those only
+                write_dlq(parsed, s, only_large=dlq_through_driver)
             phases["dlq"] = time.monotonic() - dlq_began
         handoff_began = time.monotonic()
         cells_csv = cells.to_csv()
