@@ -350,9 +350,13 @@ class Settings(BaseSettings):
     def batch_ratings_limit(self) -> int:
         """Ratings per micro-batch: MAX_OFFSETS_PER_TRIGGER, lowered so that a batch never
         makes more than MAX_BATCH_CELLS cells."""
-        return max(
-            1, min(self.max_offsets_per_trigger, self.max_batch_cells // self.cells_per_rating)
-        )
+        return min(self.max_offsets_per_trigger, self.cells_bound)
+
+    @property
+    def cells_bound(self) -> int:
+        """The most ratings a micro-batch may hold so that it makes at most MAX_BATCH_CELLS cells
+        (the driver's memory)."""
+        return max(1, self.max_batch_cells // self.cells_per_rating)
 
     def spark_max_offsets_per_trigger(self, partitions: int) -> int:
         """The ``maxOffsetsPerTrigger`` given to Spark for a topic of ``partitions``.
@@ -362,8 +366,7 @@ class Settings(BaseSettings):
         exactly N limits left a batch of a few records at the end. Adding ``partitions - 1``
         makes every batch of a backlog take at least MAX_OFFSETS_PER_TRIGGER ratings; never past
         the MAX_BATCH_CELLS bound on the driver's memory."""
-        cells_bound = max(1, self.max_batch_cells // self.cells_per_rating)
-        return min(self.batch_ratings_limit + max(0, partitions - 1), cells_bound)
+        return min(self.batch_ratings_limit + max(0, partitions - 1), self.cells_bound)
 
     @property
     def uses_local_database(self) -> bool:
