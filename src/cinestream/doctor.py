@@ -252,6 +252,11 @@ def _checkpoint_checks(
         )
         + f"; lag {lag}"
     )
+    if plan.unfinished_batch is not None:
+        detail += (
+            f"; batch {plan.unfinished_batch} is marked done but not in PostgreSQL yet (being "
+            "committed now, or read again at the next start)"
+        )
     return Check(
         "OK" if lag == 0 else "WARN",
         "checkpoint",

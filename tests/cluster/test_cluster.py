@@ -41,8 +41,8 @@ ENV = {
     "CINESTREAM_BACKFILL_CATCHUP": "1min",
 }
 BACKLOG = 40_400
-DRAIN = 300_000
-BATCH = 50_000
+DRAIN = 150_000
+BATCH = 30_000
 MINUTE = 60_000
 # Records the parser must reject: each lands in the DLQ with its reason.
 INVALID = [

@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from cinestream.local.kafka import LocalKafka
 from cinestream.local.postgres import LocalPostgres
+from cinestream.store.connection import STORE_LOCK
+from cinestream.stream.checkpoint import latest_batch
 from cinestream.stream.start_plan import request_stop
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
@@ -56,6 +61,64 @@ def test_kill_9_mid_run_then_restart_is_exact(pipeline: Pipeline) -> None:
     assert pipeline.db(
         "SELECT sum(valid), count(*) = count(DISTINCT batch_id) FROM processor_batches"
     )[0] == (200_000, True)
+
+
+def test_a_processor_killed_during_a_background_commit_reads_that_batch_again(
+    pipeline: Pipeline,
+) -> None:
+    # A batch's commit runs while Spark reads the next one, so Spark marks it done before
+    # PostgreSQL has it. Kill the processor in that gap: the next start must read it again.
+    start = (int(time.time() * 1000) // MINUTE - 100) * MINUTE
+    small_batches = {"CINESTREAM_MAX_OFFSETS_PER_TRIGGER": "5000"}
+    pipeline.produce_historical(10_000, start, 5 * MINUTE, seed=1)
+    pipeline.process(extra_env=small_batches, check=True)  # batches 0 and 1
+    pipeline.produce_historical(10_000, start + 5 * MINUTE, 5 * MINUTE, seed=2)
+    commits = Path(urlsplit(pipeline.settings.checkpoint_dir).path) / "commits"
+    committed = latest_batch([p.name for p in commits.iterdir()])
+    assert committed is not None
+    handed_off = committed + 1
+
+    with psycopg.connect(pipeline.settings.resolved_database_url, autocommit=True) as blocker:
+        # Every commit waits for the store lock: this session holds it.
+        blocker.execute("SELECT pg_advisory_lock(%s)", (STORE_LOCK,))
+        proc = pipeline.start_cli(
+            "process", "--trigger", "available-now", extra_env=small_batches, log_name="handoff"
+        )
+        deadline = time.monotonic() + 240
+        while latest_batch([p.name for p in commits.iterdir()]) != handed_off:
+            assert proc.poll() is None, open(proc.log_path).read()[-3000:]  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, f"Spark never marked batch {handed_off} done"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        # The killed processor's commit is still waiting for the lock: end it, then let go.
+        blocker.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        blocker.execute("SELECT pg_advisory_unlock(%s)", (STORE_LOCK,))
+    assert pipeline.db("SELECT max(batch_id) FROM processor_batches") == [(committed,)]
+    assert pipeline.db("SELECT handed_off_batch FROM processor_lock") == [(handed_off,)]
+    assert pipeline.total_counted() == 10_000
+
+    doctor = pipeline.cli("doctor")
+    line = next(x for x in doctor.stdout.splitlines() if x.split()[1:2] == ["checkpoint"])
+    assert f"batch {handed_off} is marked done but not in PostgreSQL yet" in line, doctor.stdout
+
+    rerun = pipeline.process("--wait-for-lock", "30", extra_env=small_batches, check=True)
+    assert (
+        f"batch {handed_off} is marked done in the checkpoint but its commit to PostgreSQL did "
+        "not finish"
+    ) in rerun.stdout
+    events = pipeline.raw_events()
+    assert pipeline.total_counted() == 20_000
+    assert_windows_equal(pipeline.db_windows(), recompute(events))
+    assert_windows_equal(pipeline.topic_windows(), recompute(events))
+    (valid, batches, distinct, last) = pipeline.db(
+        "SELECT sum(valid), count(*), count(DISTINCT batch_id), max(batch_id) "
+        "FROM processor_batches"
+    )[0]
+    assert (valid, batches) == (20_000, distinct) and last > handed_off
 
 
 def test_broker_and_database_outages_under_a_continuous_processor(pipeline: Pipeline) -> None:

@@ -96,7 +96,7 @@ def clear_checkpoint(clear: bool) -> str:
 def preflight() -> str:
     """Fail with doctor's explanation when the processor would skip or double-count data."""
     from cinestream.stream.checkpoint import LocalFS
-    from cinestream.stream.start_plan import plan_start
+    from cinestream.stream.start_plan import plan_start, unfinished_note
 
     settings = task_settings()
     with connect(settings.resolved_database_url) as conn:
@@ -113,6 +113,8 @@ def preflight() -> str:
         f"({'resume' if plan.resumed_batch is not None else 'first run'}), "
         f"{plan.backlog} records to process"
     )
+    if plan.unfinished_batch is not None:
+        message += f"; {unfinished_note(plan.unfinished_batch)}"
     log.info("preflight OK: %s", message)
     return message
 

@@ -38,6 +38,8 @@ class StoredCheckpoint:
     topic_id: str | None
     batches: int
     last_batch_id: int | None
+    # The last batch a processor handed to its background commit (see CheckpointLock.hand_off).
+    handed_off_batch: int | None = None
 
 
 def stored_checkpoint(conn: psycopg.Connection[Any], checkpoint: str) -> StoredCheckpoint:
@@ -51,7 +53,12 @@ def stored_checkpoint(conn: psycopg.Connection[Any], checkpoint: str) -> StoredC
             "SELECT count(*), max(batch_id) FROM processor_batches WHERE checkpoint = %s",
             (checkpoint,),
         )
-    return StoredCheckpoint(row[0] if row else None, int(batches), last)
+        handed = conn.execute(
+            "SELECT handed_off_batch FROM processor_lock WHERE checkpoint = %s", (checkpoint,)
+        ).fetchone()
+    return StoredCheckpoint(
+        row[0] if row else None, int(batches), last, handed[0] if handed else None
+    )
 
 
 def checkpoint_lock_id(checkpoint: str) -> int:
@@ -192,6 +199,23 @@ class CheckpointLock:
             self.checkpoint,
             self.token,
         )
+
+    def hand_off(self, batch_id: int) -> None:
+        """Record that ``batch_id`` goes to the background commit, before Spark marks it done:
+        if the processor stops before PostgreSQL has it, the next start reads it again. Raise
+        :class:`ProcessorBusy` when another processor took the lock (its token is newer)."""
+        self.ensure_held()  # may take the lock again, with a new token
+        assert self._conn is not None
+        row = self._conn.execute(
+            "UPDATE processor_lock SET handed_off_batch = %s WHERE checkpoint = %s AND token = %s "
+            "RETURNING 1",
+            (batch_id, self.checkpoint, self.token),
+        ).fetchone()
+        if row is None:
+            raise ProcessorBusy(
+                f"lost the lock on checkpoint {self.checkpoint}: fencing token {self.token} is "
+                "no longer current; this processor stops without committing"
+            )
 
     def release(self) -> None:
         """Give the lock back (closing its session)."""

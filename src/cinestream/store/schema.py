@@ -97,6 +97,11 @@ CREATE TABLE IF NOT EXISTS processor_lock (
     acquired_at    timestamptz NOT NULL DEFAULT now(),
     last_commit_at timestamptz
 );
+-- handed_off_batch: the batch the holder handed to its background commit. Spark marks a batch
+-- done when the processor hands it off, before PostgreSQL has it: a processor that stops in
+-- between leaves the checkpoint one batch ahead of the store, and the next start reads that one
+-- batch again (the start plan tells this apart from a store that lost batches).
+ALTER TABLE processor_lock ADD COLUMN IF NOT EXISTS handed_off_batch bigint;
 CREATE TABLE IF NOT EXISTS backfill_runs (
     id             bigserial PRIMARY KEY,
     range_start    timestamptz NOT NULL,

@@ -60,6 +60,15 @@ class LocalFS:
         """True when the path exists."""
         return self._path(path).exists()
 
+    def delete(self, path: str) -> bool:
+        """Delete a file and Hadoop's checksum file beside it."""
+        target = self._path(path)
+        target.with_name(f".{target.name}.crc").unlink(missing_ok=True)
+        if not target.exists():
+            return False
+        target.unlink()
+        return True
+
 
 class HadoopFS:
     """Any Hadoop-compatible URI (hdfs://, s3a://, file://) through the Spark driver's JVM."""
@@ -93,6 +102,11 @@ class HadoopFS:
         fs, p = self._fs(path)
         return bool(fs.exists(p))
 
+    def delete(self, path: str) -> bool:
+        """Delete a file (its checksum file too, on a checksummed file system)."""
+        fs, p = self._fs(path)
+        return bool(fs.delete(p, False))
+
 
 def checkpoint_offsets(
     fs: CheckpointFS, checkpoint: str, batch_id: int | None = None
@@ -109,6 +123,27 @@ def checkpoint_offsets(
 def committed_batch(fs: CheckpointFS, checkpoint: str) -> int | None:
     """The newest batch Spark's commit log marks done."""
     return latest_batch(fs.list_names(checkpoint.rstrip("/") + "/commits"))
+
+
+class WritableCheckpointFS(CheckpointFS, Protocol):
+    """A checkpoint's storage that can also delete a log entry."""
+
+    def delete(self, path: str) -> bool: ...
+
+
+def mark_not_done(fs: WritableCheckpointFS, checkpoint: str, batch_id: int) -> list[str]:
+    """Make Spark run ``batch_id`` again at the next start, over the same offsets: remove its
+    entry in the commit log and the offsets of any batch planned after it (never run to the end,
+    so nothing of them is committed anywhere). The deleted paths."""
+    base = checkpoint.rstrip("/")
+    if committed_batch(fs, checkpoint) != batch_id:
+        raise CinestreamError(f"batch {batch_id} is not the last one done in {checkpoint}")
+    latest = latest_batch(fs.list_names(f"{base}/offsets"))
+    deleted = [f"{base}/offsets/{b}" for b in range(latest or batch_id, batch_id, -1)]
+    deleted.append(f"{base}/commits/{batch_id}")
+    for path in deleted:
+        fs.delete(path)
+    return deleted
 
 
 def delete_local_checkpoint(checkpoint: str) -> bool:

@@ -5,6 +5,13 @@ to per-window aggregates in one Spark pass, and committed to PostgreSQL in one t
 also records the batch id, so replaying a batch after a crash changes nothing. Metrics of the
 windows the batch touched are then published to the compacted ``metrics`` topic.
 
+The commit runs in the background while Spark reads and aggregates the next batch (the two take
+turns otherwise: Spark idles while PostgreSQL commits). Batches still commit one at a time and in
+order: a batch's commit starts only after the previous one succeeded, and a failed commit fails
+the next batch. The hand-off is recorded in PostgreSQL before Spark marks the batch done, so a
+processor that stops before the commit finishes leaves a checkpoint one batch ahead of the store
+that the next start recognises and reads again (``StartPlan.unfinished_batch``).
+
 Nothing stays in Spark state: every batch updates its windows in place, so an ``available-now``
 run over a backlog leaves every window complete.
 """
@@ -19,6 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +46,8 @@ from cinestream.store import checkpoints, schema
 from cinestream.store import windows as store_windows
 from cinestream.store.connection import connect, retry_on_disconnect
 from cinestream.stream.cells import BatchCells, ratings_stream, write_dlq
-from cinestream.stream.checkpoint import HadoopFS, checkpoint_offsets
-from cinestream.stream.start_plan import StartPlan, plan_start, stop_file
+from cinestream.stream.checkpoint import HadoopFS, checkpoint_offsets, mark_not_done
+from cinestream.stream.start_plan import StartPlan, plan_start, stop_file, unfinished_note
 from cinestream.timeparse import spark_interval
 
 log = logging.getLogger("cinestream.processor")
@@ -119,6 +127,9 @@ class StreamProcessor:
         self._fatal: BaseException | None = None
         self._topic_id: str | None = None
         self._partitions = 1
+        # One thread: batches commit one at a time, in order, behind Spark's next batch.
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-commit")
+        self._pending: Future[None] | None = None
         self.totals = {"batches": 0, "valid": 0, "invalid": 0, "late": 0}
         self._pruned_at = 0.0
 
@@ -145,6 +156,14 @@ class StreamProcessor:
         with connect(self.url) as conn:
             stored = checkpoints.stored_checkpoint(conn, self.settings.checkpoint_dir)
         plan = plan_start(self.settings, self.fs, stored)
+        if plan.unfinished_batch is not None:
+            deleted = mark_not_done(self.fs, self.settings.checkpoint_dir, plan.unfinished_batch)
+            log.warning(
+                "%s: marked it not done (deleted %s) so that Spark reads the same offsets again",
+                unfinished_note(plan.unfinished_batch),
+                ", ".join(deleted),
+            )
+            plan = plan_start(self.settings, self.fs, stored)
         self._topic_id = plan.topic_id
         self._partitions = len(plan.end_offsets)
         return plan
@@ -238,9 +257,12 @@ class StreamProcessor:
             log.info("query %s started (run id %s)", query.id, query.runId)
             stopped = self._watch(query, began)
             error = query.exception()
+            commit_error = self._finish_pending()
+            if isinstance(commit_error, (CheckpointMismatch, ProcessorBusy)) and not self._fatal:
+                self._fatal = commit_error
             if self._fatal is not None:
                 raise self._fatal
-            if error is None:
+            if error is None and commit_error is None:
                 elapsed = time.monotonic() - began
                 records = self.totals["valid"] + self.totals["invalid"] + self.totals["late"]
                 log.info(
@@ -255,7 +277,10 @@ class StreamProcessor:
                     records / elapsed if elapsed else 0.0,
                 )
                 return 0
-            message = str(error.desc if hasattr(error, "desc") else error).splitlines()[0]
+            if error is not None:
+                message = str(error.desc if hasattr(error, "desc") else error).splitlines()[0]
+            else:
+                message = f"the last batch's commit failed: {commit_error}"
             backoff = budget.failed()
             if stopped or self.trigger != "continuous" or backoff is None:
                 raise CinestreamError(f"streaming query failed: {message[:500]}")
@@ -416,6 +441,46 @@ class StreamProcessor:
             start_offsets=start_offsets,
         )
 
+        # The previous batch's commit first: batches commit in order, and its failure fails this
+        # batch (read again after the restart) before anything of this one is handed off.
+        wait_began = time.monotonic()
+        self._await_pending()
+        phases["wait"] = time.monotonic() - wait_began
+        retry_on_disconnect(
+            lambda: self.lock.hand_off(batch_id),
+            timeout_s=s.db_retry_timeout_s,
+            what=f"batch {batch_id}",
+        )
+        self._pending = self._committer.submit(
+            self._commit, batch, phases, began, cells.invalid, cells.rows
+        )
+
+    def _await_pending(self) -> None:
+        """Wait for the batch handed to the background commit; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _finish_pending(self) -> BaseException | None:
+        """After the query ended: wait for the last handed-off batch; its error, if any."""
+        try:
+            self._await_pending()
+        except Exception as exc:
+            log.error("the last batch's commit failed: %s", exc)
+            return exc
+        return None
+
+    def _commit(
+        self,
+        batch: store_windows.BatchCommit,
+        phases: dict[str, float],
+        began: float,
+        invalid: int,
+        cells_rows: int,
+    ) -> None:
+        """Commit one batch to PostgreSQL, then publish its windows (the background thread)."""
+        s = self.settings
+
         def commit() -> store_windows.BatchResult:
             self.lock.ensure_held()  # may take the lock again, with a new token
             conn = self._connection()
@@ -427,6 +492,7 @@ class StreamProcessor:
                 self._drop_connection()
                 raise
 
+        batch_id = batch.batch_id
         store_began = time.monotonic()
         result = retry_on_disconnect(
             commit, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
@@ -455,15 +521,15 @@ class StreamProcessor:
             "end offsets %s; %.2fs (%s; %d cells)",
             batch_id,
             result.valid,
-            cells.invalid,
+            invalid,
             s.dlq_topic,
             result.late,
             published,
             format_time(result.watermark_ms) if result.watermark_ms else "-",
-            json.dumps(end_offsets, sort_keys=True),
+            json.dumps(batch.end_offsets, sort_keys=True),
             time.monotonic() - began,
             ", ".join(f"{name} {seconds:.2f}s" for name, seconds in phases.items()),
-            cells.rows,
+            cells_rows,
         )
 
     def _start_offsets(self, batch_id: int) -> dict[str, int] | None:
@@ -529,6 +595,7 @@ class StreamProcessor:
         self._conn = None
 
     def _close(self) -> None:
+        self._committer.shutdown(wait=True)
         self._drop_connection()
         if self._producer is not None:
             self._producer.flush(10)

@@ -39,6 +39,9 @@ class StartPlan:
     low_offsets: dict[int, int]
     topic_id: str | None
     starting_offsets: str
+    # A batch Spark marks done whose commit to PostgreSQL did not finish (the processor stopped
+    # during its background commit): the processor marks it not done and Spark reads it again.
+    unfinished_batch: int | None = None
 
     @property
     def backlog(self) -> int:
@@ -66,6 +69,24 @@ class StartPlan:
         )
 
 
+def unfinished_commit(done: int | None, stored: StoredCheckpoint) -> bool:
+    """True when the checkpoint is one batch ahead of the store because the processor stopped
+    while committing that batch in the background (it recorded the hand-off first): that batch
+    can be read again. Any other gap (a store emptied or restored) is not recoverable here."""
+    if done is None or stored.handed_off_batch != done:
+        return False
+    stored_last = -1 if stored.last_batch_id is None else stored.last_batch_id
+    return done == stored_last + 1
+
+
+def unfinished_note(batch_id: int) -> str:
+    """What the start plan says of a batch whose commit did not finish."""
+    return (
+        f"batch {batch_id} is marked done in the checkpoint but its commit to PostgreSQL did not "
+        "finish (the processor stopped during it): the processor reads it again at start"
+    )
+
+
 def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -> StartPlan:
     """Check that the checkpoint matches the topic and the store; raise
     :class:`CheckpointMismatch` if starting would skip or double-count ratings."""
@@ -81,8 +102,12 @@ def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -
     high = {p.partition: p.high for p in partitions}
     batch, offsets = checkpoint_offsets(fs, settings.checkpoint_dir)
 
-    def plan(resumed: int | None, start: dict[int, int]) -> StartPlan:
-        return StartPlan(resumed, start, high, low, current_id, settings.starting_offsets)
+    def plan(
+        resumed: int | None, start: dict[int, int], unfinished: int | None = None
+    ) -> StartPlan:
+        return StartPlan(
+            resumed, start, high, low, current_id, settings.starting_offsets, unfinished
+        )
 
     if batch is None:
         if stored.batches:
@@ -106,10 +131,22 @@ def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -
         problems.append(
             f"topic {topic!r} was deleted and recreated (id {stored.topic_id} -> {current_id})"
         )
-    # Every batch is committed to PostgreSQL before Spark marks it done, so a batch Spark calls
-    # done that the store lacks means its ratings are missing (store restored, tables emptied).
+    # Every batch is committed to PostgreSQL, or recorded as handed off to the processor's
+    # background commit, before Spark marks it done. So a batch Spark calls done that the store
+    # lacks is either that one handed-off batch (read again) or lost ratings (store restored,
+    # tables emptied).
     done = committed_batch(fs, settings.checkpoint_dir)
-    if done is not None and (stored.last_batch_id is None or stored.last_batch_id < done):
+    unfinished = done if unfinished_commit(done, stored) else None
+    if unfinished is not None and unfinished > 0:
+        # Reading it again starts where the batch before it ended: still in the topic?
+        _, before = checkpoint_offsets(fs, settings.checkpoint_dir, unfinished - 1)
+        for p, offset in sorted(before.get(topic, {}).items()):
+            if p in low and offset < low[p]:
+                problems.append(
+                    f"{unfinished_note(unfinished)}, but partition {p}'s offsets "
+                    f"{offset}..{low[p] - 1} were deleted since"
+                )
+    elif done is not None and (stored.last_batch_id is None or stored.last_batch_id < done):
         problems.append(
             f"the checkpoint has batches up to {done} done but PostgreSQL holds "
             + (
@@ -148,4 +185,4 @@ def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -
             + ". Starting would skip data",
             RESET_FIX,
         )
-    return plan(batch, {p: ckpt.get(p, low[p]) for p in high})
+    return plan(batch, {p: ckpt.get(p, low[p]) for p in high}, unfinished)
