@@ -121,6 +121,46 @@ def test_a_processor_killed_during_a_background_commit_reads_that_batch_again(
     assert (valid, batches) == (20_000, distinct) and last > handed_off
 
 
+def test_a_failed_background_commit_stops_an_idle_query_and_is_read_again(
+    pipeline: Pipeline,
+) -> None:
+    # No batch follows to report the failure: the processor must notice it by itself.
+    start = (int(time.time() * 1000) // MINUTE - 100) * MINUTE
+    pipeline.produce_historical(1_000, start, MINUTE)
+    with psycopg.connect(pipeline.settings.resolved_database_url, autocommit=True) as blocker:
+        blocker.execute("SELECT pg_advisory_lock(%s)", (STORE_LOCK,))
+        proc = pipeline.start_cli(
+            "process",
+            "--trigger",
+            "continuous",
+            "--interval",
+            "1s",
+            extra_env={"CINESTREAM_DB_RETRY_TIMEOUT_S": "3"},
+            log_name="commit-failed",
+        )
+        log_path = Path(proc.log_path)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 240
+        while "a batch's commit failed; stopping the query" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            # The commit waits for the store lock: end its session until its retries run out.
+            blocker.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            time.sleep(0.5)
+        blocker.execute("SELECT pg_advisory_unlock(%s)", (STORE_LOCK,))
+    pipeline.wait_for_total(1_000, proc=proc, timeout=120)
+    request_stop(pipeline.settings)
+    assert proc.wait(120) == 0, log_path.read_text()[-3000:]
+    log = log_path.read_text()
+    assert "PostgreSQL still unavailable after 3s" in log
+    assert "is marked done in the checkpoint but its commit to PostgreSQL did not finish" in log
+    events = pipeline.raw_events()
+    assert_windows_equal(pipeline.db_windows(), recompute(events))
+    assert pipeline.db("SELECT sum(valid), count(*) FROM processor_batches") == [(1_000, 1)]
+
+
 def test_broker_and_database_outages_under_a_continuous_processor(pipeline: Pipeline) -> None:
     settings = pipeline.settings
     start = (int(time.time() * 1000) // MINUTE - 60) * MINUTE

@@ -337,6 +337,12 @@ class StreamProcessor:
                         self._stop_gracefully(query)
                         return True
                     log.warning("cannot check the lock now: %s", exc)
+            if self._commit_failed():
+                # An idle query would only find out at its next batch: stop it now, so that the
+                # restart reads the batch again (continuous) or the run fails (available-now).
+                log.error("a batch's commit failed; stopping the query")
+                self._stop_gracefully(query)
+                return False
             expired = self.max_duration_s is not None and (
                 time.monotonic() - began >= self.max_duration_s
             )
@@ -454,6 +460,11 @@ class StreamProcessor:
         self._pending = self._committer.submit(
             self._commit, batch, phases, began, cells.invalid, cells.rows
         )
+
+    def _commit_failed(self) -> bool:
+        """True when the batch handed to the background commit has failed."""
+        pending = self._pending
+        return pending is not None and pending.done() and pending.exception() is not None
 
     def _await_pending(self) -> None:
         """Wait for the batch handed to the background commit; raise its error."""

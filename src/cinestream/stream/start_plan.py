@@ -137,9 +137,12 @@ def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -
     # tables emptied).
     done = committed_batch(fs, settings.checkpoint_dir)
     unfinished = done if unfinished_commit(done, stored) else None
-    if unfinished is not None and unfinished > 0:
-        # Reading it again starts where the batch before it ended: still in the topic?
-        _, before = checkpoint_offsets(fs, settings.checkpoint_dir, unfinished - 1)
+    if unfinished is not None:
+        # Reading it again starts where the batch before it ended (batch 0: where the query
+        # started, which Spark checks itself): still in the topic?
+        before: dict[str, dict[int, int]] = {}
+        if unfinished > 0:
+            _, before = checkpoint_offsets(fs, settings.checkpoint_dir, unfinished - 1)
         for p, offset in sorted(before.get(topic, {}).items()):
             if p in low and offset < low[p]:
                 problems.append(
