@@ -11,7 +11,10 @@ COUNT ratings, and reports:
     metrics topic) and the peak resident memory of its driver (JVM, Python);
   * next to it the ceiling: Spark's own batch pass over the same topic with the same parse and
     aggregation, counted (warm), and the drain as a share of it; and the same pass as the first
-    job of a fresh JVM (cold), which is what a drain's first batch is.
+    job of a fresh JVM (cold), which is what a drain's first batch is;
+  * the drain by a processor already running (continuous, 1 s trigger, its JVM warmed by 100,000
+    ratings): COUNT more ratings produced while it runs, from the first produced to the last
+    counted.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from cinestream.kafka.produce import producer_config  # noqa: E402
 from cinestream.settings import Settings  # noqa: E402
 from cinestream.store import reads  # noqa: E402
 from cinestream.store.connection import connect  # noqa: E402
+from cinestream.stream.start_plan import request_stop  # noqa: E402
 from cinestream.stream.submit import spark_env, spark_submit_command  # noqa: E402
 
 
@@ -178,6 +182,10 @@ def main() -> None:
             settings, "ratings_stream_processor.py", ["--trigger", "available-now"]
         )
         assert "lag 0" in empty_out, empty_out[-2000:]
+        print(
+            "processor, warm: a running continuous processor, the same backlog produced again ..."
+        )
+        warm = warm_drain(settings, args.count, start_ms + span_ms)
 
     drain_rate = args.count / drain_s
     ceiling_rate = ceiling["ceiling_records"] / ceiling["ceiling_seconds"]
@@ -205,10 +213,76 @@ def main() -> None:
         "ceiling_cold_rate_per_s": round(cold_rate),
         "drain_vs_cold_ceiling": round(args.count / (wall - empty_wall) / cold_rate, 2),
         "drain_phases_s": phase_totals(batch_lines),
+        **warm,
         "driver_peak_rss_mib": {k: round(v / 2**20) for k, v in peak.items()},
     }
     print("\n".join(line.split("cinestream.processor: ")[-1] for line in batch_lines))
     print(json.dumps(result, indent=2))
+
+
+WARM_UP = 100_000
+
+
+def warm_drain(settings: Settings, count: int, start_ms: int) -> dict[str, float | int]:
+    """The drain by a processor whose JVM is already warm (as the live platform's is): a
+    continuous processor (1 s trigger) drains WARM_UP ratings, then ``count`` more are produced
+    while it runs; the time from the first of them produced to the last counted. Event times
+    follow the earlier backlog's, so nothing is late."""
+    cmd = spark_submit_command(
+        settings,
+        "ratings_stream_processor.py",
+        ["--trigger", "continuous", "--interval", "1s"],
+    )
+    log_path = STATE / "warm_processor.log"
+    already = _counted(settings)
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, env=spark_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _produce(settings, WARM_UP, start_ms, 5 * 60_000)
+            _wait_counted(settings, already + WARM_UP, proc)
+            began = time.monotonic()
+            _produce(settings, count, start_ms + 5 * 60_000, 50 * 60_000)
+            produced_s = time.monotonic() - began
+            _wait_counted(settings, already + WARM_UP + count, proc)
+            drain_s = time.monotonic() - began
+        finally:
+            request_stop(settings)
+            proc.wait(300)
+    lines = [
+        line for line in log_path.read_text().splitlines() if "cinestream.processor: batch" in line
+    ]
+    return {
+        "warm_produce_s": round(produced_s, 2),
+        "warm_drain_s": round(drain_s, 2),
+        "warm_drain_rate_per_s": round(count / drain_s),
+        "warm_batches": len(lines),
+    }
+
+
+def _produce(settings: Settings, count: int, start_ms: int, span_ms: int) -> None:
+    report = generate(
+        kafka=settings.kafka_client_config,
+        topic=settings.ratings_topic,
+        params=ModelParams(seed=count),
+        count=count,
+        start_ms=start_ms,
+        span_ms=span_ms,
+        progress=False,
+    )
+    assert report.failed == 0, report.as_dict()
+
+
+def _counted(settings: Settings) -> int:
+    with connect(settings.resolved_database_url) as conn:
+        return reads.window_totals(conn, "tumbling_1min").ratings
+
+
+def _wait_counted(settings: Settings, expected: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 600
+    while (counted := _counted(settings)) != expected:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"warm processor: {counted} counted, {expected} expected")
+        time.sleep(0.1)
 
 
 def _last_json(output: str) -> dict:
