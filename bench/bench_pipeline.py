@@ -44,6 +44,7 @@ os.environ.update(
 )
 
 from cinestream.generator import (  # noqa: E402
+    DeliveryReport,
     LatentFactorModel,
     ModelParams,
     encode,
@@ -148,16 +149,7 @@ def main() -> None:
         span_ms = args.span_min * 60_000
         start_ms = int(time.time() * 1000) - span_ms - 3_600_000
         print(f"generating {args.count:,} ratings over {args.span_min} min of event time ...")
-        report = generate(
-            kafka=settings.kafka_client_config,
-            topic=settings.ratings_topic,
-            params=ModelParams(),
-            count=args.count,
-            start_ms=start_ms,
-            span_ms=span_ms,
-            progress=False,
-        )
-        assert report.failed == 0, report.as_dict()
+        report = _produce(settings, args.count, start_ms, span_ms, ModelParams())
         raw_rate = raw_producer_rate(settings, args.count, start_ms, span_ms)
 
         print("ceiling: Spark's batch parse + aggregate over the topic, counted (warm) ...")
@@ -173,8 +165,7 @@ def main() -> None:
             sys.exit(f"could not read the processor's summary:\n{out[-3000:]}")
         batches, valid, drain_s = int(match[1]), int(match[2]), float(match[3])
         assert valid == args.count, (valid, args.count)
-        with connect(settings.resolved_database_url) as conn:
-            counted = reads.window_totals(conn, "tumbling_1min").ratings
+        counted = _counted(settings)
         assert counted == args.count, counted
         batch_lines = [line for line in out.splitlines() if "cinestream.processor: batch" in line]
         print("processor again: nothing new (the start-up cost) ...")
@@ -259,17 +250,22 @@ def warm_drain(settings: Settings, count: int, start_ms: int) -> dict[str, float
     }
 
 
-def _produce(settings: Settings, count: int, start_ms: int, span_ms: int) -> None:
+def _produce(
+    settings: Settings, count: int, start_ms: int, span_ms: int, params: ModelParams | None = None
+) -> DeliveryReport:
+    """Produce ``count`` ratings over ``[start_ms, start_ms + span_ms)`` (a model seeded by the
+    count unless ``params`` are given); fail on any undelivered one."""
     report = generate(
         kafka=settings.kafka_client_config,
         topic=settings.ratings_topic,
-        params=ModelParams(seed=count),
+        params=params or ModelParams(seed=count),
         count=count,
         start_ms=start_ms,
         span_ms=span_ms,
         progress=False,
     )
     assert report.failed == 0, report.as_dict()
+    return report
 
 
 def _counted(settings: Settings) -> int:

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -63,6 +64,15 @@ def test_kill_9_mid_run_then_restart_is_exact(pipeline: Pipeline) -> None:
     )[0] == (200_000, True)
 
 
+def _end_lock_waiters(conn: psycopg.Connection[Any]) -> None:
+    """Terminate every session waiting for a lock (a processor's commit behind the held store
+    lock)."""
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+
+
 def test_a_processor_killed_during_a_background_commit_reads_that_batch_again(
     pipeline: Pipeline,
 ) -> None:
@@ -92,10 +102,7 @@ def test_a_processor_killed_during_a_background_commit_reads_that_batch_again(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         # The killed processor's commit is still waiting for the lock: end it, then let go.
-        blocker.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        )
+        _end_lock_waiters(blocker)
         blocker.execute("SELECT pg_advisory_unlock(%s)", (STORE_LOCK,))
     assert pipeline.db("SELECT max(batch_id) FROM processor_batches") == [(committed,)]
     assert pipeline.db("SELECT handed_off_batch FROM processor_lock") == [(handed_off,)]
@@ -144,10 +151,7 @@ def test_a_failed_background_commit_stops_an_idle_query_and_is_read_again(
             assert proc.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, log_path.read_text()[-3000:]
             # The commit waits for the store lock: end its session until its retries run out.
-            blocker.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
+            _end_lock_waiters(blocker)
             time.sleep(0.5)
         blocker.execute("SELECT pg_advisory_unlock(%s)", (STORE_LOCK,))
     pipeline.wait_for_total(1_000, proc=proc, timeout=120)
