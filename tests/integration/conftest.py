@@ -19,11 +19,14 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TEST_STATE = REPO / ".state-test"
+# CINESTREAM_TEST_SLOT=N (default 0) runs a second test stack beside the first, with its own
+# state dir and ports (+10 per slot), so two checkouts or developers can test on one machine.
+_SLOT = int(os.environ.get("CINESTREAM_TEST_SLOT", "0") or 0)
+TEST_STATE = REPO / (".state-test" if _SLOT == 0 else f".state-test-slot{_SLOT}")
 BASE_ENV = {
     "CINESTREAM_STATE_DIR": str(TEST_STATE),
-    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:19092",
-    "CINESTREAM_PG_PORT": "15432",
+    "CINESTREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{19092 + 10 * _SLOT}",
+    "CINESTREAM_PG_PORT": str(15432 + 10 * _SLOT),
 }
 _counter = itertools.count(1)
 
