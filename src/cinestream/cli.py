@@ -379,11 +379,36 @@ def doctor(as_json: bool) -> None:
     help="Keep the topics: only wipe the checkpoint and the derived windows, so the "
     "next run re-reads everything from earliest.",
 )
-def reset(yes: bool, keep_topics: bool) -> None:
+@click.option(
+    "--checkpoint-only",
+    is_flag=True,
+    help="Remove only the checkpoint and keep every window: the next run resumes from the "
+    "offsets PostgreSQL holds (the fix when a checkpoint and the store disagree).",
+)
+@click.option(
+    "--accept-deleted",
+    is_flag=True,
+    help="With --checkpoint-only: records Kafka deleted before they were counted are skipped "
+    "(the next run starts at the earliest offsets Kafka still holds).",
+)
+def reset(yes: bool, keep_topics: bool, checkpoint_only: bool, accept_deleted: bool) -> None:
     """The full restart: stop, delete+recreate topics, wipe checkpoint, empty window_metrics."""
     from cinestream.local import stack
 
     settings = _settings()
+    if accept_deleted and not checkpoint_only:
+        raise click.UsageError("--accept-deleted goes with --checkpoint-only")
+    if checkpoint_only:
+        if keep_topics:
+            raise click.UsageError("--checkpoint-only already keeps the topics")
+        if not yes and not click.confirm(
+            f"This deletes the checkpoint {settings.checkpoint_dir} (windows are kept). Continue?",
+            default=False,
+        ):
+            raise CinestreamError("reset cancelled")
+        for step in stack.reset_checkpoint(settings, accept_deleted=accept_deleted):
+            click.echo(step)
+        return
     what = (
         "the checkpoint and all derived windows"
         if keep_topics

@@ -225,9 +225,18 @@ def _checkpoint_checks(
     try:
         plan = plan_start(s, LocalFS(), stored)
     except CheckpointMismatch as exc:
-        return Check("FAIL", "checkpoint", exc.problem, "cinestream reset --keep-topics")
+        return Check("FAIL", "checkpoint", exc.problem, exc.fix)
     except CinestreamError as exc:
         return Check("FAIL", "checkpoint", str(exc), "cinestream topics create")
+    if plan.resumed_batch is None and plan.from_store:
+        return Check(
+            "OK" if plan.backlog == 0 else "WARN",
+            "checkpoint",
+            f"none at {s.checkpoint_dir}; the store holds {s.ratings_topic} up to "
+            + ", ".join(f"p{p}={o}" for p, o in sorted(plan.start_offsets.items()))
+            + f", where the next run resumes: {plan.backlog} records to process",
+            "cinestream process --trigger available-now",
+        )
     if plan.resumed_batch is None:
         if plan.skipped_by_latest:
             return Check(

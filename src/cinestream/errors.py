@@ -6,12 +6,24 @@ from __future__ import annotations
 EXIT_CHECKPOINT_MISMATCH = 3
 EXIT_PROCESSOR_BUSY = 75  # EX_TEMPFAIL: another processor holds the checkpoint; try again later
 
-# The one fix when the checkpoint and the topic or the store disagree. It re-reads the topic into
-# empty window tables; a new checkpoint location over the same tables would count every rating
-# still in the topic a second time, so it is never suggested.
-RESET_FIX = (
-    "to re-read the topic from the start run `cinestream reset --keep-topics` (wipes the "
-    "checkpoint and the windows derived from it, then the next run recomputes them exactly)"
+# The fix when a checkpoint and the store disagree on offsets. The store records where its counts
+# end per partition, so a processor without a checkpoint resumes exactly there: removing the
+# checkpoint keeps every window (history Kafka may no longer hold) and counts nothing twice.
+CHECKPOINT_FIX = (
+    "run `cinestream reset --checkpoint-only` (removes only the checkpoint; the next run resumes "
+    "from the offsets PostgreSQL holds, keeping every window)"
+)
+# The fix when the ratings topic was deleted and recreated under a store that counted the old one.
+RECREATED_FIX = (
+    "to keep the windows counted so far and count the new topic into them from its start, run "
+    "`cinestream reset --checkpoint-only`; to start over from the new topic alone, run "
+    "`cinestream reset --keep-topics` (empties every window table)"
+)
+# The fix when the stream would need records that Kafka's retention deleted before they were
+# counted: nothing can bring them back; going on means accepting their loss, said out loud.
+DELETED_FIX = (
+    "those records can no longer be counted; to go on from the earliest offsets Kafka still "
+    "holds, run `cinestream reset --checkpoint-only --accept-deleted`"
 )
 
 

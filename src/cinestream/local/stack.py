@@ -27,7 +27,7 @@ from cinestream.local.processes import (
 from cinestream.local.spark import LocalSpark
 from cinestream.net import port_open
 from cinestream.settings import Settings, written_once
-from cinestream.store import schema
+from cinestream.store import pipeline, schema
 from cinestream.store.checkpoints import CheckpointLock
 from cinestream.store.connection import connect, reachable
 from cinestream.stream.checkpoint import delete_local_checkpoint
@@ -238,6 +238,47 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     kafka.stop()
     yield from running.items()
     yield "postgres", LocalPostgres(settings).stop()
+
+
+def reset_checkpoint(settings: Settings, *, accept_deleted: bool = False) -> Iterator[str]:
+    """Remove only the checkpoint: the next run resumes from the offsets the store holds, every
+    window kept. After the topic was deleted and recreated the store follows the new topic from
+    its start; with ``accept_deleted``, records Kafka deleted before they were counted are
+    skipped (said per partition)."""
+    if stop_processor(settings):
+        yield "stopped the processor"
+    yield (
+        "deleted checkpoint "
+        if delete_local_checkpoint(settings.checkpoint_dir)
+        else "no checkpoint at "
+    ) + settings.checkpoint_dir
+    topic = settings.ratings_topic
+    with connect(settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        binding = pipeline.stored_binding(conn)
+        if binding is None:
+            yield "the store holds nothing yet: the next run reads the topic from its start"
+            return
+        current_id = admin.topic_id(settings, topic)
+        if binding.ratings_topic == topic and pipeline.rebind_to_topic(conn, topic, current_id):
+            yield (
+                f"topic {topic} was recreated (id {binding.topic_id} -> {current_id}): the store "
+                "keeps every window and counts the new topic into them from its start"
+            )
+            return
+        if accept_deleted:
+            low = {str(p.partition): p.low for p in admin.partition_offsets(settings, topic)}
+            for p, n in sorted(pipeline.skip_deleted(conn, low).items()):
+                yield (
+                    f"partition {p}: {n} records were deleted by Kafka before they were counted; "
+                    f"the next run starts at offset {low[p]}"
+                )
+        binding = pipeline.stored_binding(conn)
+        assert binding is not None
+        yield (
+            "the store's windows are kept; the next run resumes from "
+            + pipeline.format_offsets(topic, binding.end_offsets)
+        )
 
 
 def reset(settings: Settings, *, keep_topics: bool) -> Iterator[str]:

@@ -14,6 +14,7 @@ import psycopg
 
 from cinestream.errors import ProcessorBusy
 from cinestream.store.connection import connect, one
+from cinestream.store.pipeline import PipelineBinding, read_binding
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ class StoredCheckpoint:
     last_batch_id: int | None
     # The last batch a processor handed to its background commit (see CheckpointLock.hand_off).
     handed_off_batch: int | None = None
+    # What the store holds, whichever checkpoint committed it (None: nothing yet).
+    binding: PipelineBinding | None = None
+    # The query id of the checkpoint's last committed batch (its Spark metadata id).
+    last_query_id: str | None = None
 
 
 def stored_checkpoint(conn: psycopg.Connection[Any], checkpoint: str) -> StoredCheckpoint:
@@ -56,8 +61,19 @@ def stored_checkpoint(conn: psycopg.Connection[Any], checkpoint: str) -> StoredC
         handed = conn.execute(
             "SELECT handed_off_batch FROM processor_lock WHERE checkpoint = %s", (checkpoint,)
         ).fetchone()
+        query = conn.execute(
+            "SELECT query_id FROM processor_batches WHERE checkpoint = %s "
+            "ORDER BY batch_id DESC LIMIT 1",
+            (checkpoint,),
+        ).fetchone()
+        binding = read_binding(conn)
     return StoredCheckpoint(
-        row[0] if row else None, int(batches), last, handed[0] if handed else None
+        row[0] if row else None,
+        int(batches),
+        last,
+        handed[0] if handed else None,
+        binding,
+        query[0] if query else None,
     )
 
 

@@ -208,17 +208,12 @@ class StreamSnapshot:
     late_counts: dict[tuple[str, int], int]
 
 
-def stream_snapshot(
-    conn: psycopg.Connection[Any], checkpoint: str, start_ms: int, end_ms: int
-) -> StreamSnapshot:
-    """The stream's committed state and the late counts of windows in ``[start_ms, end_ms)``,
-    read in one consistent snapshot."""
+def stream_snapshot(conn: psycopg.Connection[Any], start_ms: int, end_ms: int) -> StreamSnapshot:
+    """The store's committed state (whichever checkpoint committed it) and the late counts of
+    windows in ``[start_ms, end_ms)``, read in one consistent snapshot."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        row = conn.execute(
-            "SELECT end_offsets, watermark_ms FROM processor_state WHERE checkpoint = %s",
-            (checkpoint,),
-        ).fetchone()
+        row = conn.execute("SELECT end_offsets, watermark_ms FROM pipeline").fetchone()
         late = conn.execute(
             "SELECT window_type, window_start_ms, late_count FROM window_state "
             "WHERE window_start_ms >= %s AND window_start_ms < %s AND late_count > 0",

@@ -102,6 +102,32 @@ CREATE TABLE IF NOT EXISTS processor_lock (
 -- between leaves the checkpoint one batch ahead of the store, and the next start reads that one
 -- batch again (the start plan tells this apart from a store that lost batches).
 ALTER TABLE processor_lock ADD COLUMN IF NOT EXISTS handed_off_batch bigint;
+-- What the store holds (cinestream.store.pipeline): the one ratings topic and window types it
+-- belongs to, and per partition the end offset of everything committed, whichever checkpoint
+-- committed it. Every stream commit must start there; a new or moved checkpoint resumes there.
+CREATE TABLE IF NOT EXISTS pipeline (
+    singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    ratings_topic   text        NOT NULL,
+    topic_id        text,
+    window_types    text        NOT NULL DEFAULT '',
+    end_offsets     jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    watermark_ms    bigint      NOT NULL DEFAULT 0,
+    max_event_ms    bigint      NOT NULL DEFAULT 0,
+    last_checkpoint text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+-- A store from before the pipeline row: its newest processor's offsets and the highest watermark.
+INSERT INTO pipeline (ratings_topic, topic_id, end_offsets, watermark_ms, max_event_ms,
+                      last_checkpoint)
+SELECT topic, topic_id, end_offsets, (SELECT max(watermark_ms) FROM processor_state),
+       (SELECT max(max_event_ms) FROM processor_state), checkpoint
+FROM processor_state ORDER BY updated_at DESC LIMIT 1
+ON CONFLICT DO NOTHING;
+-- The query id of the checkpoint that committed a batch (Spark's checkpoint metadata): a
+-- checkpoint recreated at the same location starts again at batch 0 with another id.
+ALTER TABLE processor_batches ADD COLUMN IF NOT EXISTS query_id text;
+ALTER TABLE processor_batches ADD COLUMN IF NOT EXISTS start_offsets jsonb;
 CREATE TABLE IF NOT EXISTS backfill_runs (
     id             bigserial PRIMARY KEY,
     range_start    timestamptz NOT NULL,
@@ -149,6 +175,7 @@ $$;
 
 # Tables that `reset` empties (everything the pipeline derived from the topics).
 DERIVED_TABLES = (
+    "pipeline",
     "window_metrics",
     "window_rating_counts",
     "window_movie_counts",

@@ -17,9 +17,10 @@ from typing import Any
 
 import psycopg
 
-from cinestream.errors import RESET_FIX, CheckpointMismatch, ProcessorBusy
+from cinestream.errors import CHECKPOINT_FIX, CheckpointMismatch, CinestreamError, ProcessorBusy
 from cinestream.metrics import TOP_MOVIES_LIMIT, WindowMetric, window_metric
 from cinestream.schemas import CELL_FIELDS
+from cinestream.store import pipeline
 from cinestream.store.connection import PUBLISH_LOCK, begin_writer, require_no_open_transaction
 
 WindowKey = tuple[str, int]  # (window_type, window_start_ms)
@@ -219,6 +220,9 @@ class BatchCommit:
         longer current is refused inside its transaction. None only for writers without a lock
         (tests, benchmarks).
     :param primary_window_type: the tumbling type whose windows count each rating once.
+    :param window_types: every window type of the pipeline (the store is bound to them).
+    :param query_id: the id in the checkpoint's metadata: tells a replay of this checkpoint's
+        batch from a batch of a checkpoint recreated at the same location.
     """
 
     checkpoint: str
@@ -234,6 +238,8 @@ class BatchCommit:
     primary_window_type: str
     start_offsets: dict[str, int] | None = None
     fencing_token: int | None = None
+    window_types: tuple[str, ...] = ()
+    query_id: str | None = None
 
 
 @dataclass
@@ -262,9 +268,24 @@ def commit_batch(
     with conn.transaction():
         begin_writer(conn)
         _check_fencing_token(conn, batch)
-        if _check_offsets_agree(conn, batch):
+        store = pipeline.bind_for_commit(
+            conn,
+            topic=batch.topic,
+            topic_id=batch.topic_id,
+            window_types=batch.window_types or (batch.primary_window_type,),
+            checkpoint=batch.checkpoint,
+        )
+        if _already_committed(conn, batch):
             return BatchResult(batch.batch_id, already_committed=True)
-        watermark, max_event = _processor_state_for_update(conn, batch)
+        pipeline.check_continuity(
+            store,
+            batch.start_offsets,
+            batch_id=batch.batch_id,
+            checkpoint=batch.checkpoint,
+            topic=batch.topic,
+        )
+        _processor_state_for_update(conn, batch)
+        watermark, max_event = store.watermark_ms, store.max_event_ms
         _copy_cells(conn, batch.cells_csv)
         conn.execute(
             """
@@ -301,12 +322,26 @@ def commit_batch(
             "WHERE closed_by IS NULL AND window_end_ms <= %s",
             (new_watermark,),
         )
+        pipeline.advance(
+            conn,
+            store,
+            end_offsets=batch.end_offsets,
+            watermark_ms=new_watermark,
+            max_event_ms=new_max_event,
+            checkpoint=batch.checkpoint,
+        )
         offsets = json.dumps(batch.end_offsets)
         conn.execute(
             """
             INSERT INTO processor_batches (checkpoint, batch_id, end_offsets, valid, invalid, late,
-                                           windows_updated, watermark_ms)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                                           windows_updated, watermark_ms, query_id, start_offsets)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (checkpoint, batch_id) DO UPDATE SET
+                end_offsets = EXCLUDED.end_offsets, valid = EXCLUDED.valid,
+                invalid = EXCLUDED.invalid, late = EXCLUDED.late,
+                windows_updated = EXCLUDED.windows_updated, watermark_ms = EXCLUDED.watermark_ms,
+                query_id = EXCLUDED.query_id, start_offsets = EXCLUDED.start_offsets,
+                committed_at = now()
             """,
             (
                 batch.checkpoint,
@@ -317,6 +352,8 @@ def commit_batch(
                 late_n,
                 len(open_keys),
                 new_watermark,
+                batch.query_id,
+                None if batch.start_offsets is None else json.dumps(batch.start_offsets),
             ),
         )
         conn.execute(
@@ -372,54 +409,41 @@ def _check_fencing_token(conn: psycopg.Connection[Any], batch: BatchCommit) -> N
         )
 
 
-def _check_offsets_agree(conn: psycopg.Connection[Any], batch: BatchCommit) -> bool:
-    """True when the store already holds this very batch (a replay). Raise
-    :class:`CheckpointMismatch` when the checkpoint and the store disagree on offsets: the same
-    batch id over other offsets, or a batch that does not start where the stored one ended."""
-    rows = conn.execute(
-        "SELECT batch_id, end_offsets FROM processor_batches WHERE checkpoint = %s "
-        "AND batch_id IN (%s, %s)",
-        (batch.checkpoint, batch.batch_id, batch.batch_id - 1),
-    ).fetchall()
-    stored = {int(b): {str(k): int(v) for k, v in offsets.items()} for b, offsets in rows}
-    where = f"checkpoint {batch.checkpoint}"
-    if batch.batch_id in stored:
-        if stored[batch.batch_id] == batch.end_offsets:
-            return True
-        raise CheckpointMismatch(
-            f"PostgreSQL holds batch {batch.batch_id} of {where} ending at offsets "
-            f"{stored[batch.batch_id]}, but Spark's batch {batch.batch_id} ends at "
-            f"{batch.end_offsets}: the checkpoint is behind the store (restored from an older "
-            "copy, lost writes, or a second writer); committing would skip or double-count",
-            RESET_FIX,
-        )
-    previous = stored.get(batch.batch_id - 1)
-    if previous is not None and batch.start_offsets is not None:
-        if previous != batch.start_offsets:
-            raise CheckpointMismatch(
-                f"batch {batch.batch_id} of {where} starts at offsets {batch.start_offsets}, but "
-                f"PostgreSQL's batch {batch.batch_id - 1} ended at {previous}: the checkpoint "
-                "and the store disagree",
-                RESET_FIX,
-            )
-    return False
-
-
-def _processor_state_for_update(
-    conn: psycopg.Connection[Any], batch: BatchCommit
-) -> tuple[int, int]:
-    """(watermark, newest event time) of the checkpoint, locked; created on its first batch."""
-    state = conn.execute(
-        "SELECT watermark_ms, max_event_ms FROM processor_state WHERE checkpoint = %s FOR UPDATE",
-        (batch.checkpoint,),
+def _already_committed(conn: psycopg.Connection[Any], batch: BatchCommit) -> bool:
+    """True when the store already holds this very batch of this checkpoint (a replay after a
+    restart: Spark runs a batch again that it had not marked done). Raise
+    :class:`CheckpointMismatch` when the store holds this batch id of this checkpoint over other
+    offsets. A row of the same location and batch id from another query id belongs to an earlier
+    checkpoint at that location and says nothing of this one: the store's offsets decide."""
+    row = conn.execute(
+        "SELECT end_offsets, query_id FROM processor_batches WHERE checkpoint = %s "
+        "AND batch_id = %s",
+        (batch.checkpoint, batch.batch_id),
     ).fetchone()
-    if state is None:
-        conn.execute(
-            "INSERT INTO processor_state (checkpoint, topic, topic_id) VALUES (%s, %s, %s)",
-            (batch.checkpoint, batch.topic, batch.topic_id),
-        )
-        return 0, 0
-    return int(state[0]), int(state[1])
+    if row is None:
+        return False
+    stored, query_id = pipeline.parse_offsets(row[0]), row[1]
+    if query_id is not None and batch.query_id is not None and query_id != batch.query_id:
+        return False
+    if stored == batch.end_offsets:
+        return True
+    raise CheckpointMismatch(
+        f"PostgreSQL holds batch {batch.batch_id} of checkpoint {batch.checkpoint} ending at "
+        f"offsets {stored}, but Spark's batch {batch.batch_id} ends at {batch.end_offsets}: the "
+        "checkpoint is behind the store (restored from an older copy, lost writes, or a second "
+        "writer); committing would skip or double-count",
+        CHECKPOINT_FIX,
+    )
+
+
+def _processor_state_for_update(conn: psycopg.Connection[Any], batch: BatchCommit) -> None:
+    """The checkpoint's row of totals, created on its first batch (the watermark is the
+    store's, :mod:`cinestream.store.pipeline`)."""
+    conn.execute(
+        "INSERT INTO processor_state (checkpoint, topic, topic_id) VALUES (%s, %s, %s) "
+        "ON CONFLICT (checkpoint) DO UPDATE SET topic_id = EXCLUDED.topic_id",
+        (batch.checkpoint, batch.topic, batch.topic_id),
+    )
 
 
 def _add_open_cells(conn: psycopg.Connection[Any]) -> None:
@@ -468,27 +492,75 @@ def _add_open_cells(conn: psycopg.Connection[Any]) -> None:
 # --------------------------------------------------------------------------------------------
 # The backfill's whole-window replacement
 # --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Replaced:
+    """What a backfill's replacement did: the metrics it wrote, and the windows it kept as
+    stored because the recomputation holds fewer ratings than the stream counted in them."""
+
+    metrics: list[WindowMetric]
+    kept: list[tuple[str, int, int, int]]  # (window_type, window_start_ms, recomputed, stored)
+
+
+class BackfillRaced(CinestreamError):
+    """A stream committed its first batch while the backfill read the topic."""
+
+
 def replace_windows(
     conn: psycopg.Connection[Any],
     cells_csv: bytes,
     late_before: Mapping[WindowKey, int] | None = None,
     processing_time_ms: int | None = None,
-) -> list[WindowMetric]:
+    *,
+    stream_seen: bool = True,
+) -> Replaced:
     """Replace the aggregates of every window present in ``cells_csv`` and close them.
+
+    A window whose recomputation holds fewer ratings than the store counted in it is kept as it
+    is: part of its ratings are no longer in the topic (retention, or records the read missed),
+    and replacing it would lose them.
 
     :param late_before: each window's late count when the recomputed ratings were read; those
         late ratings are in the cells now, later ones stay counted as late.
+    :param stream_seen: False when the backfill's snapshot found no stream committed in this
+        store: checked again here, under the store's lock, since a first stream committing in
+        the meantime may have added ratings the backfill did not read to windows it replaces
+        (:class:`BackfillRaced`; nothing is written and the backfill can run again).
     """
     require_no_open_transaction(conn, "replace_windows")
     late_before = late_before or {}
     with conn.transaction():
         begin_writer(conn)
+        if not stream_seen:
+            conn.execute("LOCK TABLE pipeline IN SHARE MODE")  # waits for a commit in flight
+            if pipeline.read_binding(conn) is not None:
+                raise BackfillRaced(
+                    "a stream committed its first batch into this store while the backfill read "
+                    "the topic; nothing was replaced: run the backfill again"
+                )
         _copy_cells(conn, cells_csv)
         conn.execute(
             "CREATE TEMP TABLE batch_windows ON COMMIT DROP AS "
-            "SELECT window_type, window_start_ms, window_end_ms, sum(future)::bigint AS future "
-            "FROM batch_cells GROUP BY window_type, window_start_ms, window_end_ms"
+            "SELECT window_type, window_start_ms, window_end_ms, sum(future)::bigint AS future, "
+            "sum(n)::bigint AS n FROM batch_cells GROUP BY window_type, window_start_ms, "
+            "window_end_ms"
         )
+        kept = [
+            (wt, int(ws), int(n), int(stored))
+            for wt, ws, n, stored in conn.execute(
+                f"""
+                DELETE FROM batch_windows w USING window_metrics m
+                WHERE m.window_type = w.window_type
+                  AND m.window_start = {MS_TO_TIMESTAMPTZ.format("w.window_start_ms")}
+                  AND m.count > w.n
+                RETURNING w.window_type, w.window_start_ms, w.n, m.count
+                """
+            )
+        ]
+        if kept:
+            conn.execute(
+                "DELETE FROM batch_cells c WHERE NOT EXISTS (SELECT 1 FROM batch_windows w "
+                "WHERE w.window_type = c.window_type AND w.window_start_ms = c.window_start_ms)"
+            )
         for table in ("window_rating_counts", "window_movie_counts"):
             conn.execute(
                 f"DELETE FROM {table} t USING batch_windows w "  # noqa: S608 - fixed names
@@ -533,7 +605,7 @@ def replace_windows(
             (wt, ws)
             for wt, ws in conn.execute("SELECT window_type, window_start_ms FROM batch_windows")
         ]
-        return finalize_windows(conn, keys, processing_time_ms)
+        return Replaced(finalize_windows(conn, keys, processing_time_ms), sorted(kept))
 
 
 def record_backfill_run(
@@ -564,15 +636,22 @@ class Pruned:
 
 
 def prune_detail(conn: psycopg.Connection[Any], before_ms: int) -> Pruned:
-    """Delete the per-window detail of windows that ended before ``before_ms`` (their
-    ``window_metrics`` rows stay), and batch records older than that but the newest of each
-    checkpoint (the next batch is checked against it)."""
+    """Delete the per-window detail of windows that ended before ``before_ms`` and that the
+    store's watermark has closed (their ``window_metrics`` rows stay), and batch records older
+    than that but the newest of each checkpoint.
+
+    Only closed windows: the stream adds to an open window's detail, so pruning one would
+    restart it from zero (a backlog of history is open long after the wall-clock retention). A
+    closed window without detail stays closed: its end is behind the watermark, so a rating for
+    it is counted late, as for any closed window."""
     require_no_open_transaction(conn, "prune_detail")
     with conn.transaction():
         begin_writer(conn)
         conn.execute(
             "CREATE TEMP TABLE old_windows ON COMMIT DROP AS SELECT window_type, window_start_ms "
-            "FROM window_state WHERE window_end_ms < %s AND version <= published_version",
+            "FROM window_state WHERE window_end_ms < %s AND version <= published_version "
+            "AND closed_by IS NOT NULL "
+            "AND window_end_ms <= (SELECT coalesce(max(watermark_ms), 0) FROM pipeline)",
             (before_ms,),
         )
         detail = 0

@@ -81,10 +81,36 @@ def read_range(
                 format_time(from_ms),
                 format_time(event_ms),
             )
+    for p, offset in sorted(starting.items()):
+        if lows[p] > 0 and offset <= lows[p]:
+            log.warning(
+                "partition %d of topic %s starts at offset %d: records before it were deleted "
+                "(retention) and may have belonged to this range; windows whose recomputation "
+                "holds fewer ratings than stored are kept as stored",
+                p,
+                settings.ratings_topic,
+                lows[p],
+            )
     return {p: min(o, ending[p]) for p, o in starting.items()}, ending, how
 
 
 def run_backfill(
+    spark: Any,
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    lookback_ms: int | None = 3_600_000,
+) -> BackfillResult:
+    """:func:`backfill_once`, run a second time when a first stream raced it (nothing was
+    written the first time)."""
+    try:
+        return backfill_once(spark, settings, start, end, lookback_ms)
+    except store_windows.BackfillRaced as exc:
+        log.warning("%s; reading again", exc)
+        return backfill_once(spark, settings, start, end, lookback_ms)
+
+
+def backfill_once(
     spark: Any,
     settings: Settings,
     start: datetime,
@@ -115,7 +141,7 @@ def run_backfill(
     url = settings.resolved_database_url
     with connect(url) as conn:
         schema.ensure_schema(conn)
-        snapshot = reads.stream_snapshot(conn, settings.checkpoint_dir, start_ms, end_ms)
+        snapshot = reads.stream_snapshot(conn, start_ms, end_ms)
     if snapshot.watermark_ms is not None:
         closable_ms, closed_by = snapshot.watermark_ms, "the stream's watermark"
     else:  # no stream on this checkpoint: nothing to race with, the lateness rule decides
@@ -147,9 +173,23 @@ def run_backfill(
     )
     ratings = closed.ratings(settings.window_types[0])
     with connect(url, autocommit=True) as conn:
-        metrics = store_windows.replace_windows(
-            conn, closed.to_csv(), late_before=snapshot.late_counts
+        replaced = store_windows.replace_windows(
+            conn,
+            closed.to_csv(),
+            late_before=snapshot.late_counts,
+            stream_seen=snapshot.watermark_ms is not None,
         )
+        for window_type, window_start_ms, recomputed, stored in replaced.kept:
+            log.warning(
+                "kept window %s %s as stored: the topic holds %d of its ratings now, the store "
+                "counted %d (deleted by retention, or records the read missed)",
+                window_type,
+                format_time(window_start_ms),
+                recomputed,
+                stored,
+            )
+        metrics = replaced.metrics
+        ratings -= sum(n for wt, _, n, _ in replaced.kept if wt == settings.window_types[0])
         store_windows.record_backfill_run(
             conn, start, end, windows=len(metrics), ratings=ratings, skipped_open=skipped
         )

@@ -120,6 +120,31 @@ def checkpoint_offsets(
     return batch_id, parse_offsets_file(fs.read_text(f"{directory}/{batch_id}"))
 
 
+def initial_offsets(fs: CheckpointFS, checkpoint: str) -> dict[str, dict[int, int]]:
+    """Where the checkpoint's query started (the Kafka source's ``sources/0/0``: a zero byte,
+    "v1", then the offsets' JSON); empty when the query has not started yet."""
+    path = checkpoint.rstrip("/") + "/sources/0/0"
+    if not fs.exists(path):
+        return {}
+    text = fs.read_text(path).lstrip("\x00")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("v"):
+        raise ValueError(f"{path} is not a Kafka source's initial offsets")
+    return {
+        topic: {int(p): int(o) for p, o in partitions.items()}
+        for topic, partitions in json.loads("".join(lines[1:])).items()
+    }
+
+
+def query_id(fs: CheckpointFS, checkpoint: str) -> str | None:
+    """The id in the checkpoint's ``metadata`` (one per checkpoint, kept across restarts)."""
+    path = checkpoint.rstrip("/") + "/metadata"
+    if not fs.exists(path):
+        return None
+    value = json.loads(fs.read_text(path).splitlines()[0]).get("id")
+    return None if value is None else str(value)
+
+
 def committed_batch(fs: CheckpointFS, checkpoint: str) -> int | None:
     """The newest batch Spark's commit log marks done."""
     return latest_batch(fs.list_names(checkpoint.rstrip("/") + "/commits"))

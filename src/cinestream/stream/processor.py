@@ -46,7 +46,13 @@ from cinestream.store import checkpoints, schema
 from cinestream.store import windows as store_windows
 from cinestream.store.connection import connect, retry_on_disconnect
 from cinestream.stream.cells import BatchCells, ratings_stream, write_dlq
-from cinestream.stream.checkpoint import HadoopFS, checkpoint_offsets, mark_not_done
+from cinestream.stream.checkpoint import (
+    HadoopFS,
+    checkpoint_offsets,
+    initial_offsets,
+    mark_not_done,
+    query_id,
+)
 from cinestream.stream.start_plan import StartPlan, plan_start, stop_file, unfinished_note
 from cinestream.timeparse import spark_interval
 
@@ -132,6 +138,8 @@ class StreamProcessor:
         self._pending: Future[None] | None = None
         self.totals = {"batches": 0, "valid": 0, "invalid": 0, "late": 0}
         self._pruned_at = 0.0
+        self._starting_offsets = settings.starting_offsets
+        self._query_id: str | None = None
 
     # ---------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -141,11 +149,19 @@ class StreamProcessor:
         stop_file(s).unlink(missing_ok=True)
         if self.own_stop_file is not None:
             self.own_stop_file.unlink(missing_ok=True)
+        # The schema first: a new, empty database gets its tables before the lock needs them.
+        with connect(self.url) as conn:
+            schema.ensure_schema(conn)
         self._acquire_lock()
         try:
-            with connect(self.url) as conn:
-                schema.ensure_schema(conn)
             self._log_plan(self._plan())
+            # Windows a previous processor committed but could not publish (Kafka was down when
+            # it stopped): published now, not at the next batch (which may be long in coming).
+            published = retry_on_disconnect(
+                self._publish_pending, timeout_s=self.settings.db_retry_timeout_s, what="start"
+            )
+            if published:
+                log.info("published %d windows left pending by an earlier run", published)
             return self._supervise()
         finally:
             self._close()
@@ -166,6 +182,7 @@ class StreamProcessor:
             plan = plan_start(self.settings, self.fs, stored)
         self._topic_id = plan.topic_id
         self._partitions = len(plan.end_offsets)
+        self._starting_offsets = plan.spark_starting_offsets(self.settings.ratings_topic)
         return plan
 
     def _acquire_lock(self) -> None:
@@ -196,7 +213,17 @@ class StreamProcessor:
             f"{s.ratings_topic}-{p}@{o}" for p, o in sorted(plan.start_offsets.items())
         )
         ends = ", ".join(f"{s.ratings_topic}-{p}@{o}" for p, o in sorted(plan.end_offsets.items()))
-        if plan.resumed_batch is None:
+        if plan.resumed_batch is None and plan.from_store:
+            log.info(
+                "no checkpoint at %s: the store already holds topic %s up to %s, so the "
+                "processor resumes there (topic ends at %s; %d records to process)",
+                s.checkpoint_dir,
+                s.ratings_topic,
+                offsets,
+                ends,
+                plan.backlog,
+            )
+        elif plan.resumed_batch is None:
             log.info(
                 "no checkpoint at %s: first run, starting from %s: %s (topic ends at %s; "
                 "%d records to process)",
@@ -238,7 +265,7 @@ class StreamProcessor:
     def _start_query(self) -> Any:
         s = self.settings
         writer = (
-            ratings_stream(self.spark, s, self._partitions)
+            ratings_stream(self.spark, s, self._partitions, self._starting_offsets)
             .writeStream.queryName("ratings_stream_processor")
             .option("checkpointLocation", s.checkpoint_dir)
             .foreachBatch(self._process_batch)
@@ -445,6 +472,8 @@ class StreamProcessor:
             end_offsets={str(k): v for k, v in end_offsets.items()},
             primary_window_type=s.window_types[0],
             start_offsets=start_offsets,
+            window_types=tuple(s.window_types),
+            query_id=self._checkpoint_query_id(),
         )
 
         # The previous batch's commit first: batches commit in order, and its failure fails this
@@ -544,14 +573,25 @@ class StreamProcessor:
         )
 
     def _start_offsets(self, batch_id: int) -> dict[str, int] | None:
-        """Where a batch starts: the previous batch's end in Spark's offset log (None for the
-        first batch, or when Spark has purged that entry)."""
+        """Where a batch starts: the previous batch's end in Spark's offset log, or for the first
+        batch where the query started (None only when Spark has purged that entry: the store
+        then refuses the commit rather than guess)."""
         s = self.settings
-        previous = f"{s.checkpoint_dir.rstrip('/')}/offsets/{batch_id - 1}"
-        if batch_id == 0 or not self.fs.exists(previous):
-            return None
-        _, offsets = checkpoint_offsets(self.fs, s.checkpoint_dir, batch_id - 1)
-        return {str(k): v for k, v in offsets.get(s.ratings_topic, {}).items()}
+        if batch_id == 0:
+            offsets = initial_offsets(self.fs, s.checkpoint_dir)
+        else:
+            previous = f"{s.checkpoint_dir.rstrip('/')}/offsets/{batch_id - 1}"
+            if not self.fs.exists(previous):
+                return None
+            _, offsets = checkpoint_offsets(self.fs, s.checkpoint_dir, batch_id - 1)
+        start = offsets.get(s.ratings_topic)
+        return None if start is None else {str(k): v for k, v in start.items()}
+
+    def _checkpoint_query_id(self) -> str | None:
+        """The checkpoint's query id (Spark's ``metadata``), read once."""
+        if self._query_id is None:
+            self._query_id = query_id(self.fs, self.settings.checkpoint_dir)
+        return self._query_id
 
     def _prune(self) -> None:
         """Delete per-window detail older than the retention (window_metrics stays)."""

@@ -3,15 +3,28 @@ store, the one rule about ``latest``, and the stop file that asks a running proc
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cinestream.errors import RESET_FIX, CheckpointMismatch, CinestreamError
+from cinestream.errors import (
+    CHECKPOINT_FIX,
+    DELETED_FIX,
+    RECREATED_FIX,
+    CheckpointMismatch,
+    CinestreamError,
+)
 from cinestream.kafka import admin
 from cinestream.settings import Settings
 from cinestream.store.checkpoints import StoredCheckpoint, checkpoint_lock_id
-from cinestream.stream.checkpoint import CheckpointFS, checkpoint_offsets, committed_batch
+from cinestream.store.pipeline import binding_problem
+from cinestream.stream.checkpoint import (
+    CheckpointFS,
+    checkpoint_offsets,
+    committed_batch,
+    initial_offsets,
+)
 
 LATEST_FIX = "unset CINESTREAM_STARTING_OFFSETS (earliest is the default)"
 
@@ -42,6 +55,15 @@ class StartPlan:
     # A batch Spark marks done whose commit to PostgreSQL did not finish (the processor stopped
     # during its background commit): the processor marks it not done and Spark reads it again.
     unfinished_batch: int | None = None
+    # No checkpoint, but the store holds this topic: start where the store's counts end.
+    from_store: bool = False
+
+    def spark_starting_offsets(self, topic: str) -> str:
+        """Spark's ``startingOffsets`` for a new checkpoint: the store's offsets as JSON, else
+        the configured earliest/latest (a checkpoint, once there, decides by itself)."""
+        if not self.from_store:
+            return self.starting_offsets
+        return json.dumps({topic: {str(p): o for p, o in sorted(self.start_offsets.items())}})
 
     @property
     def backlog(self) -> int:
@@ -69,16 +91,6 @@ class StartPlan:
         )
 
 
-def unfinished_commit(done: int | None, stored: StoredCheckpoint) -> bool:
-    """True when the checkpoint is one batch ahead of the store because the processor stopped
-    while committing that batch in the background (it recorded the hand-off first): that batch
-    can be read again. Any other gap (a store emptied or restored) is not recoverable here."""
-    if done is None or stored.handed_off_batch != done:
-        return False
-    stored_last = -1 if stored.last_batch_id is None else stored.last_batch_id
-    return done == stored_last + 1
-
-
 def unfinished_note(batch_id: int) -> str:
     """What the start plan says of a batch whose commit did not finish."""
     return (
@@ -87,9 +99,51 @@ def unfinished_note(batch_id: int) -> str:
     )
 
 
+def _on(store_end: dict[str, int], position: dict[int, int]) -> bool:
+    """True when a checkpoint at ``position`` is where the store ends (on the store's
+    partitions; a partition the store has never seen may be anywhere)."""
+    return all(position.get(int(p)) == o for p, o in store_end.items())
+
+
+def _disagreement(store_end: dict[str, int], position: dict[int, int], done: int | None) -> str:
+    """One sentence on how a checkpoint at ``position`` and the store disagree."""
+    if not store_end:
+        return (
+            f"the checkpoint has batches up to {done} done but PostgreSQL holds none of them, so "
+            "their ratings are missing from the store (emptied, or a new database)"
+        )
+    ahead = [
+        f"p{p} {o}..{position[int(p)]}"
+        for p, o in sorted(store_end.items())
+        if position.get(int(p), o) > o
+    ]
+    behind = [
+        f"p{p} {position.get(int(p))} < {o}"
+        for p, o in sorted(store_end.items())
+        if position.get(int(p), -1) < o
+    ]
+    parts = []
+    if ahead:
+        parts.append(
+            f"the checkpoint has read past where PostgreSQL's counts end ({', '.join(ahead)}), "
+            "so those ratings are missing from the store (restored from an older backup, or "
+            "emptied)"
+        )
+    if behind:
+        parts.append(
+            f"the checkpoint is behind the store ({', '.join(behind)}): restored from an older "
+            "copy, or another checkpoint has committed since"
+        )
+    return "; ".join(parts)
+
+
 def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -> StartPlan:
-    """Check that the checkpoint matches the topic and the store; raise
-    :class:`CheckpointMismatch` if starting would skip or double-count ratings."""
+    """Check the checkpoint against the topic and the store; raise :class:`CheckpointMismatch`
+    if starting would skip or double-count ratings.
+
+    The store records where its counts end per partition (:mod:`cinestream.store.pipeline`):
+    without a checkpoint the processor starts exactly there (a moved or deleted checkpoint
+    resumes, nothing is counted twice); with one, the checkpoint must be there too."""
     topic = settings.ratings_topic
     partitions = admin.partition_offsets(settings, topic)
     if not partitions:
@@ -97,78 +151,114 @@ def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -
             f"topic {topic!r} does not exist on {settings.kafka_bootstrap}: create it with "
             "`cinestream topics create`"
         )
-    current_id = admin.topic_id(settings, topic)
-    low = {p.partition: p.low for p in partitions}
-    high = {p.partition: p.high for p in partitions}
+    return plan_against(
+        settings,
+        fs,
+        stored,
+        TopicState(
+            {p.partition: p.low for p in partitions},
+            {p.partition: p.high for p in partitions},
+            admin.topic_id(settings, topic),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """The ratings topic as it is now: first and end offset per partition, and its id."""
+
+    low: dict[int, int]
+    high: dict[int, int]
+    topic_id: str | None
+
+
+def plan_against(
+    settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint, topic_state: TopicState
+) -> StartPlan:
+    """:func:`plan_start` for a topic in ``topic_state`` (no Kafka needed)."""
+    topic = settings.ratings_topic
+    low, high, current_id = topic_state.low, topic_state.high, topic_state.topic_id
+    mismatch = binding_problem(
+        stored.binding,
+        topic,
+        current_id,
+        tuple(settings.window_types),
+        settings.redacted_database_url(),
+    )
+    if mismatch is not None:
+        raise mismatch
+    store_end = stored.binding.end_offsets if stored.binding else {}
     batch, offsets = checkpoint_offsets(fs, settings.checkpoint_dir)
 
     def plan(
-        resumed: int | None, start: dict[int, int], unfinished: int | None = None
+        resumed: int | None,
+        start: dict[int, int],
+        unfinished: int | None = None,
+        from_store: bool = False,
     ) -> StartPlan:
         return StartPlan(
-            resumed, start, high, low, current_id, settings.starting_offsets, unfinished
+            resumed,
+            start,
+            high,
+            low,
+            current_id,
+            settings.starting_offsets,
+            unfinished,
+            from_store,
         )
 
     if batch is None:
-        if stored.batches:
+        initial = initial_offsets(fs, settings.checkpoint_dir).get(topic)
+        if initial is not None and store_end and not _on(store_end, initial):
             raise CheckpointMismatch(
-                f"no checkpoint at {settings.checkpoint_dir}, but PostgreSQL holds "
-                f"{stored.batches} batches committed from it: starting over would count "
-                "those ratings twice",
-                RESET_FIX,
+                f"checkpoint {settings.checkpoint_dir} starts at {initial} but the store's "
+                f"counts end at {store_end}",
+                CHECKPOINT_FIX,
             )
-        return plan(None, dict(high if settings.starting_offsets == "latest" else low))
+        if not store_end:
+            return plan(None, dict(high if settings.starting_offsets == "latest" else low))
+        start = {p: store_end.get(str(p), low[p]) for p in high}
+        _check_in_topic(settings, start, low, high, store_end, "the store's counts end")
+        return plan(None, start, from_store=True)
 
     ckpt = offsets.get(topic)
     if ckpt is None:
         raise CheckpointMismatch(
             f"checkpoint {settings.checkpoint_dir} belongs to topic(s) {sorted(offsets)}, not "
             f"{topic!r}",
-            RESET_FIX,
+            CHECKPOINT_FIX,
         )
     problems = []
-    if stored.topic_id and current_id and stored.topic_id != current_id:
-        problems.append(
-            f"topic {topic!r} was deleted and recreated (id {stored.topic_id} -> {current_id})"
-        )
     # Every batch is committed to PostgreSQL, or recorded as handed off to the processor's
-    # background commit, before Spark marks it done. So a batch Spark calls done that the store
-    # lacks is either that one handed-off batch (read again) or lost ratings (store restored,
-    # tables emptied).
+    # background commit, before Spark marks it done. So the end of the last batch Spark calls
+    # done is where the store's counts end, or that one handed-off batch ahead of it (read
+    # again), or the two disagree (store restored or emptied, checkpoint restored or moved).
     done = committed_batch(fs, settings.checkpoint_dir)
-    unfinished = done if unfinished_commit(done, stored) else None
-    if unfinished is not None:
-        # Reading it again starts where the batch before it ended (batch 0: where the query
-        # started, which Spark checks itself): still in the topic?
-        before: dict[str, dict[int, int]] = {}
-        if unfinished > 0:
-            _, before = checkpoint_offsets(fs, settings.checkpoint_dir, unfinished - 1)
-        for p, offset in sorted(before.get(topic, {}).items()):
-            if p in low and offset < low[p]:
-                problems.append(
-                    f"{unfinished_note(unfinished)}, but partition {p}'s offsets "
-                    f"{offset}..{low[p] - 1} were deleted since"
-                )
-    elif done is not None and (stored.last_batch_id is None or stored.last_batch_id < done):
-        problems.append(
-            f"the checkpoint has batches up to {done} done but PostgreSQL holds "
-            + (
-                f"batches only up to {stored.last_batch_id}"
-                if stored.last_batch_id is not None
-                else "none of them"
-            )
-            + ", so their ratings are missing from the store"
+    initial = initial_offsets(fs, settings.checkpoint_dir).get(topic, {})
+    position = (
+        initial
+        if done is None
+        else checkpoint_offsets(fs, settings.checkpoint_dir, done)[1].get(topic, {})
+    )
+    unfinished = None
+    ahead = not store_end or not _on(store_end, position)
+    if done is not None and stored.handed_off_batch == done and ahead:
+        before = (
+            initial
+            if done == 0
+            else checkpoint_offsets(fs, settings.checkpoint_dir, done - 1)[1].get(topic, {})
         )
-    # The store may be ahead by the one batch Spark had not marked done when it stopped; more
-    # than that and Spark would recompute batches the store holds over other offsets.
-    done_or_none = -1 if done is None else done
-    if stored.last_batch_id is not None and stored.last_batch_id > done_or_none + 1:
-        problems.append(
-            f"PostgreSQL holds batches up to {stored.last_batch_id} but the checkpoint has "
-            + (f"only up to {done} done" if done is not None else "none done")
-            + ": the checkpoint is behind the store (restored from an older copy, writes lost on "
-            "its storage, or a second writer)"
-        )
+        if _on(store_end, before) and (store_end or done == 0):
+            unfinished, position = done, before
+            for p, offset in sorted(before.items()):
+                if p in low and offset < low[p]:
+                    problems.append(
+                        f"{unfinished_note(done)}, but partition {p}'s offsets "
+                        f"{offset}..{low[p] - 1} were deleted since"
+                    )
+    lost = not store_end and done is not None and unfinished is None
+    if lost or not _on(store_end, position):
+        problems.append(_disagreement(store_end, position, done))
     for p, offset in sorted(ckpt.items()):
         if p not in high:
             problems.append(f"partition {p} is in the checkpoint but not in the topic")
@@ -183,9 +273,42 @@ def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -
             )
     if problems:
         raise CheckpointMismatch(
-            f"checkpoint {settings.checkpoint_dir} does not match topic {topic!r}: "
+            f"checkpoint {settings.checkpoint_dir} does not match topic {topic!r} and the store: "
             + "; ".join(problems)
-            + ". Starting would skip data",
-            RESET_FIX,
+            + ". Starting would skip or double-count data",
+            CHECKPOINT_FIX,
         )
     return plan(batch, {p: ckpt.get(p, low[p]) for p in high}, unfinished)
+
+
+def _check_in_topic(
+    settings: Settings,
+    start: dict[int, int],
+    low: dict[int, int],
+    high: dict[int, int],
+    store_end: dict[str, int],
+    what: str,
+) -> None:
+    """Starting at the store's offsets must find them in the topic."""
+    topic = settings.ratings_topic
+    gone = [p for p in store_end if int(p) not in high]
+    if gone:
+        raise CheckpointMismatch(
+            f"{what} at partitions {', '.join(sorted(gone))} of topic {topic!r}, which it does "
+            "not have",
+            RECREATED_FIX,
+        )
+    deleted = [
+        f"partition {p}: offsets {o}..{low[p] - 1}" for p, o in sorted(start.items()) if o < low[p]
+    ]
+    if deleted:
+        raise CheckpointMismatch(
+            f"{what} at {store_end} in topic {topic!r}, but Kafka deleted records after that "
+            f"(retention) before they were counted ({'; '.join(deleted)})",
+            DELETED_FIX,
+        )
+    ahead = [f"partition {p}: {o} > {high[p]}" for p, o in sorted(start.items()) if o > high[p]]
+    if ahead:
+        raise CheckpointMismatch(
+            f"{what} past the end of topic {topic!r} ({'; '.join(ahead)})", RECREATED_FIX
+        )

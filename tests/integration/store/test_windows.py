@@ -49,6 +49,7 @@ def commit(conn, batch_id: int, data: bytes, max_event: int | None, wall_clock: 
             wall_clock_ms=wall_clock,
             allowed_lateness_ms=2 * W,
             end_offsets={"0": batch_id},
+            start_offsets=None if batch_id == 0 else {"0": batch_id - 1},
             primary_window_type="tumbling_1min",
         ),
     )
@@ -134,10 +135,17 @@ def test_a_read_between_batches_does_not_swallow_the_next_commit(pipeline: Pipel
             commit(conn, 3, cells((T0, 4, 8, 1)), T0)
 
 
-def _batch(batch_id: int, end: int, start: int | None, token: int | None = None) -> BatchCommit:
+def _batch(
+    batch_id: int,
+    end: int,
+    start: int | None,
+    token: int | None = None,
+    checkpoint: str = "ckpt",
+    topic: str = "ratings",
+    query_id: str | None = None,
+) -> BatchCommit:
     return BatchCommit(
-        checkpoint="ckpt",
-        topic="ratings",
+        checkpoint=checkpoint,
         topic_id="id",
         batch_id=batch_id,
         cells_csv=cells((T0, batch_id + 1, 8, 1)),
@@ -149,6 +157,8 @@ def _batch(batch_id: int, end: int, start: int | None, token: int | None = None)
         primary_window_type="tumbling_1min",
         start_offsets=None if start is None else {"0": start},
         fencing_token=token,
+        topic=topic,
+        query_id=query_id,
     )
 
 
@@ -161,13 +171,51 @@ def test_a_checkpoint_behind_the_store_is_refused_not_skipped(pipeline: Pipeline
         assert commit_batch(conn, _batch(2, 30, 20)).already_committed  # a true replay
         with pytest.raises(CheckpointMismatch, match="checkpoint is behind the store") as info:
             commit_batch(conn, _batch(2, 55, 20))
-        assert "cinestream reset --keep-topics" in str(info.value)
-        assert "CHECKPOINT_DIR" not in str(info.value)  # a new location would double-count
-        with pytest.raises(CheckpointMismatch, match="starts at offsets"):
+        # The fix keeps the windows: without a checkpoint the processor resumes from the store.
+        assert "cinestream reset --checkpoint-only" in str(info.value)
+        with pytest.raises(CheckpointMismatch, match="partition 0 starts at 35 but the store"):
             commit_batch(conn, _batch(4, 60, 35))
         commit_batch(conn, _batch(4, 60, 40))  # where batch 3 ended: accepted
         (total,) = conn.execute("SELECT sum(count) FROM window_metrics").fetchone()
     assert total == 5
+
+
+def test_a_lost_batch_is_refused_even_when_the_store_never_saw_the_batch_before_it(
+    pipeline: Pipeline,
+) -> None:
+    # Batch 1 never reached the store; batch 2 starts where batch 1 ended. The old check only
+    # compared with a stored batch 1 and let it pass; the store's own end offsets refuse it.
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit_batch(conn, _batch(0, 10, None))
+        with pytest.raises(CheckpointMismatch, match="partition 0 starts at 20 but the store ends"):
+            commit_batch(conn, _batch(2, 30, 20))
+        with pytest.raises(CheckpointMismatch, match="start offsets are unknown"):
+            commit_batch(conn, _batch(2, 30, None))
+        assert conn.execute("SELECT sum(count) FROM window_metrics").fetchone() == (1,)
+
+
+def test_a_second_checkpoint_over_the_same_topic_cannot_count_it_again(pipeline: Pipeline) -> None:
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit_batch(conn, _batch(0, 10, None, checkpoint="a", query_id="qa"))
+        commit_batch(conn, _batch(1, 20, 10, checkpoint="a", query_id="qa"))
+        # A moved checkpoint that read the topic from earliest again: refused.
+        with pytest.raises(CheckpointMismatch, match="does not start where the store ends"):
+            commit_batch(conn, _batch(0, 10, 0, checkpoint="b", query_id="qb"))
+        # Started where the store ends (what the start plan gives a new checkpoint): counted.
+        commit_batch(conn, _batch(0, 30, 20, checkpoint="b", query_id="qb"))
+        # A checkpoint recreated at location "a": its batch 1 is not a replay of the old one's.
+        commit_batch(conn, _batch(1, 40, 30, checkpoint="a", query_id="qa2"))
+        assert conn.execute("SELECT sum(count) FROM window_metrics").fetchone() == (4,)
+        assert conn.execute("SELECT end_offsets FROM pipeline").fetchone() == ({"0": 40},)
+
+
+def test_a_store_holds_one_topic(pipeline: Pipeline) -> None:
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit_batch(conn, _batch(0, 10, None))
+        with pytest.raises(CheckpointMismatch, match="holds the windows of topic 'ratings'") as e:
+            commit_batch(conn, _batch(0, 10, None, checkpoint="other", topic="movies"))
+        assert "'movies'" in str(e.value) and "CINESTREAM_DATABASE_URL" in str(e.value)
+        assert conn.execute("SELECT count(*) FROM processor_batches").fetchone() == (1,)
 
 
 def test_a_processor_that_lost_its_lock_cannot_commit(pipeline: Pipeline) -> None:
@@ -239,14 +287,39 @@ def test_a_backfill_keeps_counting_late_ratings_that_came_after_its_snapshot(
     with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
         commit(conn, 0, cells((T0, 1, 8, 5)), T0 + 5 * W)  # closes the window T0
         commit(conn, 1, cells((T0, 1, 8, 2)), T0 + 5 * W)  # 2 late
-        snapshot = stream_snapshot(conn, "ckpt", T0, T0 + W)
+        snapshot = stream_snapshot(conn, T0, T0 + W)
         assert snapshot.late_counts == {("tumbling_1min", T0): 2}
         assert snapshot.end_offsets == {"0": 1} and snapshot.watermark_ms == T0 + 3 * W
         commit(conn, 2, cells((T0, 1, 8, 3)), T0 + 5 * W)  # 3 more late, after the snapshot
         # The backfill read the 5 + 2 ratings of the snapshot's offsets and restores them.
-        (metric,) = replace_windows(conn, cells((T0, 1, 8, 7)), late_before=snapshot.late_counts)
+        replaced = replace_windows(conn, cells((T0, 1, 8, 7)), late_before=snapshot.late_counts)
         late = conn.execute("SELECT late_count FROM window_state").fetchone()
-    assert metric.count == 7 and late == (3,)
+    assert [m.count for m in replaced.metrics] == [7] and late == (3,)
+
+
+def test_a_backfill_never_shrinks_a_window_the_stream_counted(pipeline: Pipeline) -> None:
+    # Retention deleted part of the window's ratings: the recomputation finds 3 of the 5.
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit(conn, 0, cells((T0, 1, 8, 5), (T0 + W, 1, 8, 1)), T0 + 5 * W)
+        replaced = replace_windows(conn, cells((T0, 1, 8, 3), (T0 + W, 2, 8, 2)))
+        counts = conn.execute("SELECT count FROM window_metrics ORDER BY window_start").fetchall()
+    assert replaced.kept == [("tumbling_1min", T0, 3, 5)]
+    assert [(m.window_start_ms, m.count) for m in replaced.metrics] == [(T0 + W, 2)]
+    assert counts == [(5,), (2,)]
+
+
+def test_a_backfill_that_found_no_stream_refuses_when_one_committed_meanwhile(
+    pipeline: Pipeline,
+) -> None:
+    from cinestream.store.windows import BackfillRaced
+
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        snapshot = stream_snapshot(conn, T0, T0 + W)
+        assert snapshot.watermark_ms is None  # no stream yet
+        commit(conn, 0, cells((T0, 1, 8, 5)), T0)  # a first stream commits meanwhile
+        with pytest.raises(BackfillRaced, match="run the backfill again"):
+            replace_windows(conn, cells((T0, 1, 8, 2)), stream_seen=False)
+        assert conn.execute("SELECT count FROM window_metrics").fetchone() == (5,)
 
 
 def test_pruning_drops_old_detail_keeps_metrics_and_the_last_batch(pipeline: Pipeline) -> None:
@@ -256,14 +329,22 @@ def test_pruning_drops_old_detail_keeps_metrics_and_the_last_batch(pipeline: Pip
         commit(conn, 0, cells((T0, 1, 8, 2), (T0 + 10 * W, 2, 6, 1)), T0 + 10 * W)
         commit(conn, 1, cells((T0 + 10 * W, 3, 6, 1)), T0 + 10 * W)
         publish_pending(conn, lambda metrics: None)
-        # Everything ended long ago: only detail goes (batch records older than now but the last).
+        # Everything ended before the retention: the detail of the closed window goes (batch
+        # records older than now but the last); the window T0+10W is still open (the watermark
+        # is T0+8W) and keeps its detail, however old.
         pruned = prune_detail(conn, int(time.time() * 1000) + 1_000)
-        assert (pruned.windows, pruned.batches) == (2, 1)
-        assert conn.execute("SELECT count(*) FROM window_movie_counts").fetchone() == (0,)
-        assert conn.execute("SELECT count(*) FROM window_state").fetchone() == (0,)
+        assert (pruned.windows, pruned.batches) == (1, 1)
+        assert conn.execute("SELECT count(*) FROM window_movie_counts").fetchone() == (2,)
+        assert conn.execute("SELECT window_start_ms FROM window_state").fetchall() == [
+            (T0 + 10 * W,)
+        ]
         assert conn.execute("SELECT sum(count) FROM window_metrics").fetchone() == (4,)
         assert conn.execute("SELECT batch_id FROM processor_batches").fetchall() == [(1,)]
-        # The next batch is still checked against the batch before it.
-        commit(conn, 2, cells((T0 + 20 * W, 4, 6, 1)), T0 + 20 * W)
+        # The open window goes on growing from its detail; a rating for the pruned one is late.
+        result = commit(conn, 2, cells((T0 + 10 * W, 4, 6, 1), (T0, 5, 6, 1)), T0 + 10 * W)
+        assert (result.valid, result.late) == (1, 1)
+        counts = conn.execute("SELECT count FROM window_metrics ORDER BY window_start").fetchall()
+        assert counts == [(2,), (3,)]
+        # The next batch is still checked against where the store ends.
         with pytest.raises(CheckpointMismatch):
             commit_batch(conn, _batch(3, 999, 998))
