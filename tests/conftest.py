@@ -1,4 +1,5 @@
-"""Shared fixtures: a local SparkSession for the transform tests (no services)."""
+"""Fixtures every test directory sees: a local SparkSession for the transform tests (no
+services) and the shared test stack (tests/shared_stack.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+# One registration of the shared stack's fixtures for tests/integration and tests/dags: a second
+# (a conftest importing them again) would be a second session-scoped stack.
+from tests.shared_stack import pipeline, stack  # noqa: F401
 
 # Airflow is imported by some unit tests; keep its home out of the user's ~/airflow.
 os.environ.setdefault(

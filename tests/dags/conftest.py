@@ -1,4 +1,7 @@
-"""Fixtures for the DAG tests: Airflow's environment on the test stack's PostgreSQL."""
+"""Fixtures for the DAG tests: Airflow's environment on the test stack's PostgreSQL.
+
+``stack`` and ``pipeline`` come from tests/conftest.py: the same session stack as tests/integration.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.integration.conftest import pipeline, stack  # noqa: F401 - shared fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -34,7 +35,7 @@ def airflow_run(
 
 
 @pytest.fixture(scope="session")
-def airflow_db(stack: dict[str, str]) -> Iterator[None]:  # noqa: F811
+def airflow_db(stack: dict[str, str]) -> Iterator[None]:
     result = airflow_run("db", "migrate", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
     yield
