@@ -1,5 +1,6 @@
 """Fixtures every test directory sees: a local SparkSession for the transform tests (no
-services) and the shared test stack (tests/shared_stack.py)."""
+services), the shared test stack (tests/shared_stack.py) and the guard that keeps
+``CINESTREAM_*`` from leaking between tests."""
 
 from __future__ import annotations
 
@@ -41,3 +42,83 @@ def spark() -> Iterator[Any]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# No CINESTREAM_* variable leaks out of a test or a module
+# --------------------------------------------------------------------------------------------
+# Every subprocess a test starts (the CLI, spark-submit, airflow) inherits os.environ, so a
+# leaked CINESTREAM_* setting changes what later tests run (a leaked CINESTREAM_FIRST_START
+# once turned the live stack's catch-up into days of backfills). Session fixtures are the one
+# owner allowed to keep a change for the whole run (``stack`` sets BASE_ENV and restores it at
+# the end): the keys they change while being set up are recorded here, and a guard ignores the
+# ones recorded after it took its snapshot.
+_SESSION_OWNED: list[str] = []
+
+
+def _cinestream_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("CINESTREAM_")}
+
+
+def _changed(before: dict[str, str], after: dict[str, str], ignore: set[str]) -> dict[str, Any]:
+    """``key: (before, after)`` for every key whose value differs (None: unset)."""
+    return {
+        k: (before.get(k), after.get(k))
+        for k in sorted(before.keys() | after.keys())
+        if before.get(k) != after.get(k) and k not in ignore
+    }
+
+
+class _SessionEnvOwners:
+    """Records the CINESTREAM_* keys each session fixture changes while it is set up. A plugin
+    of its own: a session fixture is set up on the session's node (the rootdir), which the hooks
+    of this conftest (tests/) are not called for."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Any:
+        if fixturedef.scope != "session":
+            return (yield)
+        before = _cinestream_env()
+        try:
+            return (yield)
+        finally:
+            _SESSION_OWNED.extend(_changed(before, _cinestream_env(), set()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_SessionEnvOwners(), "cinestream-session-env-owners")
+
+
+def _guard(what: str) -> Iterator[None]:
+    before = _cinestream_env()
+    owned_from = len(_SESSION_OWNED)
+    yield
+    leaked = _changed(before, _cinestream_env(), set(_SESSION_OWNED[owned_from:]))
+    # Put them back first: one leak is reported once, not again by every later test.
+    for key, (value, _) in leaked.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    assert not leaked, (
+        f"{what} left CINESTREAM_* changed in os.environ (key: (before, after)): {leaked}; "
+        "set them with monkeypatch (pytest.MonkeyPatch.context() in a module fixture), which "
+        "restores them"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _cinestream_env_unchanged_by_the_test() -> Iterator[None]:
+    """Fails a test that, or whose function fixtures, leave a CINESTREAM_* variable changed.
+    Its snapshot is taken after the session and module fixtures are set up (pytest sets up
+    wider scopes first) and compared before they are torn down."""
+    yield from _guard("this test or one of its function-scoped fixtures")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cinestream_env_unchanged_by_the_module() -> Iterator[None]:
+    """Fails the module's last test when a module-scoped fixture left a CINESTREAM_* variable
+    changed after its teardown (set up before them, torn down after them)."""
+    yield from _guard("a module-scoped fixture of this module")

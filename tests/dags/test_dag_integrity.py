@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import os
-import sys
 from pathlib import Path
 
 import pendulum
@@ -27,24 +25,25 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("airflow_home")
-    os.environ.update(
-        {
+    # Set for this module only: every later subprocess (the CLI, spark-submit, airflow) inherits
+    # os.environ, and a CINESTREAM_FIRST_START left behind would bound the catch-up of every
+    # stack started after this module from 2026-11-28.
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(DAGS.parent / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             # The stack's first start bounds the backfill's catchup.
             "CINESTREAM_FIRST_START": "2026-11-28T10:25:00+00:00",
-        }
-    )
-    # Airflow puts the plugins folder on sys.path when its configuration is first read; in this
-    # process that may have happened before (other tests import airflow), so do it here too.
-    plugins = str(DAGS.parent / "plugins")
-    if plugins not in sys.path:
-        sys.path.insert(0, plugins)
-    from airflow.dag_processing.dagbag import DagBag
+        }.items():
+            env.setenv(key, value)
+        # Airflow puts the plugins folder on sys.path when its configuration is first read; in
+        # this process that may have happened before (other tests import airflow), so do it too.
+        env.syspath_prepend(str(DAGS.parent / "plugins"))
+        from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS))
+        yield DagBag(dag_folder=str(DAGS))
 
 
 def test_no_import_errors_and_every_dag_present(dagbag) -> None:  # type: ignore[no-untyped-def]
