@@ -4,6 +4,7 @@ is not to localhost is blocked, and the pages still render, failure and observed
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO, Pipeline
 from tests.integration.dashboard.test_app import CHROMIUM, OUTPUT, _free_port, _wait_http
+from tests.shared_stack import REPO, Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -83,18 +84,23 @@ def test_quality_view_and_data_docs_render_offline(pipeline: Pipeline) -> None:
                 assert "PASS" in row_of(suite).inner_text()
             page.screenshot(path=str(OUTPUT / "quality-view.png"), full_page=True)
             # The Data Docs: their scripts run (the bootstrap-table rows are drawn by jQuery and
-            # bootstrap-table, served from the site), and the failed validation opens.
+            # bootstrap-table, served from the site), and the failed validation opens: a click on
+            # its row (drawn by those scripts; newest run first) opens it, while the suite name
+            # in the row links to the suite's expectations, which name the column too.
             page.get_by_role("link", name="Data Docs").click()
             page.wait_for_load_state("networkidle")
             assert page.evaluate("typeof jQuery") == "function"
             assert page.evaluate("typeof jQuery.fn.bootstrapTable") == "function"
-            link = page.locator("a", has_text="continuity").first
-            link.wait_for(timeout=30_000)
-            link.click()
+            run = page.locator("td", has_text="cinestream-continuity").first
+            run.wait_for(timeout=30_000)
+            run.click()
             page.wait_for_load_state("networkidle")
-            assert "minute_with_ratings_has_a_window" in page.content() or "Failed" in (
-                page.content()
-            )
+            assert "/validations/continuity/" in page.url, page.url
+            text = page.inner_text("body")
+            assert re.search(r"Status:\s+Failed", text), text[:3000]
+            assert "minute_with_ratings_has_a_window" in text, text[:3000]
+            # The one minute of the 300 unprocessed ratings, and only it, has no window.
+            assert "1 unexpected values found" in text, text[:3000]
             page.screenshot(path=str(OUTPUT / "data-docs-validation.png"), full_page=True)
             browser.close()
     finally:
