@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from cinestream.timeparse import parse_instant
-from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
+from tests.shared_stack import Pipeline, assert_windows_equal
 from tests.stack_cli import run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
@@ -81,17 +81,21 @@ def live() -> Iterator[tuple[Any, Any, subprocess.CompletedProcess[str]]]:
         airflow_port=int(ENV["CINESTREAM_AIRFLOW_PORT"]),
         live_rate=5,
     )
-    up = _cli("up")
-    try:
-        assert up.returncode == 0, up.stdout[-4000:]
-        yield settings, airflow.AirflowAPI(settings), up
-    finally:
-        down = _cli("down", timeout=600)
-        assert down.returncode == 0, down.stdout[-3000:]
-        deadline = time.monotonic() + 60
-        while _stray_processes() and time.monotonic() < deadline:
-            time.sleep(1)
-        assert not _stray_processes()
+    # A fresh stack as a newcomer's: its first start is now, recorded by `up` in the state dir,
+    # not one CINESTREAM_FIRST_START in this process's environment would impose on every CLI call.
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("CINESTREAM_FIRST_START", raising=False)
+        up = _cli("up")
+        try:
+            assert up.returncode == 0, up.stdout[-4000:]
+            yield settings, airflow.AirflowAPI(settings), up
+        finally:
+            down = _cli("down", timeout=600)
+            assert down.returncode == 0, down.stdout[-3000:]
+            deadline = time.monotonic() + 60
+            while _stray_processes() and time.monotonic() < deadline:
+                time.sleep(1)
+            assert not _stray_processes()
 
 
 def _pipeline(settings: Any) -> Pipeline:
@@ -159,7 +163,12 @@ def test_make_up_leaves_airflow_running_the_live_platform(live) -> None:  # type
     _wait(catchup_done, "three catchup runs of cinestream_backfill", 600, 10)
     backfills = _runs(api, "cinestream_backfill")
     assert not [r for r in backfills if r["state"] == "failed"], backfills
-    first_start = settings.first_start_time().timestamp()
+    # The bound comes from the first start `up` recorded in this stack's state dir (not from
+    # settings.first_start_time(), which a CINESTREAM_FIRST_START would answer by itself).
+    recorded = STATE / "first_start"
+    assert recorded.exists(), f"`cinestream up` recorded no first start in {recorded}"
+    first_start = parse_instant(recorded.read_text().strip()).timestamp()
+    assert abs(first_start - time.time()) < 3600, recorded.read_text()  # this stack's, today's
     earliest = min(r["data_interval_start"] for r in backfills)
     assert earliest.startswith(
         time.strftime("%Y-%m-%dT%H:00:00", time.gmtime(first_start - 3 * 3600))
