@@ -10,6 +10,7 @@ their own topics with available-now runs while a broker or a worker is killed wi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import time
@@ -19,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
+from tests.shared_stack import Pipeline, assert_windows_equal
 from tests.stack_cli import run_cli
 from tests.stack_cli import wait_for as _wait
 
@@ -44,13 +45,30 @@ BACKLOG = 40_400
 DRAIN = 150_000
 BATCH = 30_000
 MINUTE = 60_000
-# Records the parser must reject: each lands in the DLQ with its reason.
+# Records the parser must reject: each lands in the DLQ, under its key, with its reason.
 INVALID = [
     (b"bad-1", b"not json"),
     (b"bad-2", b'{"user_id": 1, "movie_id": 2, "rating": 9.5, "timestamp": 1700000000000}'),
     (b"bad-3", b'{"user_id": 1, "movie_id": 2, "rating": 3.0}'),
     (b"bad-4", None),
 ]
+REASONS = {
+    b"bad-1": "value is not a valid JSON object",
+    b"bad-2": "rating must be one of 0.5, 1.0, ..., 5.0, got 9.5",
+    b"bad-3": "timestamp is missing or null",
+    b"bad-4": "value is null (a tombstone), not a rating",
+}
+
+
+class _LogLines(logging.Handler):
+    """Collects a client's log messages (librdkafka's, through the ``logger`` setting)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _cli(
@@ -185,8 +203,7 @@ def _assert_exact(pipeline: Pipeline) -> None:
     assert_windows_equal(pipeline.topic_windows(), expected)
     dlq = read_all(pipeline.settings, pipeline.settings.dlq_topic)
     assert len(dlq) == len(INVALID)
-    reasons = [json.loads(m.value())["error"] for m in dlq]
-    assert all(reasons), reasons
+    assert {m.key(): json.loads(m.value())["error"] for m in dlq} == REASONS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,22 +268,46 @@ def test_seed_scenario_exact_on_the_cluster_profile(cluster: tuple[Any, Any]) ->
 
 
 def test_a_client_without_credentials_is_refused(cluster: tuple[Any, Any]) -> None:
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaError, Producer
 
     settings, _ = cluster
 
-    def produce(config: dict[str, Any]) -> list[Any]:
+    def produce(config: dict[str, Any]) -> tuple[list[Any], list[Any], list[str]]:
+        """One probe message: its delivery error (None: delivered), the client's error
+        callbacks and its log lines (info and worse)."""
+        delivered: list[Any] = []
         errors: list[Any] = []
-        producer = Producer({**config, "message.timeout.ms": 5000, "log_level": 0})
-        producer.produce("ratings_dlq", b"probe", on_delivery=lambda err, _m: errors.append(err))
+        lines = _LogLines()
+        logger = logging.getLogger(f"probe-{id(lines)}")
+        logger.propagate = False
+        logger.addHandler(lines)
+        producer = Producer(
+            {
+                **config,
+                "message.timeout.ms": 5000,
+                "log_level": 6,
+                "logger": logger,
+                "error_cb": errors.append,
+            }
+        )
+        producer.produce("ratings_dlq", b"probe", on_delivery=lambda e, _m: delivered.append(e))
         producer.flush(15)
-        return errors
+        return delivered, errors, lines.messages
 
-    refused = produce({"bootstrap.servers": settings.kafka_bootstrap})
-    assert len(refused) == 1 and refused[0] is not None, refused
-    wrong = produce({**settings.kafka_client_config, "sasl.password": "not-the-password"})
-    assert len(wrong) == 1 and wrong[0] is not None, wrong
-    assert produce(settings.kafka_client_config) == [None]
+    # Refused, not merely unanswered (a slow or stopped broker fails delivery too): librdkafka
+    # says the broker dropped the connection before any authentication...
+    delivered, errors, lines = produce({"bootstrap.servers": settings.kafka_bootstrap})
+    assert len(delivered) == 1 and delivered[0] is not None, delivered
+    assert any(
+        "broker might require SASL authentication" in text
+        for text in [*lines, *(e.str() for e in errors)]
+    ), (delivered, errors, lines)
+    # ...and, for a wrong password, that the broker refused the SCRAM authentication.
+    wrong = {**settings.kafka_client_config, "sasl.password": "not-the-password"}
+    delivered, errors, lines = produce(wrong)
+    assert len(delivered) == 1 and delivered[0] is not None, delivered
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), (errors, lines)
+    assert produce(settings.kafka_client_config)[0] == [None]
 
     # doctor says what is wrong in one line, with the fix.
     plain = _cli("doctor", env={"CINESTREAM_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"})
