@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,9 +12,9 @@ from cinestream.api.main import create_app
 from cinestream.api.models import Summary, TopMovies, WindowRecord
 from cinestream.local.postgres import LocalPostgres
 from cinestream.settings import Settings
-from tests.integration.conftest import Pipeline
 from tests.integration.windows_fixture import T0, eventually, sample_events, write_windows
 from tests.reference import SPEC_EXAMPLE_RECORD, recompute
+from tests.shared_stack import Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -171,10 +170,3 @@ def test_health_names_what_is_down(pipeline: Pipeline, monkeypatch: pytest.Monke
         summary = down.get("/metrics/summary")
         assert summary.status_code == 503
         assert "PostgreSQL is unavailable" in summary.json()["detail"]
-
-
-def test_the_api_role_cannot_write(pipeline: Pipeline) -> None:
-    with psycopg.connect(pipeline.settings.resolved_api_database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM window_metrics").fetchone() == (0,)
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("DELETE FROM window_metrics")
