@@ -1,11 +1,12 @@
-# cinestream: `make up` runs the pipeline on the embedded local stack, `make test` runs every test.
+# cinestream: `make up` runs the pipeline on the embedded local stack, `make test` runs every test,
+# `make test-fast` (everyday) every test that needs no service.
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up up-cluster down test test-unit test-integration lint bench bench-pipeline bench-api bench-airflow \
+.PHONY: up up-cluster down test test-fast test-integration lint bench bench-pipeline bench-api bench-airflow \
 	bench-freshness \
 	install clean status doctor lock
 
@@ -44,11 +45,20 @@ status: $(STAMP)
 doctor: $(STAMP)
 	$(BIN)/cinestream doctor
 
-test: $(STAMP)
-	$(BIN)/pytest tests/unit tests/dags/test_dag_integrity.py tests/integration tests/cluster tests/dags
+# The everyday tier: every test that needs no service (tests/unit, the DAG-integrity checks).
+FAST_TESTS := tests/unit tests/dags/test_dag_integrity.py
 
-test-unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+test-fast: $(STAMP)
+	$(BIN)/pytest $(FAST_TESTS)
+
+# Tiers in order, each only after the one before passed (make stops at the first failing line):
+# the fast tier; tests/integration then tests/dags in ONE pytest, because they share one session
+# stack (started once; tests/conftest.py stops before tests/dags when tests/integration failed);
+# tests/cluster, whose stack is its own. Every path holds tests (a tier that collected none would
+# exit 5, which make takes as a failure: it could not pass unseen).
+test: test-fast
+	$(BIN)/pytest --durations=25 tests/integration tests/dags --ignore=tests/dags/test_dag_integrity.py
+	$(BIN)/pytest --durations=25 tests/cluster
 
 test-integration: $(STAMP)
 	$(BIN)/pytest tests/integration

@@ -1,6 +1,6 @@
 """Fixtures every test directory sees: a local SparkSession for the transform tests (no
-services), the shared test stack (tests/shared_stack.py) and the guard that keeps
-``CINESTREAM_*`` from leaking between tests."""
+services), the shared test stack (tests/shared_stack.py), the guard that keeps ``CINESTREAM_*``
+from leaking between tests, and the stop between tiers."""
 
 from __future__ import annotations
 
@@ -122,3 +122,33 @@ def _cinestream_env_unchanged_by_the_module() -> Iterator[None]:
     """Fails the module's last test when a module-scoped fixture left a CINESTREAM_* variable
     changed after its teardown (set up before them, torn down after them)."""
     yield from _guard("a module-scoped fixture of this module")
+
+
+# --------------------------------------------------------------------------------------------
+# A tier that needs services does not start after failures
+# --------------------------------------------------------------------------------------------
+def _tier(item: pytest.Item) -> str:
+    """The directory under tests/ (unit, integration, dags, cluster)."""
+    parts = item.path.relative_to(item.config.rootpath).parts
+    return parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """`make test` runs tests/integration and tests/dags in one pytest (one shared stack, set up
+    once): when the next test starts another directory's tests that need services and a test
+    has failed, stop there (as between `make test`'s invocations) instead of spending minutes on
+    a tier whose base is broken."""
+    result = yield
+    session = item.session
+    if (
+        nextitem is not None
+        and session.testsfailed
+        and _tier(nextitem) != _tier(item)
+        and nextitem.get_closest_marker("integration") is not None
+    ):
+        session.shouldfail = (
+            f"{session.testsfailed} failed before tests/{_tier(nextitem)}: not started, fix "
+            "those first"
+        )
+    return result
