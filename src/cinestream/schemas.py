@@ -69,15 +69,37 @@ def valid_event_time(value: bytes | None) -> int | None:
 
 
 # --- invalid event (topic `ratings_dlq`) -------------------------------------------------------
+# Every field is always present (null where it does not apply: a tombstone has no raw value).
+# ``raw`` is the value, UTF-8 text or base64 (``raw_encoding``): whole when it has at most
+# DLQ_RAW_PREFIX_BYTES bytes, else its first bytes only; ``raw_length`` (bytes) and ``raw_sha256``
+# (hex) describe the whole value, so a cut one is still identified (and its offset finds it).
 DLQ_FIELDS = (
     "error",
     "raw",
     "raw_encoding",
+    "raw_length",
+    "raw_sha256",
     "source_topic",
     "source_partition",
     "source_offset",
     "source_timestamp",
 )
+# The most bytes of the original value a DLQ record keeps. A rating is ~80 bytes, so this shows
+# the start of anything sent to `ratings` by mistake hundreds of times over, and every value up to
+# it (what used to travel whole) still does. A UTF-8 value is cut where a character starts, so
+# ``raw`` stays text of at most this many bytes; any other value: base64 of its first this many.
+DLQ_RAW_PREFIX_BYTES = 64 * 1024
+# The longest DLQ value: the prefix as JSON escapes it at worst (a control character is written
+# \u00XX, six bytes for one; base64 is only 4/3) plus the other fields (a reason quotes at most
+# 100 characters of the value, a topic name has at most 249) with room to spare. 388 KiB.
+DLQ_VALUE_MAX_BYTES = 6 * DLQ_RAW_PREFIX_BYTES + 4 * 1024
+# What `ratings` accepts, set on it when cinestream creates it (Kafka's default max.message.bytes,
+# 1 MiB + 12), so the DLQ's size below does not depend on how the broker is configured.
+RATINGS_MAX_MESSAGE_BYTES = 1_048_588
+# A DLQ record is the original key (at most what `ratings` accepts) and a value of at most
+# DLQ_VALUE_MAX_BYTES: the DLQ topic (max.message.bytes) and the producers that write it accept
+# this, which leaves 64 KiB for the record's framing and lz4's worst-case growth (0.4%).
+DLQ_MAX_MESSAGE_BYTES = RATINGS_MAX_MESSAGE_BYTES + DLQ_VALUE_MAX_BYTES + 64 * 1024
 
 # --- window metric (topic `metrics`, table `window_metrics`) -----------------------------------
 METRIC_FIELDS = (

@@ -10,6 +10,7 @@ import pytest
 
 from cinestream.kafka import admin
 from cinestream.kafka.read import read_all
+from cinestream.schemas import DLQ_RAW_PREFIX_BYTES
 from cinestream.store import schema
 from cinestream.store.connection import connect
 from tests.integration.conftest import Pipeline, assert_windows_equal
@@ -53,8 +54,7 @@ def test_malformed_records_go_to_the_dlq_with_reasons(pipeline: Pipeline) -> Non
         (b"k%d" % i, v % (start + MINUTE) if v and b"%d" in v else v)
         for i, (v, _) in enumerate(MALFORMED)
     ]
-    # 30 invalid records mixed in, and one too long to come to the driver with the cells (it
-    # goes through Spark's Kafka sink in a pass of its own).
+    # 30 invalid records mixed in, and one longer than a DLQ message keeps (its first 64 KiB).
     too_long = b"[" + b"1," * 40_000 + b"1]"
     pipeline.produce_raw(bad * 3 + [(b"k-long", too_long)])
     pipeline.produce_historical(2_000, start + 3 * MINUTE, 2 * MINUTE, seed=9)
@@ -66,7 +66,8 @@ def test_malformed_records_go_to_the_dlq_with_reasons(pipeline: Pipeline) -> Non
     assert len(dlq) == 31
     (long_record,) = [json.loads(m.value()) for m in dlq if m.key() == b"k-long"]
     assert long_record["error"] == "value is not a valid JSON object"
-    assert long_record["raw"].encode() == too_long
+    assert long_record["raw"].encode() == too_long[:DLQ_RAW_PREFIX_BYTES]
+    assert long_record["raw_length"] == len(too_long) == 80_003
     by_key: dict[bytes, list[dict]] = {}
     for msg in dlq:
         by_key.setdefault(msg.key(), []).append(json.loads(msg.value()))

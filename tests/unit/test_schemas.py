@@ -29,3 +29,30 @@ def test_valid_ratings_give_their_event_time(value: bytes) -> None:
 def test_booleans_are_not_numbers() -> None:
     body = {"user_id": True, "movie_id": 2, "rating": 4.5, "timestamp": T0}
     assert valid_event_time(json.dumps(body).encode()) is None
+
+
+def test_any_record_ratings_accepts_fits_the_dlq_as_a_dlq_record() -> None:
+    from cinestream.kafka.admin import topic_specs
+    from cinestream.kafka.produce import producer_config
+    from cinestream.schemas import (
+        DLQ_MAX_MESSAGE_BYTES,
+        DLQ_RAW_PREFIX_BYTES,
+        DLQ_VALUE_MAX_BYTES,
+        RATINGS_MAX_MESSAGE_BYTES,
+    )
+    from cinestream.settings import Settings
+
+    settings = Settings()
+    limits = {
+        s.name: int(s.config["max.message.bytes"])
+        for s in topic_specs(settings)
+        if "max.message.bytes" in s.config
+    }
+    assert limits[settings.ratings_topic] == RATINGS_MAX_MESSAGE_BYTES == 2**20 + 12
+    # The largest key `ratings` takes, a DLQ value at its longest, and framing.
+    assert limits[settings.dlq_topic] >= RATINGS_MAX_MESSAGE_BYTES + DLQ_VALUE_MAX_BYTES + 1024
+    assert DLQ_VALUE_MAX_BYTES >= 6 * DLQ_RAW_PREFIX_BYTES + 1024
+    # The producers that write the DLQ (the driver's librdkafka one; Spark's sink sets its own
+    # kafka.max.request.size in cells.write_dlq) take a record that long.
+    assert producer_config({})["message.max.bytes"] >= limits[settings.dlq_topic]
+    assert limits[settings.dlq_topic] == DLQ_MAX_MESSAGE_BYTES

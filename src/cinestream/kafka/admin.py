@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from cinestream.errors import CinestreamError, ServiceUnavailable
 from cinestream.net import host_port, port_open
+from cinestream.schemas import DLQ_MAX_MESSAGE_BYTES, RATINGS_MAX_MESSAGE_BYTES
 from cinestream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,22 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         if settings.replication_factor > 1
         else {}
     )
+    # `ratings` takes records up to Kafka's default size whatever the broker's; the DLQ takes any
+    # of them as a DLQ record: its key and a bounded value (schemas.DLQ_MAX_MESSAGE_BYTES).
     return [
-        TopicSpec(settings.ratings_topic, settings.ratings_partitions, dict(durable)),
+        # Ratings keep their event time as record timestamp (the backfill looks offsets up by
+        # it), and Kafka's time retention counts from that timestamp: with the broker's 7 days,
+        # an import of older history would be deleted at the next retention check, before the
+        # processor reads it. So no time retention on `ratings`; bound it by size if needed.
+        TopicSpec(
+            settings.ratings_topic,
+            settings.ratings_partitions,
+            {
+                "max.message.bytes": str(RATINGS_MAX_MESSAGE_BYTES),
+                "retention.ms": "-1",
+                **durable,
+            },
+        ),
         # Last value per window key is the window's metric: compaction keeps exactly that.
         TopicSpec(
             settings.metrics_topic,
@@ -48,7 +63,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 **durable,
             },
         ),
-        TopicSpec(settings.dlq_topic, settings.dlq_partitions, dict(durable)),
+        TopicSpec(
+            settings.dlq_topic,
+            settings.dlq_partitions,
+            {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES), **durable},
+        ),
     ]
 
 

@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 
 from cinestream.errors import ServiceUnavailable
 from cinestream.metrics import WindowMetric
-from cinestream.schemas import metric_key
+from cinestream.schemas import DLQ_MAX_MESSAGE_BYTES, metric_key
 from cinestream.settings import Settings
 
 
@@ -27,6 +27,9 @@ def producer_config(connection: Mapping[str, Any]) -> dict[str, Any]:
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
         "message.timeout.ms": 120_000,
+        # The largest record cinestream writes is a DLQ record (librdkafka's default, 1,000,000
+        # bytes, is less than one with the largest key that `ratings` accepts).
+        "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
         # Connection errors surface in the delivery report, not as a line per retry.
         "log_level": 0,
     }

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cinestream.schemas import CELL_FIELDS
+from cinestream.schemas import CELL_FIELDS, DLQ_MAX_MESSAGE_BYTES
 from cinestream.settings import Settings
 
 # Consumer settings of every Spark read of ``ratings``: larger fetches and polls (Kafka's defaults
@@ -23,15 +23,19 @@ KAFKA_READ_OPTIONS = {
 }
 
 
-def ratings_stream(spark: Any, settings: Settings, partitions: int = 1) -> Any:
+def ratings_stream(
+    spark: Any, settings: Settings, partitions: int = 1, starting_offsets: str | None = None
+) -> Any:
     """The streaming read of ``ratings`` (after a first run the checkpoint sets the offsets);
-    ``partitions``: the topic's, for ``Settings.spark_max_offsets_per_trigger``."""
+    ``partitions``: the topic's, for ``Settings.spark_max_offsets_per_trigger``;
+    ``starting_offsets``: where a new checkpoint starts (the store's offsets as JSON, or
+    earliest/latest; default the configured one)."""
     return (
         spark.readStream.format("kafka")
         .options(**settings.spark_kafka_options)
         .options(**KAFKA_READ_OPTIONS)
         .option("subscribe", settings.ratings_topic)
-        .option("startingOffsets", settings.starting_offsets)
+        .option("startingOffsets", starting_offsets or settings.starting_offsets)
         # Never skip silently: a gap in the offsets fails the query (the start plan explains).
         .option("failOnDataLoss", "true")
         .option("maxOffsetsPerTrigger", settings.spark_max_offsets_per_trigger(partitions))
@@ -76,14 +80,23 @@ def ratings_batch(
 
 
 def write_dlq(parsed: Any, settings: Settings, *, only_large: bool = False) -> None:
-    """Write the invalid records of a parsed batch to the dead-letter topic, with their reasons
-    (with ``only_large``, those that did not travel with the cells) through Spark's Kafka sink."""
+    """Write the invalid records of a parsed batch to the dead-letter topic, with their reasons,
+    through Spark's Kafka sink: for a batch whose DLQ messages did not come with its cells
+    (together more than ``spark.driver.maxResultSize``).
+
+    ``only_large`` (those that did not come along although the others did) writes nothing: every
+    message is bounded (``schemas.DLQ_VALUE_MAX_BYTES``) and comes along with the cells now.
+    """
     from cinestream.stream.transforms import dlq_records
 
+    if only_large:
+        return
     (
-        dlq_records(parsed, only_large=only_large)
+        dlq_records(parsed)
         .write.format("kafka")
         .options(**settings.spark_kafka_options)
+        # Its producer's default (1 MiB) is less than a DLQ record with the largest key.
+        .option("kafka.max.request.size", str(DLQ_MAX_MESSAGE_BYTES))
         .option("topic", settings.dlq_topic)
         .save()
     )
@@ -92,7 +105,7 @@ def write_dlq(parsed: Any, settings: Settings, *, only_large: bool = False) -> N
 @dataclass(frozen=True)
 class BatchCells:
     """A batch's ``window_cells`` on the driver: the valid cells, the invalid records' count and
-    (``with_dlq``) the DLQ messages of those that travelled with the cells."""
+    (``with_dlq``) their DLQ messages."""
 
     valid: Any  # pyarrow.Table with CELL_FIELDS (+ max_event_ms)
     invalid: int
@@ -101,7 +114,7 @@ class BatchCells:
     @classmethod
     def from_arrow(cls, cells: Any) -> BatchCells:
         """Split ``window_cells(...).toArrow()``: invalid records form the rows without a window
-        (one per DLQ message that came along, one for the rest)."""
+        (with ``with_dlq`` one per record and its DLQ message, else one for all)."""
         import pyarrow.compute as pc
 
         invalid_mask = pc.is_null(cells["window_type"])
@@ -123,7 +136,8 @@ class BatchCells:
 
     @property
     def dlq_left(self) -> int:
-        """Invalid records whose DLQ message did not come with the cells (too long)."""
+        """Invalid records whose DLQ message did not come with the cells (all of them when the
+        cells were counted without: see :func:`write_dlq`)."""
         return self.invalid - len(self.dlq)
 
     @classmethod

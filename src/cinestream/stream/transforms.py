@@ -12,7 +12,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from cinestream.schemas import MAX_TIMESTAMP_MS, MIN_ID, MIN_TIMESTAMP_MS, rating_event_schema
+from cinestream.schemas import (
+    DLQ_FIELDS,
+    DLQ_RAW_PREFIX_BYTES,
+    MAX_TIMESTAMP_MS,
+    MIN_ID,
+    MIN_TIMESTAMP_MS,
+    rating_event_schema,
+)
 from cinestream.windows import WindowSpec
 
 _RANGE = "in [2000-01-01, 2100-01-01)"
@@ -157,46 +164,62 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
     )
 
 
-# An invalid record whose value is at most this long travels to the driver with the batch's
-# cells and is published to the DLQ from there; a longer one goes through Spark's Kafka sink.
-DLQ_INLINE_MAX_BYTES = 64 * 1024
+def _utf8_prefix_length(value: Column, limit: int) -> Column:
+    """Bytes in the longest prefix of at most ``limit`` bytes of ``value`` (valid UTF-8, longer
+    than ``limit``) that ends where a character ends: where the next byte starts a character.
+
+    A character is at most four bytes, so one of the next byte and the three before it does:
+    a continuation byte (``10xxxxxx``, hex 80-BF) never starts one.
+    """
+
+    def starts_a_character(position: int) -> Column:
+        return ~F.hex(F.substring(value, position, 1)).rlike("^[89AB]")
+
+    return (
+        F.when(starts_a_character(limit + 1), F.lit(limit))
+        .when(starts_a_character(limit), F.lit(limit - 1))
+        .when(starts_a_character(limit - 1), F.lit(limit - 2))
+        .otherwise(F.lit(limit - 3))
+    )
 
 
 def _dlq_value() -> Column:
-    """The DLQ message of an invalid record (JSON): its reason, raw value and origin."""
-    utf8 = F.is_valid_utf8(F.col("value").cast("string"))
-    raw = F.when(utf8, F.col("value").cast("string")).otherwise(F.base64("value"))
-    body = F.struct(
-        F.col("error"),
-        raw.alias("raw"),
-        F.when(F.col("value").isNull(), F.lit("none"))
-        .when(utf8, F.lit("utf-8"))
-        .otherwise(F.lit("base64"))
-        .alias("raw_encoding"),
-        F.col("topic").alias("source_topic"),
-        F.col("partition").alias("source_partition"),
-        F.col("offset").alias("source_offset"),
-        F.date_format(F.col("kafka_timestamp"), "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias(
-            "source_timestamp"
-        ),
+    """The DLQ message of an invalid record (JSON with ``DLQ_FIELDS``): its reason, its raw value
+    (at most ``DLQ_RAW_PREFIX_BYTES`` of it) with the whole value's length and SHA-256, and its
+    origin. At most ``DLQ_VALUE_MAX_BYTES`` long, whatever the record's size."""
+    value = F.col("value")
+    length = F.length(value)  # bytes: value is binary
+    utf8 = F.is_valid_utf8(value.cast("string"))
+    limit = DLQ_RAW_PREFIX_BYTES
+    kept = (
+        F.when(length <= F.lit(limit), length)
+        .when(utf8, _utf8_prefix_length(value, limit))
+        .otherwise(F.lit(limit))
     )
+    prefix = value.substr(F.lit(1), kept)
+    # Spark 4 writes base64 in MIME lines of 76 characters (spark.sql.chunkBase64String.enabled);
+    # the DLQ's is one plain line, whatever the session's setting.
+    base64 = F.translate(F.base64(prefix), "\r\n", "")
+    fields = {
+        "error": F.col("error"),
+        "raw": F.when(utf8, prefix.cast("string")).otherwise(base64),
+        "raw_encoding": F.when(value.isNull(), F.lit("none"))
+        .when(utf8, F.lit("utf-8"))
+        .otherwise(F.lit("base64")),
+        "raw_length": length,
+        "raw_sha256": F.sha2(value, 256),
+        "source_topic": F.col("topic"),
+        "source_partition": F.col("partition"),
+        "source_offset": F.col("offset"),
+        "source_timestamp": F.date_format(F.col("kafka_timestamp"), "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"),
+    }
+    body = F.struct(*[fields[name].alias(name) for name in DLQ_FIELDS])
     return F.to_json(body, {"ignoreNullFields": "false"})
 
 
-def _dlq_inline() -> Column:
-    """True for an invalid record small enough to reach the driver with the cells."""
-    return F.col("error").isNotNull() & (
-        F.col("value").isNull() | (F.length(F.col("value")) <= F.lit(DLQ_INLINE_MAX_BYTES))
-    )
-
-
-def dlq_records(parsed: DataFrame, *, only_large: bool = False) -> DataFrame:
-    """Invalid records as DLQ messages (``key``, ``value`` JSON) for the Kafka sink; with
-    ``only_large``, only those too long to travel with the cells (see :func:`window_cells`)."""
-    invalid = parsed.where(F.col("error").isNotNull())
-    if only_large:
-        invalid = invalid.where(~_dlq_inline())
-    return invalid.select("key", _dlq_value().alias("value"))
+def dlq_records(parsed: DataFrame) -> DataFrame:
+    """Invalid records as DLQ messages (``key``, ``value`` JSON) for Spark's Kafka sink."""
+    return parsed.where(F.col("error").isNotNull()).select("key", _dlq_value().alias("value"))
 
 
 def _windows_of(spec: WindowSpec, event_ms: Column) -> Column:
@@ -260,16 +283,18 @@ def window_cells(
 
     With ``with_dlq`` two more columns, ``dlq_key`` and ``dlq_value``, carry each invalid
     record's DLQ message (one row per record, ``n`` 1) in the same pass, so that a batch with a
-    bad record is not read from Kafka a second time; records longer than
-    ``DLQ_INLINE_MAX_BYTES`` stay in the windowless row (see ``dlq_records(only_large=True)``).
+    bad record is not read from Kafka a second time. A message is at most
+    ``DLQ_VALUE_MAX_BYTES`` plus its key, so every one can come along; a batch whose messages
+    together pass ``spark.driver.maxResultSize`` is the caller's to count again without them and
+    to write with :func:`dlq_records`.
     """
     columns: list[str | Column] = ["movie_id", "half_stars", "event_ms", "error"]
     keys = ["window_type", "window_start_ms", "window_end_ms", "movie_id", "half_stars"]
     if with_dlq:
-        inline = _dlq_inline()
+        invalid = F.col("error").isNotNull()
         columns += [
-            F.when(inline, F.col("key")).alias("dlq_key"),
-            F.when(inline, _dlq_value()).alias("dlq_value"),
+            F.when(invalid, F.col("key")).alias("dlq_key"),
+            F.when(invalid, _dlq_value()).alias("dlq_value"),
         ]
         keys += ["dlq_key", "dlq_value"]
     events = parsed.select(*columns)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +12,7 @@ import pytest
 from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
+from cinestream.schemas import DLQ_FIELDS, DLQ_RAW_PREFIX_BYTES, DLQ_VALUE_MAX_BYTES
 from cinestream.stream.transforms import dlq_records, events_in_range, parse_ratings, window_cells
 from cinestream.windows import parse_window_type
 
@@ -113,6 +116,115 @@ def test_dlq_record_keeps_the_raw_value_and_its_origin(spark: Any) -> None:
     assert first["source_topic"] == "ratings" and first["source_partition"] == 0
 
 
+def expected_dlq(value: bytes | None, offset: int, error: str) -> dict[str, Any]:
+    """The DLQ record of an invalid value, written differently from the Spark builder: a cut
+    UTF-8 prefix is decoded ignoring what it cut (only its last character can be incomplete)."""
+    if value is None:
+        raw, encoding, length, sha256 = None, "none", None, None
+    else:
+        prefix = value[:DLQ_RAW_PREFIX_BYTES]
+        try:
+            value.decode("utf-8")
+            raw, encoding = prefix.decode("utf-8", errors="ignore"), "utf-8"
+        except UnicodeDecodeError:
+            raw, encoding = base64.b64encode(prefix).decode(), "base64"
+        length, sha256 = len(value), hashlib.sha256(value).hexdigest()
+    return {
+        "error": error,
+        "raw": raw,
+        "raw_encoding": encoding,
+        "raw_length": length,
+        "raw_sha256": sha256,
+        "source_topic": "ratings",
+        "source_partition": 0,
+        "source_offset": offset,
+        "source_timestamp": "2025-11-10T18:06:00.000Z",
+    }
+
+
+def dlq_messages(spark: Any, values: list[bytes | None]) -> list[bytes]:
+    """The DLQ values of ``values`` (all invalid), in offset order."""
+    parsed = parse_ratings(kafka_df(spark, values))
+    rows = dlq_records(parsed).collect()
+    assert len(rows) == len(values)
+    return [row.value.encode() for row in rows]
+
+
+NOT_JSON = "value is not a valid JSON object"
+NOT_UTF8 = "value is not valid UTF-8"
+
+
+def test_dlq_record_has_exactly_the_schema_fields_in_order(spark: Any) -> None:
+    (message,) = dlq_messages(spark, [b"oops"])
+    assert tuple(json.loads(message)) == DLQ_FIELDS
+
+
+def test_short_dlq_record_keeps_the_whole_value(spark: Any) -> None:
+    short = b"oops"
+    whole = b"x" * DLQ_RAW_PREFIX_BYTES  # the longest value kept whole
+    binary = b"\xff" * DLQ_RAW_PREFIX_BYTES
+    messages = dlq_messages(spark, [short, whole, binary, None])
+    records = [json.loads(m) for m in messages]
+    assert records == [
+        expected_dlq(short, 0, NOT_JSON),
+        expected_dlq(whole, 1, NOT_JSON),
+        expected_dlq(binary, 2, NOT_UTF8),
+        expected_dlq(None, 3, "value is null (a tombstone), not a rating"),
+    ]
+    assert records[0]["raw"] == "oops" and records[0]["raw_length"] == 4
+    assert records[1]["raw"] == whole.decode()
+    assert base64.b64decode(records[2]["raw"], validate=True) == binary
+    assert (records[3]["raw"], records[3]["raw_length"], records[3]["raw_sha256"]) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_long_non_utf8_value_keeps_a_base64_prefix_its_length_and_hash(spark: Any) -> None:
+    value = b"\xff" + bytes(range(256)) * 400  # 102,401 bytes
+    (message,) = dlq_messages(spark, [value])
+    record = json.loads(message)
+    assert record == expected_dlq(value, 0, NOT_UTF8)
+    assert base64.b64decode(record["raw"], validate=True) == value[:DLQ_RAW_PREFIX_BYTES]
+    assert record["raw_length"] == 102_401
+    assert record["raw_sha256"] == hashlib.sha256(value).hexdigest()
+
+
+@pytest.mark.parametrize(("pad", "kept"), [(0, 65_536), (1, 65_533), (2, 65_534), (3, 65_535)])
+def test_long_utf8_value_is_cut_where_a_character_starts(spark: Any, pad: int, kept: int) -> None:
+    # Four-byte characters after ``pad`` ASCII bytes: the cut at 64 KiB falls 0..3 bytes into one.
+    value = b"a" * pad + "\U0001f3ac".encode() * 20_000
+    (message,) = dlq_messages(spark, [value])
+    record = json.loads(message)
+    assert record == expected_dlq(value, 0, NOT_JSON)
+    assert record["raw_encoding"] == "utf-8"
+    assert record["raw"].encode() == value[:kept]
+    assert (record["raw_length"], record["raw_sha256"]) == (
+        len(value),
+        hashlib.sha256(value).hexdigest(),
+    )
+
+
+def test_one_byte_over_the_bound_is_cut(spark: Any) -> None:
+    value = b"[" + b"1," * (DLQ_RAW_PREFIX_BYTES // 2)  # 65,537 bytes
+    (message,) = dlq_messages(spark, [value])
+    record = json.loads(message)
+    assert record == expected_dlq(value, 0, NOT_JSON)
+    assert len(record["raw"]) == DLQ_RAW_PREFIX_BYTES and record["raw_length"] == 65_537
+
+
+def test_the_longest_dlq_value_stays_within_its_bound(spark: Any) -> None:
+    # Control characters are valid UTF-8 that JSON writes six bytes long (\u0001): the worst.
+    control = b"\x01" * 1_048_000
+    binary = b"\xff" * 1_048_000
+    messages = dlq_messages(spark, [control, binary])
+    assert json.loads(messages[0]) == expected_dlq(control, 0, NOT_JSON)
+    assert json.loads(messages[1]) == expected_dlq(binary, 1, NOT_UTF8)
+    assert 6 * DLQ_RAW_PREFIX_BYTES < len(messages[0]) <= DLQ_VALUE_MAX_BYTES
+    assert len(messages[1]) < DLQ_VALUE_MAX_BYTES
+
+
 def test_tumbling_window_bounds_and_cells(spark: Any) -> None:
     values = [
         rating(movie=5, value=4.0, ts=T0),  # first instant of the window
@@ -212,27 +324,25 @@ def test_window_cells_bring_the_dlq_messages_of_invalid_records_in_the_same_pass
     spark: Any,
 ) -> None:
     from cinestream.stream.cells import BatchCells
-    from cinestream.stream.transforms import DLQ_INLINE_MAX_BYTES
 
-    large = b"x" * (DLQ_INLINE_MAX_BYTES + 1)
+    large = b"x" * (2 * DLQ_RAW_PREFIX_BYTES)
     values = [rating(ts=T0), b"oops", rating(ts=T0 + 1), b"\xff\x00", None, large, large]
     parsed = parse_ratings(kafka_df(spark, values))
     cells = BatchCells.from_arrow(window_cells(parsed, TUMBLING, 10**13, with_dlq=True).toArrow())
 
-    # The valid cells are those of the plain pass; five invalid records, three along.
+    # The valid cells are those of the plain pass; five invalid records, all along (the long
+    # ones' messages are bounded too).
     plain = BatchCells.from_arrow(window_cells(parsed, TUMBLING, 10**13).toArrow())
     assert cells.valid.to_pylist() == plain.valid.to_pylist()
     assert cells.valid.column_names == plain.valid.column_names
-    assert (cells.invalid, len(cells.dlq), cells.dlq_left) == (5, 3, 2)
+    assert (cells.invalid, len(cells.dlq), cells.dlq_left) == (5, 5, 0)
+    assert (plain.invalid, plain.dlq, plain.dlq_left) == (5, (), 5)
     # Each message is exactly the one the Spark sink would write, key included.
-    sink = {r.value: r.key for r in dlq_records(parsed).collect()}
-    along = {value.decode(): key for key, value in cells.dlq}
-    assert along == {v: k for v, k in sink.items() if json.loads(v)["source_offset"] < 5}
-    assert sorted(json.loads(v)["source_offset"] for v in along) == [1, 3, 4]
-    # The two long ones go through the sink in a pass of their own.
-    rest = [json.loads(r.value) for r in dlq_records(parsed, only_large=True).collect()]
-    assert [r["source_offset"] for r in rest] == [5, 6]
-    assert rest[0]["raw"] == large.decode()
+    sink = sorted((r.key, r.value.encode()) for r in dlq_records(parsed).collect())
+    assert sorted(cells.dlq) == sink
+    along = sorted((json.loads(v) for _, v in cells.dlq), key=lambda r: r["source_offset"])
+    assert [r["source_offset"] for r in along] == [1, 3, 4, 5, 6]
+    assert along[3] == expected_dlq(large, 5, NOT_JSON)
 
 
 def test_window_cells_without_invalid_records_bring_no_dlq_messages(spark: Any) -> None:
