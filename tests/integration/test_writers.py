@@ -43,8 +43,11 @@ def test_a_checkpoint_restored_from_an_older_copy_stops_with_the_fix(pipeline: P
     )
     assert pipeline.total_counted() == 6_000  # nothing skipped, nothing doubled
 
-    pipeline.cli("reset", "--yes", "--keep-topics", check=True)
+    # The named fix keeps every window: the processor resumes where the store's counts end.
+    pipeline.cli("reset", "--yes", "--checkpoint-only", check=True)
+    pipeline.produce_historical(500, start + 10 * MINUTE, MINUTE, seed=3)
     pipeline.process(check=True)
+    assert pipeline.total_counted() == 6_500
     assert_windows_equal(pipeline.db_windows(), recompute(pipeline.raw_events()))
 
 

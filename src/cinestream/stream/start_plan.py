@@ -257,8 +257,10 @@ def plan_against(
                         f"{offset}..{low[p] - 1} were deleted since"
                     )
     lost = not store_end and done is not None and unfinished is None
-    if lost or not _on(store_end, position):
+    disagree = lost or not _on(store_end, position)
+    if disagree:
         problems.append(_disagreement(store_end, position, done))
+    deleted = False
     for p, offset in sorted(ckpt.items()):
         if p not in high:
             problems.append(f"partition {p} is in the checkpoint but not in the topic")
@@ -267,16 +269,18 @@ def plan_against(
                 f"partition {p}: checkpoint at offset {offset} but the topic ends at {high[p]}"
             )
         elif offset < low[p]:
+            deleted = True
             problems.append(
-                f"partition {p}: offsets {offset}..{low[p] - 1} were deleted before they were "
-                "processed"
+                f"partition {p}: offsets {offset}..{low[p] - 1} were deleted (retention) before "
+                "they were processed"
             )
     if problems:
         raise CheckpointMismatch(
             f"checkpoint {settings.checkpoint_dir} does not match topic {topic!r} and the store: "
             + "; ".join(problems)
             + ". Starting would skip or double-count data",
-            CHECKPOINT_FIX,
+            # Records gone from Kafka are gone whatever the checkpoint says: accept it, or not.
+            DELETED_FIX if deleted and not disagree else CHECKPOINT_FIX,
         )
     return plan(batch, {p: ckpt.get(p, low[p]) for p in high}, unfinished)
 
