@@ -355,7 +355,7 @@ def validate(start: datetime | None, end: datetime | None) -> None:
     report = run(_settings(), start, end, log_results=False)
     for line in report.lines():
         click.echo(line)
-    if not report.success:
+    if not report.success or report.nothing_checked:
         sys.exit(1)
 
 

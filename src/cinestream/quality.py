@@ -54,10 +54,34 @@ class QualityReport:
     suites: dict[str, bool] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     docs_index: Path | None = None
+    # Windows of the range that were validated, and those left out because they start after
+    # the wall clock (None: not counted, as for frames given directly to run_suites).
+    checked: int | None = None
+    future: int = 0
+
+    @property
+    def nothing_checked(self) -> bool:
+        """True when the range held no window to validate: no suite may say OK of it."""
+        return self.checked == 0
 
     def lines(self) -> list[str]:
         """One line per suite, then each failure, then where the Data Docs are."""
+        if self.nothing_checked:
+            why = (
+                f"its {self.future} windows start after the wall clock (see cinestream doctor)"
+                if self.future
+                else "it holds no windows"
+            )
+            out = [f"NONE no window of the range was checked: {why}"]
+            out += [f"NONE suite {name}" for name in self.suites]
+            out += [f.line() for f in self.failures]
+            return out
         out = [f"{'OK  ' if ok else 'FAIL'} suite {name}" for name, ok in self.suites.items()]
+        if self.future:
+            out.append(
+                f"SKIP {self.future} windows that start after the wall clock were not validated "
+                "(see cinestream doctor)"
+            )
         out += [f.line() for f in self.failures]
         if self.docs_index:
             out.append(f"Data Docs: {self.docs_index}")
@@ -92,6 +116,8 @@ def write_summary(
             "run_at": now,
             "range": [format_time(start) if start else None, format_time(end) if end else None],
             "success": ok,
+            "windows_checked": report.checked,
+            "windows_future": report.future,
             "failures": [
                 {"expectation": f.expectation, "column": f.column, "observed": f.observed}
                 for f in report.failures
@@ -235,9 +261,13 @@ def run_suites(
 # Loading what the pipeline wrote
 # --------------------------------------------------------------------------------------------
 def load_frames(
-    settings: Settings, start: datetime | None, end: datetime | None
+    settings: Settings,
+    start: datetime | None,
+    end: datetime | None,
+    counts: dict[str, int] | None = None,
 ) -> dict[str, tuple[Any, pd.DataFrame]]:
-    """Each suite with the frame it validates, for windows starting in ``[start, end)``."""
+    """Each suite with the frame it validates, for windows starting in ``[start, end)``;
+    ``counts`` receives how many windows are ``checked`` and how many are ``future``."""
     from expectations import continuity, metrics_topic, ratings, window_metrics
 
     start_ms = (
@@ -259,6 +289,8 @@ def load_frames(
             format_time(min(m.window_start_ms for m in future)),
         )
     stored = [m for m in stored if m.window_start_ms <= now_ms]
+    if counts is not None:
+        counts.update(checked=len(stored), future=len(future))
     rows = pd.DataFrame([m.record() for m in stored], columns=list(METRIC_FIELDS))
     for column in ("window_start", "window_end", "processing_time"):
         rows[column] = pd.to_datetime(rows[column], utc=True)
@@ -329,8 +361,10 @@ def validate(
     no start, the retention period (CINESTREAM_RETENTION) up to now. The result lines are logged
     (an Airflow task's log) unless ``log_results`` is False (the CLI prints them itself)."""
     quiet_gx_logging()
-    report = run_suites(settings, load_frames(settings, start, end))
+    counts: dict[str, int] = {}
+    report = run_suites(settings, load_frames(settings, start, end, counts))
+    report.checked, report.future = counts.get("checked"), counts.get("future", 0)
     write_summary(settings, report, start, end)
     for line in report.lines() if log_results else []:
-        (log.info if line.startswith(("OK", "Data")) else log.error)("%s", line)
+        (log.info if line.startswith(("OK", "Data", "SKIP", "NONE")) else log.error)("%s", line)
     return report

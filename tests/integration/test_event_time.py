@@ -102,4 +102,14 @@ def test_a_rating_from_2090_anchors_nothing(pipeline: Pipeline) -> None:
     assert "1 windows (1 ratings) start after this clock" in checks["future"]["detail"]
     assert far_start in checks["future"]["detail"]
     assert f"latest window ends {format_time(minute + W)}" in checks["metrics"]["detail"]
+
+    # Validating a range that holds only the future window checks nothing, and says so: no suite
+    # reports OK of windows it did not validate.
+    until = format_time(far - far % W + W)
+    only_future = pipeline.cli("validate", "--start", far_start, "--end", until)
+    assert only_future.returncode == 1, only_future.stdout[-2000:]
+    assert "NONE no window of the range was checked: its 1 windows start after the wall clock" in (
+        only_future.stdout
+    )
+    assert "OK   suite" not in only_future.stdout
     assert checks["clock"]["status"] == "WARN"  # the newest record is stamped 64 years ahead

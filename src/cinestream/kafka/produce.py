@@ -13,6 +13,13 @@ from cinestream.metrics import WindowMetric
 from cinestream.schemas import DLQ_MAX_MESSAGE_BYTES, metric_key
 from cinestream.settings import Settings
 
+# librdkafka reports every record delivered or failed within MESSAGE_TIMEOUT_MS. A publish waits
+# longer than that, so it never returns while a record is still queued: a record left queued
+# after a publish gave up could reach the topic after a newer version of its window, and the
+# last record per key would then be stale.
+MESSAGE_TIMEOUT_MS = 120_000
+FLUSH_TIMEOUT_S = MESSAGE_TIMEOUT_MS / 1000 + 30
+
 
 def producer_config(connection: Mapping[str, Any]) -> dict[str, Any]:
     """Idempotent, batched producer over ``connection`` (``Settings.kafka_client_config``): no
@@ -26,7 +33,7 @@ def producer_config(connection: Mapping[str, Any]) -> dict[str, Any]:
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
-        "message.timeout.ms": 120_000,
+        "message.timeout.ms": MESSAGE_TIMEOUT_MS,
         # The largest record cinestream writes is a DLQ record (librdkafka's default, 1,000,000
         # bytes, is less than one with the largest key that `ratings` accepts).
         "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
@@ -53,7 +60,12 @@ def _produce_all(
     for key, value in records:
         producer.produce(topic, value, key, on_delivery=on_delivery)
         producer.poll(0)
-    remaining = producer.flush(60)
+    remaining = producer.flush(FLUSH_TIMEOUT_S)
+    if remaining:
+        # Not reported within the timeout (should not happen): drop what is still queued so it
+        # can never arrive after a newer version; the caller retries the whole publication.
+        producer.purge(in_queue=True, in_flight=False)
+        producer.flush(0)
     return remaining + len(failures), failures[:1]
 
 
