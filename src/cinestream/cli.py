@@ -308,6 +308,9 @@ def process(
         stopped = stack.stop_processor(settings)
         click.echo("processor stopped" if stopped else "no processor was running")
         return
+    from cinestream.stream.start_plan import preflight
+
+    preflight(settings)  # a checkpoint that cannot start fails here, before Spark starts
     args = ["--trigger", trigger, "--wait-for-lock", str(wait_for_lock)]
     if interval:
         args += ["--interval", interval]

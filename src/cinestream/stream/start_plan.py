@@ -163,6 +163,29 @@ def plan_start(settings: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -
     )
 
 
+def preflight(settings: Settings) -> StartPlan | None:
+    """The start plan checked before a processor's JVM starts, so that a checkpoint that does not
+    match fails in a second, not after Spark's start-up: only for a local checkpoint nobody holds
+    (a running processor moves it under us; the processor checks again under its lock). None
+    when it was not checked here."""
+    from urllib.parse import urlsplit
+
+    from cinestream.store import schema
+    from cinestream.store.checkpoints import CheckpointLock, stored_checkpoint
+    from cinestream.store.connection import connect
+    from cinestream.stream.checkpoint import LocalFS
+
+    if urlsplit(settings.checkpoint_dir).scheme not in ("", "file"):
+        return None
+    url = settings.resolved_database_url
+    if CheckpointLock(url, settings.checkpoint_dir).holder() is not None:
+        return None
+    with connect(url) as conn:
+        schema.ensure_schema(conn)
+        stored = stored_checkpoint(conn, settings.checkpoint_dir)
+    return plan_start(settings, LocalFS(), stored)
+
+
 @dataclass(frozen=True)
 class TopicState:
     """The ratings topic as it is now: first and end offset per partition, and its id."""
