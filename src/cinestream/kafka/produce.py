@@ -49,13 +49,19 @@ def new_producer(settings: Settings) -> Producer:
 
 def _produce_all(
     producer: Producer, topic: str, records: Iterable[tuple[bytes | None, bytes]]
-) -> tuple[int, list[str]]:
-    """Produce every (key, value) and wait for all deliveries: (undelivered, first errors)."""
+) -> tuple[int, list[str], dict[int, int]]:
+    """Produce every (key, value) and wait for all deliveries: (undelivered, first errors, the
+    end offset after the delivered records per partition written to)."""
     failures: list[str] = []
+    ends: dict[int, int] = {}
 
-    def on_delivery(err: Any, _msg: Any) -> None:
+    def on_delivery(err: Any, msg: Any) -> None:
         if err is not None:
             failures.append(err.str())
+            return
+        partition, offset = msg.partition(), msg.offset()
+        if partition is not None and offset is not None and offset >= 0:
+            ends[partition] = max(ends.get(partition, 0), offset + 1)
 
     for key, value in records:
         producer.produce(topic, value, key, on_delivery=on_delivery)
@@ -66,7 +72,7 @@ def _produce_all(
         # can never arrive after a newer version; the caller retries the whole publication.
         producer.purge(in_queue=True, in_flight=False)
         producer.flush(0)
-    return remaining + len(failures), failures[:1]
+    return remaining + len(failures), failures[:1], ends
 
 
 def publish_metrics(
@@ -75,7 +81,7 @@ def publish_metrics(
     """Publish metric records keyed ``<window_type>|<window_start>``; raise if any is lost."""
     if not metrics:
         return
-    lost, errors = _produce_all(
+    lost, errors, _ = _produce_all(
         producer or new_producer(settings),
         settings.metrics_topic,
         (
@@ -98,14 +104,19 @@ def publish_dlq(
     settings: Settings,
     records: Sequence[tuple[bytes | None, bytes]],
     producer: Producer | None = None,
-) -> None:
-    """Publish a batch's DLQ messages (key, value) to the dead-letter topic; raise if any is
-    lost (the batch then fails before it is committed, and is read again)."""
+) -> dict[int, int]:
+    """Publish DLQ messages (key, value) from the store's outbox to the dead-letter topic; raise
+    if any is lost (they then stay in the outbox for the next publisher). Returns the topic's end
+    offset after them per partition written to (``store.dlq_outbox`` records it)."""
     if not records:
-        return
-    lost, errors = _produce_all(producer or new_producer(settings), settings.dlq_topic, records)
+        return {}
+    lost, errors, ends = _produce_all(
+        producer or new_producer(settings), settings.dlq_topic, records
+    )
     if lost:
         raise ServiceUnavailable(
             f"could not publish {lost} invalid records to {settings.dlq_topic} "
-            f"({errors or 'timeout'}); the batch is not committed and is read again"
+            f"({errors or 'timeout'}); they stay in the store's outbox and are published again "
+            "by the next publication"
         )
+    return ends

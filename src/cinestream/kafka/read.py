@@ -1,10 +1,13 @@
 """Bounded reads of a topic: everything up to the end offsets seen at the start, or the first and
-last record of each partition. For doctor, the quality checks and the tests; never the pipeline."""
+last record of each partition. For doctor, the quality checks and the tests; in the pipeline only
+the DLQ read-back of the store's outbox (:class:`DlqReader`), over what was written since the
+outbox's last publication."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -138,3 +141,41 @@ def stamped_before_but_later(
         if t is not None and t >= at_ms:
             return msg.partition(), msg.offset(), t
     return None
+
+
+class DlqReader:
+    """The dead-letter topic as the store's outbox reads it back
+    (:class:`cinestream.store.dlq_outbox.DlqTopic`)."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 120) -> None:
+        self.settings = settings
+        self.name = settings.dlq_topic
+        self.timeout_s = timeout_s
+
+    def offsets(self) -> dict[int, tuple[int, int]]:
+        """The low and high offset of each partition (none when the topic is missing)."""
+        return {p.partition: (p.low, p.high) for p in partition_offsets(self.settings, self.name)}
+
+    def sources(self, starts: Mapping[int, int], ends: Mapping[int, int]) -> set[tuple[int, int]]:
+        """``(source_partition, source_offset)`` of the DLQ records in ``[starts, ends)`` whose
+        source is this pipeline's ratings topic (records of other sources are passed over)."""
+        found: set[tuple[int, int]] = set()
+        for msg in read_offsets(self.settings, self.name, dict(starts), dict(ends), self.timeout_s):
+            source = dlq_source(msg.value())
+            if source is not None and source[0] == self.settings.ratings_topic:
+                found.add(source[1:])
+        return found
+
+
+def dlq_source(value: bytes | None) -> tuple[str, int, int] | None:
+    """``(source_topic, source_partition, source_offset)`` of a DLQ record's JSON value (None
+    for anything else)."""
+    try:
+        record = json.loads(value or b"")
+        return (
+            str(record["source_topic"]),
+            int(record["source_partition"]),
+            int(record["source_offset"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None

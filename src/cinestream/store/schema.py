@@ -128,6 +128,25 @@ ON CONFLICT DO NOTHING;
 -- checkpoint recreated at the same location starts again at batch 0 with another id.
 ALTER TABLE processor_batches ADD COLUMN IF NOT EXISTS query_id text;
 ALTER TABLE processor_batches ADD COLUMN IF NOT EXISTS start_offsets jsonb;
+-- The DLQ's outbox (cinestream.store.dlq_outbox): a batch's invalid records, committed with its
+-- counts and deleted once published to the DLQ topic. Keyed by where each record is in the
+-- ratings topic, so a replayed batch cannot enqueue one twice.
+CREATE TABLE IF NOT EXISTS dlq_outbox (
+    source_partition integer NOT NULL,
+    source_offset    bigint  NOT NULL,
+    key              bytea,
+    value            bytea   NOT NULL,
+    PRIMARY KEY (source_partition, source_offset)
+);
+-- Per DLQ topic: where it ended (per partition) after the outbox's last publication or read-back,
+-- and whether a publication is in flight (set and committed before it starts, cleared with its
+-- DELETE): one that a crash cut short left its records after these offsets.
+CREATE TABLE IF NOT EXISTS dlq_publication (
+    dlq_topic   text PRIMARY KEY,
+    end_offsets jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    in_flight   boolean     NOT NULL DEFAULT false,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS backfill_runs (
     id             bigserial PRIMARY KEY,
     range_start    timestamptz NOT NULL,
@@ -184,6 +203,8 @@ DERIVED_TABLES = (
     "processor_batches",
     "processor_lock",
     "backfill_runs",
+    "dlq_outbox",
+    "dlq_publication",
 )
 
 SUPERUSER = "postgres"

@@ -20,7 +20,7 @@ import psycopg
 from cinestream.errors import CHECKPOINT_FIX, CheckpointMismatch, CinestreamError, ProcessorBusy
 from cinestream.metrics import TOP_MOVIES_LIMIT, WindowMetric, window_metric
 from cinestream.schemas import CELL_FIELDS
-from cinestream.store import pipeline
+from cinestream.store import dlq_outbox, pipeline
 from cinestream.store.connection import PUBLISH_LOCK, begin_writer, require_no_open_transaction
 
 WindowKey = tuple[str, int]  # (window_type, window_start_ms)
@@ -223,6 +223,9 @@ class BatchCommit:
     :param window_types: every window type of the pipeline (the store is bound to them).
     :param query_id: the id in the checkpoint's metadata: tells a replay of this checkpoint's
         batch from a batch of a checkpoint recreated at the same location.
+    :param dlq: the DLQ messages of the batch's invalid records as (source partition, source
+        offset, key, value), committed to the DLQ's outbox with the counts
+        (:mod:`cinestream.store.dlq_outbox`).
     """
 
     checkpoint: str
@@ -240,6 +243,7 @@ class BatchCommit:
     fencing_token: int | None = None
     window_types: tuple[str, ...] = ()
     query_id: str | None = None
+    dlq: tuple[dlq_outbox.DlqRow, ...] = ()
 
 
 @dataclass
@@ -262,7 +266,9 @@ def commit_batch(
     """Apply one micro-batch exactly once.
 
     Counts of windows the watermark (or a backfill) has closed are not added: they are counted as
-    late. The watermark then advances to ``min(newest event time, wall clock) - lateness``.
+    late. The watermark then advances to ``min(newest event time, wall clock) - lateness``. The
+    batch's DLQ messages go to the DLQ's outbox in the same transaction; a replayed batch adds
+    none.
     """
     require_no_open_transaction(conn, "commit_batch")
     with conn.transaction():
@@ -322,6 +328,7 @@ def commit_batch(
             "WHERE closed_by IS NULL AND window_end_ms <= %s",
             (new_watermark,),
         )
+        dlq_outbox.enqueue(conn, batch.dlq)
         pipeline.advance(
             conn,
             store,

@@ -105,11 +105,13 @@ def write_dlq(parsed: Any, settings: Settings, *, only_large: bool = False) -> N
 @dataclass(frozen=True)
 class BatchCells:
     """A batch's ``window_cells`` on the driver: the valid cells, the invalid records' count and
-    (``with_dlq``) their DLQ messages."""
+    (``with_dlq``) their DLQ messages with, in the same order, where each record is in the
+    ratings topic (``dlq_sources``: partition, offset)."""
 
     valid: Any  # pyarrow.Table with CELL_FIELDS (+ max_event_ms)
     invalid: int
     dlq: tuple[tuple[bytes | None, bytes], ...] = ()
+    dlq_sources: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_arrow(cls, cells: Any) -> BatchCells:
@@ -117,10 +119,13 @@ class BatchCells:
         (with ``with_dlq`` one per record and its DLQ message, else one for all)."""
         import pyarrow.compute as pc
 
+        from cinestream.stream.transforms import DLQ_CELL_COLUMNS
+
         invalid_mask = pc.is_null(cells["window_type"])
         invalid_rows = cells.filter(invalid_mask)
         invalid = int(pc.sum(invalid_rows["n"]).as_py() or 0)
         dlq: tuple[tuple[bytes | None, bytes], ...] = ()
+        sources: tuple[tuple[int, int], ...] = ()
         if "dlq_value" in cells.column_names and invalid_rows.num_rows:
             inline = invalid_rows.filter(pc.is_valid(invalid_rows["dlq_value"]))
             dlq = tuple(
@@ -129,10 +134,26 @@ class BatchCells:
                     inline["dlq_key"].to_pylist(), inline["dlq_value"].to_pylist(), strict=True
                 )
             )
+            sources = tuple(
+                zip(
+                    inline["dlq_source_partition"].to_pylist(),
+                    inline["dlq_source_offset"].to_pylist(),
+                    strict=True,
+                )
+            )
         valid = cells.filter(pc.invert(invalid_mask))
         if "dlq_value" in valid.column_names:
-            valid = valid.drop_columns(["dlq_key", "dlq_value"])
-        return cls(valid, invalid, dlq)
+            valid = valid.drop_columns(DLQ_CELL_COLUMNS)
+        return cls(valid, invalid, dlq, sources)
+
+    @property
+    def dlq_outbox(self) -> tuple[tuple[int, int, bytes | None, bytes], ...]:
+        """The DLQ messages as the store's outbox takes them: (source partition, source offset,
+        key, value)."""
+        return tuple(
+            (partition, offset, key, value)
+            for (partition, offset), (key, value) in zip(self.dlq_sources, self.dlq, strict=True)
+        )
 
     @property
     def dlq_left(self) -> int:
@@ -199,6 +220,8 @@ class BatchCells:
             )
         )
         return (
-            BatchCells(self.valid.filter(pc.invert(late_mask)), self.invalid, self.dlq),
+            BatchCells(
+                self.valid.filter(pc.invert(late_mask)), self.invalid, self.dlq, self.dlq_sources
+            ),
             skipped,
         )

@@ -1,9 +1,10 @@
 """The ratings stream processor: Kafka ``ratings`` -> exact window metrics, exactly once.
 
-Each micro-batch is parsed and validated (invalid records go to the DLQ with a reason), reduced
-to per-window aggregates in one Spark pass, and committed to PostgreSQL in one transaction that
-also records the batch id, so replaying a batch after a crash changes nothing. Metrics of the
-windows the batch touched are then published to the compacted ``metrics`` topic.
+Each micro-batch is parsed and validated, reduced to per-window aggregates in one Spark pass, and
+committed to PostgreSQL in one transaction that also records the batch id and the DLQ messages
+of its invalid records (the store's outbox), so replaying a batch after a crash changes nothing.
+Metrics of the windows the batch touched are then published to the compacted ``metrics`` topic,
+and the outbox to the DLQ, once (``store.dlq_outbox``).
 
 The commit runs in the background while Spark reads and aggregates the next batch (the two take
 turns otherwise: Spark idles while PostgreSQL commits). Batches still commit one at a time and in
@@ -40,9 +41,10 @@ from cinestream.errors import (
     ServiceUnavailable,
 )
 from cinestream.kafka.produce import new_producer, publish_dlq, publish_metrics
+from cinestream.kafka.read import DlqReader
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
-from cinestream.store import checkpoints, schema
+from cinestream.store import checkpoints, dlq_outbox, schema
 from cinestream.store import windows as store_windows
 from cinestream.store.connection import connect, retry_on_disconnect
 from cinestream.stream.cells import BatchCells, ratings_stream, write_dlq
@@ -162,6 +164,17 @@ class StreamProcessor:
             )
             if published:
                 log.info("published %d windows left pending by an earlier run", published)
+            # Likewise invalid records committed to the outbox but not yet in the DLQ.
+            dlq = retry_on_disconnect(
+                self._publish_dlq, timeout_s=self.settings.db_retry_timeout_s, what="start"
+            )
+            if dlq:
+                log.info(
+                    "published %d invalid records left in the store's outbox by an earlier run "
+                    "to %s",
+                    dlq,
+                    self.settings.dlq_topic,
+                )
             return self._supervise()
         finally:
             self._close()
@@ -445,14 +458,14 @@ class StreamProcessor:
             cells = BatchCells.from_arrow(window_cells(parsed, s.windows, limit_ms).toArrow())
             dlq_through_driver = False
         phases = {"spark": time.monotonic() - began}
-        if cells.invalid:
-            # Before the commit: a failed publish fails the batch, which is then read again.
-            dlq_began = time.monotonic()
-            if dlq_through_driver:
-                publish_dlq(s, cells.dlq, self._get_producer())
-            if cells.dlq_left:  # records that did not come along: one more pass, those only
-                write_dlq(parsed, s, only_large=dlq_through_driver)
-            phases["dlq"] = time.monotonic() - dlq_began
+        # The DLQ messages that came with the cells are committed with the counts (the outbox)
+        # and published after the commit, once. Those that did not come along go through
+        # Spark's Kafka sink now, before the commit: at least once (a batch read again after a
+        # crash writes them again).
+        if cells.dlq_left:
+            sink_began = time.monotonic()
+            write_dlq(parsed, s, only_large=dlq_through_driver)
+            phases["sink"] = time.monotonic() - sink_began
         handoff_began = time.monotonic()
         cells_csv = cells.to_csv()
         phases["handoff"] = time.monotonic() - handoff_began
@@ -474,6 +487,7 @@ class StreamProcessor:
             start_offsets=start_offsets,
             window_types=tuple(s.window_types),
             query_id=self._checkpoint_query_id(),
+            dlq=cells.dlq_outbox,
         )
 
         # The previous batch's commit first: batches commit in order, and its failure fails this
@@ -549,6 +563,11 @@ class StreamProcessor:
             self._publish_pending, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
         )
         phases["publish"] = time.monotonic() - publish_began
+        dlq_began = time.monotonic()
+        dlq_published = retry_on_disconnect(
+            self._publish_dlq, timeout_s=s.db_retry_timeout_s, what=f"batch {batch_id}"
+        )
+        phases["dlq"] = time.monotonic() - dlq_began
         if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
             self._prune()
         if not result.already_committed:
@@ -557,14 +576,15 @@ class StreamProcessor:
             self.totals["invalid"] += result.invalid
             self.totals["late"] += result.late
         log.info(
-            "batch %d: %d valid, %d invalid -> %s, %d late; %d windows published; watermark %s; "
-            "end offsets %s; %.2fs (%s; %d cells)",
+            "batch %d: %d valid, %d invalid -> %s, %d late; %d windows and %d invalid records "
+            "published; watermark %s; end offsets %s; %.2fs (%s; %d cells)",
             batch_id,
             result.valid,
             invalid,
             s.dlq_topic,
             result.late,
             published,
+            dlq_published,
             format_time(result.watermark_ms) if result.watermark_ms else "-",
             json.dumps(batch.end_offsets, sort_keys=True),
             time.monotonic() - began,
@@ -624,6 +644,27 @@ class StreamProcessor:
         except psycopg.OperationalError:
             self._drop_connection()
             raise
+
+    def _publish_dlq(self) -> int:
+        """Publish the invalid records committed to the store's outbox to the DLQ, once."""
+        producer = self._get_producer()
+        try:
+            done = dlq_outbox.publish_dlq_outbox(
+                self._connection(),
+                DlqReader(self.settings),
+                lambda records: publish_dlq(self.settings, records, producer),
+            )
+        except psycopg.OperationalError:
+            self._drop_connection()
+            raise
+        if done.already_there:
+            log.warning(
+                "%d invalid records of the store's outbox were already in %s (a publication "
+                "cut short before the store recorded it): not published again",
+                done.already_there,
+                self.settings.dlq_topic,
+            )
+        return done.published
 
     def _get_producer(self) -> Any:
         if self._producer is None:

@@ -23,6 +23,8 @@ from cinestream.schemas import (
 from cinestream.windows import WindowSpec
 
 _RANGE = "in [2000-01-01, 2100-01-01)"
+# The columns ``window_cells(with_dlq=True)`` adds: an invalid record's DLQ message and origin.
+DLQ_CELL_COLUMNS = ["dlq_key", "dlq_value", "dlq_source_partition", "dlq_source_offset"]
 
 
 def _field_error(parsed: Column, raw_text: Column, name: str, kind: str) -> Column:
@@ -281,9 +283,11 @@ def window_cells(
     time that may move the watermark). Invalid records, if any, form one row whose window
     columns are NULL and whose ``n`` is their number.
 
-    With ``with_dlq`` two more columns, ``dlq_key`` and ``dlq_value``, carry each invalid
-    record's DLQ message (one row per record, ``n`` 1) in the same pass, so that a batch with a
-    bad record is not read from Kafka a second time. A message is at most
+    With ``with_dlq`` four more columns, ``dlq_key`` and ``dlq_value`` (its DLQ message) and
+    ``dlq_source_partition`` and ``dlq_source_offset`` (where it is in the ratings topic: the
+    store's outbox is keyed by them), carry each invalid record in the same pass (one row per
+    record, ``n`` 1), so that a batch with a bad record is not read from Kafka a second time.
+    A message is at most
     ``DLQ_VALUE_MAX_BYTES`` plus its key, so every one can come along; a batch whose messages
     together pass ``spark.driver.maxResultSize`` is the caller's to count again without them and
     to write with :func:`dlq_records`.
@@ -295,8 +299,10 @@ def window_cells(
         columns += [
             F.when(invalid, F.col("key")).alias("dlq_key"),
             F.when(invalid, _dlq_value()).alias("dlq_value"),
+            F.when(invalid, F.col("partition")).alias("dlq_source_partition"),
+            F.when(invalid, F.col("offset")).alias("dlq_source_offset"),
         ]
-        keys += ["dlq_key", "dlq_value"]
+        keys += DLQ_CELL_COLUMNS
     events = parsed.select(*columns)
     windowed = assign_windows(events, specs)
     return windowed.groupBy(*keys).agg(
