@@ -41,8 +41,9 @@ def _wait_for_batches(pipeline: Pipeline, n: int, proc, timeout: float = 240) ->
 
 def test_kill_9_mid_run_then_restart_is_exact(pipeline: Pipeline) -> None:
     start = (int(time.time() * 1000) // MINUTE - 200) * MINUTE
-    pipeline.produce_historical(200_000, start, 20 * MINUTE)
-    small_batches = {"CINESTREAM_MAX_OFFSETS_PER_TRIGGER": "15000"}
+    # 40,000 ratings in batches of 4,000: ten batches, killed after the third commit.
+    pipeline.produce_historical(40_000, start, 20 * MINUTE)
+    small_batches = {"CINESTREAM_MAX_OFFSETS_PER_TRIGGER": "4000"}
     proc = pipeline.start_cli(
         "process", "--trigger", "available-now", extra_env=small_batches, log_name="kill9"
     )
@@ -50,18 +51,18 @@ def test_kill_9_mid_run_then_restart_is_exact(pipeline: Pipeline) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
     partial = pipeline.total_counted()
-    assert 0 < partial < 200_000
+    assert 0 < partial < 40_000
 
     rerun = pipeline.process("--wait-for-lock", "30", extra_env=small_batches, check=True)
     assert "resuming from checkpoint" in rerun.stdout
     events = pipeline.raw_events()
-    assert pipeline.total_counted() == 200_000
+    assert pipeline.total_counted() == 40_000
     assert_windows_equal(pipeline.db_windows(), recompute(events))
     assert_windows_equal(pipeline.topic_windows(), recompute(events))
     # every batch id committed exactly once, and their counts add up
     assert pipeline.db(
         "SELECT sum(valid), count(*) = count(DISTINCT batch_id) FROM processor_batches"
-    )[0] == (200_000, True)
+    )[0] == (40_000, True)
 
 
 def _end_lock_waiters(conn: psycopg.Connection[Any]) -> None:

@@ -164,6 +164,8 @@ DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cinestream_reader') THEN
         GRANT SELECT ON ALL TABLES IN SCHEMA public TO cinestream_reader;
+        -- Raw invalid payloads waiting for the DLQ are not the API's to read.
+        REVOKE SELECT ON dlq_outbox FROM cinestream_reader;
     END IF;
 END
 $$;

@@ -29,6 +29,7 @@ def test_the_read_only_role_cannot_lock_notify_or_write(pipeline: Pipeline) -> N
         "SELECT pg_advisory_xact_lock(1)",
         "SELECT pg_notify('cinestream_store_changed', 'window_metrics')",
         "DELETE FROM window_metrics",
+        "SELECT count(*) FROM dlq_outbox",  # raw invalid payloads are not the API's
     ):
         with psycopg.connect(url, autocommit=True) as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
