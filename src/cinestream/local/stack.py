@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cinestream.errors import CinestreamError, first_line
 from cinestream.jars import jars
@@ -247,20 +248,36 @@ def reset_checkpoint(settings: Settings, *, accept_deleted: bool = False) -> Ite
     skipped (said per partition)."""
     if stop_processor(settings):
         yield "stopped the processor"
-    yield (
-        "deleted checkpoint "
-        if delete_local_checkpoint(settings.checkpoint_dir)
-        else "no checkpoint at "
-    ) + settings.checkpoint_dir
+    checkpoint = settings.checkpoint_dir
+    if urlsplit(checkpoint).scheme in ("", "file"):
+        deleted = delete_local_checkpoint(checkpoint)
+        yield ("deleted checkpoint " if deleted else "no checkpoint at ") + checkpoint
+    else:
+        yield (
+            f"cinestream cannot delete {checkpoint} from here: remove it with the storage's "
+            f"tools (e.g. `hadoop fs -rm -r -f {checkpoint}`) before the next run"
+        )
     topic = settings.ratings_topic
     with connect(settings.resolved_database_url) as conn:
         schema.ensure_schema(conn)
+        pipeline.forget_checkpoint(conn, checkpoint)
         binding = pipeline.stored_binding(conn)
         if binding is None:
             yield "the store holds nothing yet: the next run reads the topic from its start"
             return
+        if binding.ratings_topic != topic:
+            raise CinestreamError(
+                f"the store holds the windows of topic {binding.ratings_topic!r}, not {topic!r}: "
+                f"set CINESTREAM_RATINGS_TOPIC={binding.ratings_topic} (or use the database of "
+                f"{topic!r})"
+            )
         current_id = admin.topic_id(settings, topic)
-        if binding.ratings_topic == topic and pipeline.rebind_to_topic(conn, topic, current_id):
+        if current_id is None:
+            raise CinestreamError(
+                f"cannot read the id of topic {topic!r} on {settings.kafka_bootstrap} (is Kafka "
+                "up? `cinestream status`); nothing was changed in the store"
+            )
+        if pipeline.rebind_to_topic(conn, topic, current_id):
             yield (
                 f"topic {topic} was recreated (id {binding.topic_id} -> {current_id}): the store "
                 "keeps every window and counts the new topic into them from its start"

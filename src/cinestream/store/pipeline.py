@@ -215,16 +215,30 @@ def advance(
     )
 
 
-def rebind_to_topic(conn: psycopg.Connection[Any], topic: str, topic_id: str | None) -> bool:
+def rebind_to_topic(conn: psycopg.Connection[Any], topic: str, topic_id: str) -> bool:
     """After the topic was deleted and recreated: keep every window, count the new topic from
-    its start into them (``cinestream reset --checkpoint-only``). True when it rebound."""
+    its start into them (``cinestream reset --checkpoint-only``). True when it rebound: only
+    when the store knows the old topic's id and it differs from ``topic_id`` (an id that is not
+    known is never taken for a recreated topic)."""
     with conn.transaction():
         row = conn.execute(
             "UPDATE pipeline SET topic_id = %s, end_offsets = '{}'::jsonb, updated_at = now() "
-            "WHERE ratings_topic = %s AND topic_id IS DISTINCT FROM %s RETURNING 1",
+            "WHERE ratings_topic = %s AND topic_id IS NOT NULL AND topic_id <> %s RETURNING 1",
             (topic_id, topic, topic_id),
         ).fetchone()
     return row is not None
+
+
+def forget_checkpoint(conn: psycopg.Connection[Any], checkpoint: str) -> None:
+    """What the store recorded of the batches of a checkpoint location that is being removed:
+    a new checkpoint there starts again at batch 0, and none of the old ids may be taken for
+    its batches."""
+    with conn.transaction():
+        conn.execute("DELETE FROM processor_batches WHERE checkpoint = %s", (checkpoint,))
+        conn.execute(
+            "UPDATE processor_lock SET handed_off_batch = NULL WHERE checkpoint = %s",
+            (checkpoint,),
+        )
 
 
 def skip_deleted(conn: psycopg.Connection[Any], low: Mapping[str, int]) -> dict[str, int]:

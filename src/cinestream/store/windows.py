@@ -281,7 +281,7 @@ def commit_batch(
             window_types=batch.window_types or (batch.primary_window_type,),
             checkpoint=batch.checkpoint,
         )
-        if _already_committed(conn, batch):
+        if _already_committed(conn, batch, store):
             return BatchResult(batch.batch_id, already_committed=True)
         pipeline.check_continuity(
             store,
@@ -416,12 +416,18 @@ def _check_fencing_token(conn: psycopg.Connection[Any], batch: BatchCommit) -> N
         )
 
 
-def _already_committed(conn: psycopg.Connection[Any], batch: BatchCommit) -> bool:
+def _already_committed(
+    conn: psycopg.Connection[Any], batch: BatchCommit, store: pipeline.PipelineBinding
+) -> bool:
     """True when the store already holds this very batch of this checkpoint (a replay after a
     restart: Spark runs a batch again that it had not marked done). Raise
-    :class:`CheckpointMismatch` when the store holds this batch id of this checkpoint over other
-    offsets. A row of the same location and batch id from another query id belongs to an earlier
-    checkpoint at that location and says nothing of this one: the store's offsets decide."""
+    :class:`CheckpointMismatch` when this checkpoint's batch of that id ended elsewhere (its
+    checkpoint restored from an older copy and replanned).
+
+    A row of the same location and batch id from another query id belongs to an earlier
+    checkpoint at that location and says nothing of this one. A row without a query id (written
+    before query ids were recorded) is taken for this batch only when the store ends exactly
+    where the batch does; otherwise the store's offsets decide (``check_continuity``)."""
     row = conn.execute(
         "SELECT end_offsets, query_id FROM processor_batches WHERE checkpoint = %s "
         "AND batch_id = %s",
@@ -430,8 +436,11 @@ def _already_committed(conn: psycopg.Connection[Any], batch: BatchCommit) -> boo
     if row is None:
         return False
     stored, query_id = pipeline.parse_offsets(row[0]), row[1]
-    if query_id is not None and batch.query_id is not None and query_id != batch.query_id:
-        return False
+    if query_id != batch.query_id:
+        if query_id is not None and batch.query_id is not None:
+            return False  # an earlier checkpoint at this location
+        ends_here = all(store.end_offsets.get(p) == o for p, o in batch.end_offsets.items())
+        return stored == batch.end_offsets and ends_here
     if stored == batch.end_offsets:
         return True
     raise CheckpointMismatch(

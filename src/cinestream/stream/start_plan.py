@@ -24,6 +24,7 @@ from cinestream.stream.checkpoint import (
     checkpoint_offsets,
     committed_batch,
     initial_offsets,
+    query_id,
 )
 
 LATEST_FIX = "unset CINESTREAM_STARTING_OFFSETS (earliest is the default)"
@@ -78,7 +79,7 @@ class StartPlan:
     @property
     def skipped_by_latest(self) -> int:
         """Records a first run at ``latest`` leaves unread: the seed's empty windows."""
-        if self.resumed_batch is not None or self.starting_offsets != "latest":
+        if self.resumed_batch is not None or self.from_store or self.starting_offsets != "latest":
             return 0
         return self.in_topic
 
@@ -279,23 +280,42 @@ def plan_against(
                         f"{unfinished_note(done)}, but partition {p}'s offsets "
                         f"{offset}..{low[p] - 1} were deleted since"
                     )
+    if unfinished is None and store_end and not _on(store_end, position):
+        # The reverse: the store committed batch done+1 (its commit runs behind Spark) but the
+        # process stopped before Spark wrote it to its commit log. Spark runs that batch again
+        # from its offset log, and the store recognises it as already committed.
+        following = 0 if done is None else done + 1
+        planned = None
+        if fs.exists(f"{settings.checkpoint_dir.rstrip('/')}/offsets/{following}"):
+            planned = checkpoint_offsets(fs, settings.checkpoint_dir, following)[1].get(topic)
+        if (
+            planned is not None
+            and _on(store_end, planned)
+            and stored.handed_off_batch == following
+            and stored.last_batch_id == following
+            and stored.last_query_id in (None, query_id(fs, settings.checkpoint_dir))
+        ):
+            position = planned
     lost = not store_end and done is not None and unfinished is None
     disagree = lost or not _on(store_end, position)
     if disagree:
         problems.append(_disagreement(store_end, position, done))
+    # Spark reads on from the end of the last batch it calls done (a batch it planned after
+    # that runs again from there): those offsets must still be in the topic.
     deleted = False
+    for p, offset in sorted(position.items()):
+        if p in low and offset < low[p]:
+            deleted = True
+            problems.append(
+                f"partition {p}: offsets {offset}..{low[p] - 1} were deleted (retention) before "
+                "they were processed"
+            )
     for p, offset in sorted(ckpt.items()):
         if p not in high:
             problems.append(f"partition {p} is in the checkpoint but not in the topic")
         elif offset > high[p]:
             problems.append(
                 f"partition {p}: checkpoint at offset {offset} but the topic ends at {high[p]}"
-            )
-        elif offset < low[p]:
-            deleted = True
-            problems.append(
-                f"partition {p}: offsets {offset}..{low[p] - 1} were deleted (retention) before "
-                "they were processed"
             )
     if problems:
         raise CheckpointMismatch(

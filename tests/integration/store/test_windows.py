@@ -348,3 +348,17 @@ def test_pruning_drops_old_detail_keeps_metrics_and_the_last_batch(pipeline: Pip
         # The next batch is still checked against where the store ends.
         with pytest.raises(CheckpointMismatch):
             commit_batch(conn, _batch(3, 999, 998))
+
+
+def test_a_batch_row_without_query_id_is_a_replay_only_where_the_store_ends(
+    pipeline: Pipeline,
+) -> None:
+    # Rows written before query ids were recorded: a replay of the last one is recognised; the
+    # same batch id of a new checkpoint at that location (the store rebound to a recreated
+    # topic, ending nowhere) is not taken for it, and is counted.
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit_batch(conn, _batch(0, 10, None))  # query id NULL, as before the migration
+        assert commit_batch(conn, _batch(0, 10, None, query_id="q-new")).already_committed
+        conn.execute("UPDATE pipeline SET end_offsets = '{}'::jsonb")
+        assert not commit_batch(conn, _batch(0, 10, None, query_id="q-new")).already_committed
+        assert conn.execute("SELECT sum(count) FROM window_metrics").fetchone() == (2,)

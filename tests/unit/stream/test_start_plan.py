@@ -170,3 +170,32 @@ def test_a_started_checkpoint_must_start_where_the_store_ends(tmp_path: Path) ->
     with pytest.raises(CheckpointMismatch):
         plan(tmp_path, store({"0": 300, "1": 120}))
     assert plan(tmp_path, store({"0": 0, "1": 0})).from_store
+
+
+def test_a_store_one_batch_ahead_of_sparks_commit_log_resumes(tmp_path: Path) -> None:
+    # The background commit of batch 1 reached PostgreSQL, the process stopped before Spark wrote
+    # commits/1: Spark runs batch 1 again and the store takes it for the replay it is.
+    write_checkpoint(tmp_path, {0: 0, 1: 0}, [{0: 100, 1: 50}, {0: 300, 1: 120}], done=0)
+    ahead = StoredCheckpoint(
+        "id-1",
+        2,
+        1,
+        1,
+        PipelineBinding(TOPIC, "id-1", ("tumbling_1min",), {"0": 300, "1": 120}, 0, 0, None),
+        "q-1",
+    )
+    assert plan(tmp_path, ahead).resumed_batch == 1
+    # The same store offsets written by another checkpoint's query: refused.
+    other = StoredCheckpoint("id-1", 2, 1, 1, ahead.binding, "q-other")
+    with pytest.raises(CheckpointMismatch):
+        plan(tmp_path, other)
+
+
+def test_a_batch_to_run_again_from_deleted_offsets_names_the_loss(tmp_path: Path) -> None:
+    # Batch 1 was planned (not done) from offset 100; retention has deleted up to 150 since.
+    write_checkpoint(tmp_path, {0: 0}, [{0: 100}, {0: 300}], done=0)
+    topic = TopicState({0: 150}, {0: 500}, "id-1")
+    with pytest.raises(CheckpointMismatch) as info:
+        plan(tmp_path, store({"0": 100}), topic)
+    assert "partition 0: offsets 100..149 were deleted" in info.value.problem
+    assert "--accept-deleted" in info.value.fix
