@@ -69,8 +69,16 @@ ISSUE19_FIXED = {
     # item 3: an invalid record near 1 MB made a DLQ record over max.request.size; exit 1.
     "oversized": True,
     # item 5 (read): a backfill over a range Kafka retention had partly deleted overwrote its
-    # windows with smaller counts. False: backfill only hours whose records are all still there.
-    "backfill_after_retention": True,
+    # windows with smaller counts. Since 234e25b a window is kept when its recomputation holds
+    # fewer ratings than its count, but one with late ratings whose recomputation holds at least
+    # its count and fewer than count + late is still replaced and its late count zeroed: those
+    # ratings are lost (seed 13, 100 steps, step 55). False: backfill only hours whose records
+    # are all still in Kafka.
+    "backfill_after_retention": False,
+    # README's known limitation: a backfill before any stream has committed closes its windows,
+    # and the first stream then counts their ratings again, as late (count + late > consumed).
+    # False: backfill only once a stream has committed.
+    "backfill_before_stream": False,
 }
 # CINESTREAM_WALK_KNOWN_ISSUES=1 (or a comma list of the names above) runs those steps anyway.
 _KNOWN = os.environ.get("CINESTREAM_WALK_KNOWN_ISSUES", "").strip()
@@ -377,6 +385,7 @@ class Walk:
         self.step = 0
         self.label = "start"
         self.history: list[str] = []
+        self.said: list[str] = []
         self.log_path = TEST_STATE / "logs" / f"model-walk-{SEED}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.began = time.monotonic()
@@ -405,7 +414,12 @@ class Walk:
     def fail(self, problems: list[str]) -> None:
         shown = "\n  ".join(problems[:25])
         more = f"\n  ... and {len(problems) - 25} more" if len(problems) > 25 else ""
-        raise AssertionError(f"[{self.where()}]\n  {shown}{more}")
+        said = "".join(f"\n  this step's command said: {x}" for x in self.said[-6:])
+        raise AssertionError(f"[{self.where()}]\n  {shown}{more}{said}")
+
+    def note_output(self, output: str) -> None:
+        """Keep a command's warnings and errors for a failure message of this step."""
+        self.said += [x[:300] for x in output.splitlines() if " WARNING " in x or " ERROR " in x]
 
     def set_env(self, key: str, value: str) -> None:
         from cinestream.settings import Settings
@@ -549,6 +563,7 @@ class Walk:
             "process", "--trigger", "available-now", "--wait-for-lock", "60", extra_env=env
         )
         self.after_run(env)
+        self.note_output(result.stdout)
         if result.returncode != 0:
             self.failed_run("process", result.returncode, result.stdout)
         self.check(drained=True)
@@ -637,6 +652,9 @@ class Walk:
         self.set_env("CINESTREAM_CHECKPOINT_DIR", new.as_uri())
         return f"checkpoint moved ({how}) to {new.name}; " + self.process()
 
+    def may_backfill(self) -> bool:
+        return _fixed("backfill_before_stream") or bool(store_end_offsets(self.p))
+
     def backfill(self) -> str:
         now = int(time.time() * 1000)
         hours = {r.event[3] // HOUR * HOUR for r in self.model.recs.values() if r.event}
@@ -651,6 +669,7 @@ class Walk:
         if lookback:
             args += ["--lookback", lookback]
         result = self.p.cli(*args)
+        self.note_output(result.stdout)
         if result.returncode != 0:
             self.failed_run(" ".join(args), result.returncode, result.stdout)
         # A window the backfill replaced holds every consumed rating of its minute again (what it
@@ -983,7 +1002,7 @@ class Walk:
             self.produce_duplicate: 4 if self.duplicable() else 0,
             self.process: 14 if self.backlog() else 2,
             self.kill9: 5,
-            self.backfill: 6 if self.model.recs else 0,
+            self.backfill: 6 if self.model.recs and self.may_backfill() else 0,
             self.prune: 6 if self.in_history() else 4,
             self.retention: 4,
             self.restart_postgres: 4,
@@ -1007,6 +1026,7 @@ class Walk:
             rules = self.rules()
             rule = self.rng.choices(list(rules), weights=list(rules.values()))[0]
             self.label = rule.__name__
+            self.said = []
             began = time.monotonic()
             what = rule()
             self.history.append(f"{self.step}: {what}")
