@@ -531,9 +531,10 @@ def replace_windows(
 ) -> Replaced:
     """Replace the aggregates of every window present in ``cells_csv`` and close them.
 
-    A window whose recomputation holds fewer ratings than the store counted in it is kept as it
-    is: part of its ratings are no longer in the topic (retention, or records the read missed),
-    and replacing it would lose them.
+    A window whose recomputation holds fewer ratings than the stream had consumed for it by the
+    snapshot (its count plus its late ratings then) is kept as it is, late count included: part
+    of its ratings are no longer in the topic (retention, or records the read missed), and
+    replacing it would lose them, or take late ratings for restored that the read never saw.
 
     :param late_before: each window's late count when the recomputed ratings were read; those
         late ratings are in the cells now, later ones stay counted as late.
@@ -560,16 +561,35 @@ def replace_windows(
             "sum(n)::bigint AS n FROM batch_cells GROUP BY window_type, window_start_ms, "
             "window_end_ms"
         )
+        # Every rating the stream had consumed for a closed window by the snapshot is in the
+        # topic up to the snapshot's offsets: its count, and its late ratings then. A
+        # recomputation with fewer read a topic that lost some (retention): keep the window.
+        start_ts = MS_TO_TIMESTAMPTZ.format("w.window_start_ms")
         kept = [
             (wt, int(ws), int(n), int(stored))
             for wt, ws, n, stored in conn.execute(
                 f"""
-                DELETE FROM batch_windows w USING window_metrics m
-                WHERE m.window_type = w.window_type
-                  AND m.window_start = {MS_TO_TIMESTAMPTZ.format("w.window_start_ms")}
-                  AND m.count > w.n
-                RETURNING w.window_type, w.window_start_ms, w.n, m.count
-                """
+                WITH seen AS (
+                    SELECT w.window_type, w.window_start_ms, w.n,
+                           coalesce((SELECT m.count FROM window_metrics m
+                                     WHERE m.window_type = w.window_type
+                                       AND m.window_start = {start_ts}), 0)
+                           + coalesce((SELECT k.n FROM unnest(%s::text[], %s::bigint[],
+                                                              %s::bigint[]) AS k(wt, ws, n)
+                                       WHERE k.wt = w.window_type
+                                         AND k.ws = w.window_start_ms), 0) AS stored
+                    FROM batch_windows w
+                )
+                DELETE FROM batch_windows w USING seen
+                WHERE seen.window_type = w.window_type
+                  AND seen.window_start_ms = w.window_start_ms AND seen.stored > w.n
+                RETURNING w.window_type, w.window_start_ms, w.n, seen.stored
+                """,
+                (
+                    [k[0] for k in late_before],
+                    [k[1] for k in late_before],
+                    list(late_before.values()),
+                ),
             )
         ]
         if kept:

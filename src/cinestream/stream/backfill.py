@@ -181,8 +181,9 @@ def backfill_once(
         )
         for window_type, window_start_ms, recomputed, stored in replaced.kept:
             log.warning(
-                "kept window %s %s as stored: the topic holds %d of its ratings now, the store "
-                "counted %d (deleted by retention, or records the read missed)",
+                "kept window %s %s as stored: the topic holds %d of its ratings now, the stream "
+                "had consumed %d (its count and late ratings; deleted by retention, or records "
+                "the read missed)",
                 window_type,
                 format_time(window_start_ms),
                 recomputed,

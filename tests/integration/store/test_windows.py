@@ -362,3 +362,18 @@ def test_a_batch_row_without_query_id_is_a_replay_only_where_the_store_ends(
         conn.execute("UPDATE pipeline SET end_offsets = '{}'::jsonb")
         assert not commit_batch(conn, _batch(0, 10, None, query_id="q-new")).already_committed
         assert conn.execute("SELECT sum(count) FROM window_metrics").fetchone() == (2,)
+
+
+def test_a_backfill_that_cannot_read_a_windows_late_ratings_keeps_it(pipeline: Pipeline) -> None:
+    # 5 on time, then 3 late; retention deleted 2 of the late ones before the backfill read the
+    # topic: it finds 6 of the 8. Replacing would "restore" 3 late ratings it never read (found
+    # by the model walk, seed 20261130, step 140): the window and its late count stay.
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit(conn, 0, cells((T0, 1, 8, 5)), T0 + 5 * W)
+        commit(conn, 1, cells((T0, 1, 8, 3)), T0 + 5 * W)  # late
+        snapshot = stream_snapshot(conn, T0, T0 + W)
+        replaced = replace_windows(conn, cells((T0, 1, 8, 6)), late_before=snapshot.late_counts)
+        state = conn.execute("SELECT late_count, closed_by FROM window_state").fetchone()
+        count = conn.execute("SELECT count FROM window_metrics").fetchone()
+    assert replaced.kept == [("tumbling_1min", T0, 6, 8)] and replaced.metrics == []
+    assert state == (3, "watermark") and count == (5,)
