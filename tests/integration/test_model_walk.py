@@ -69,12 +69,11 @@ ISSUE19_FIXED = {
     # item 3: an invalid record near 1 MB made a DLQ record over max.request.size; exit 1.
     "oversized": True,
     # item 5 (read): a backfill over a range Kafka retention had partly deleted overwrote its
-    # windows with smaller counts. Since 234e25b a window is kept when its recomputation holds
-    # fewer ratings than its count, but one with late ratings whose recomputation holds at least
-    # its count and fewer than count + late is still replaced and its late count zeroed: those
-    # ratings are lost (seed 13, 100 steps, step 55). False: backfill only hours whose records
-    # are all still in Kafka.
-    "backfill_after_retention": False,
+    # windows with smaller counts. Since 300f2a2 a window is kept when its recomputation holds
+    # fewer ratings than the stream had consumed for it (count + late at the snapshot); before,
+    # one with late ratings was replaced and its late count zeroed (seed 13, 100 steps, step 55;
+    # seed 20261130, step 140). False: backfill only hours whose records are all still in Kafka.
+    "backfill_after_retention": True,
     # README's known limitation: a backfill before any stream has committed closes its windows,
     # and the first stream then counts their ratings again, as late (count + late > consumed).
     # False: backfill only once a stream has committed.
@@ -661,7 +660,10 @@ class Walk:
         hours.add(now // HOUR * HOUR)
         if not _fixed("backfill_after_retention"):
             hours -= self.model.deleted_hours()
-        hour = self.rng.choice(sorted(hours or {(now - 100 * DAY) // HOUR * HOUR}))
+        hours = hours or {(now - 100 * DAY) // HOUR * HOUR}
+        # Mostly hours the watermark can have closed (a far-future hour is never replaced).
+        begun = sorted(h for h in hours if h <= now)
+        hour = self.rng.choice(begun if begun and self.rng.random() < 0.85 else sorted(hours))
         lookback = self.rng.choice([None, "all", "15min", "2h"])
         before = window_states(self.p)
         counts = {start: w["count"] for start, w in self.p.db_windows(WINDOW_TYPE).items()}
