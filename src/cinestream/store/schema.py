@@ -6,12 +6,17 @@ the SPEC's ``timestamptz`` columns for the people and tools that query it.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from cinestream.store.connection import SCHEMA_LOCK, begin_writer
+
+log = logging.getLogger(__name__)
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS window_metrics (
@@ -215,13 +220,82 @@ READER_ROLE = "cinestream_reader"
 AIRFLOW_ROLE = "airflow"
 
 
+# The schema a store was last brought up to: a digest of every statement ensure_schema runs
+# (and whether the API's role existed to be granted). DDL takes table locks that wait for, and
+# deadlock with, a committing processor; a store already at this digest needs none of it.
+_SCHEMA_VERSION_SQL = """
+CREATE TABLE IF NOT EXISTS cinestream_schema (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    digest     text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+SCHEMA_DIGEST = hashlib.sha256(
+    (SCHEMA_SQL + _NOTIFY_SQL + _GRANT_READER_SQL + _SCHEMA_VERSION_SQL).encode()
+).hexdigest()[:16]
+# A schema change waits this long for the tables' locks, then gives way and tries again: a
+# processor in the middle of a commit must not be stuck behind it (or deadlock with it).
+SCHEMA_LOCK_TIMEOUT = "5s"
+SCHEMA_ATTEMPTS = 12
+
+
+def _wanted_digest(conn: psycopg.Connection[Any]) -> str:
+    (reader,) = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)", (READER_ROLE,)
+    ).fetchone() or (False,)
+    return SCHEMA_DIGEST + ("+reader" if reader else "")
+
+
+def _applied_digest(conn: psycopg.Connection[Any]) -> str | None:
+    (table,) = conn.execute("SELECT to_regclass('cinestream_schema')").fetchone() or (None,)
+    if table is None:
+        return None
+    row = conn.execute("SELECT digest FROM cinestream_schema").fetchone()
+    return row[0] if row else None
+
+
 def ensure_schema(conn: psycopg.Connection[Any]) -> None:
-    """Create the tables, triggers and grants that are missing (idempotent, concurrency-safe)."""
+    """Create the tables, triggers and grants that are missing (idempotent, concurrency-safe).
+
+    A store already at this release's schema is left alone: no DDL, no table lock, so a
+    backfill or a `doctor` starting while the stream commits neither waits for nor deadlocks
+    with it. A store that needs the DDL gets it under the schema and store locks (after any
+    running commit), each table lock waited for briefly and the whole retried."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        conn.execute(SCHEMA_SQL)
-        conn.execute(_NOTIFY_SQL)
-        conn.execute(_GRANT_READER_SQL)
+        wanted = _wanted_digest(conn)
+        if _applied_digest(conn) == wanted:
+            return
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                if _applied_digest(conn) == wanted:
+                    return
+                # Writers take the store lock before any table: holding it, the DDL cannot
+                # form a lock cycle with a commit (only wait, briefly, for a reader).
+                begin_writer(conn)
+                conn.execute(f"SET LOCAL lock_timeout = '{SCHEMA_LOCK_TIMEOUT}'")
+                conn.execute(SCHEMA_SQL)
+                conn.execute(_NOTIFY_SQL)
+                conn.execute(_GRANT_READER_SQL)
+                conn.execute(_SCHEMA_VERSION_SQL)
+                conn.execute(
+                    "INSERT INTO cinestream_schema (digest) VALUES (%s) ON CONFLICT (singleton) "
+                    "DO UPDATE SET digest = EXCLUDED.digest, applied_at = now()",
+                    (wanted,),
+                )
+            log.info("store schema brought up to %s", wanted)
+            return
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+            if attempt == SCHEMA_ATTEMPTS:
+                raise
+            log.warning(
+                "store schema change gave way to a running transaction (%s); attempt %d of %d",
+                type(exc).__name__,
+                attempt + 1,
+                SCHEMA_ATTEMPTS,
+            )
+            time.sleep(min(0.5 * attempt, 3.0))
 
 
 def truncate_all(conn: psycopg.Connection[Any]) -> None:

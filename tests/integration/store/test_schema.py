@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import stat
+import threading
 
 import psycopg
 import pytest
 
+from cinestream.store import schema
 from tests.integration.conftest import TEST_STATE, Pipeline
 
 pytestmark = pytest.mark.integration
@@ -46,3 +49,54 @@ def test_passwords_never_lie_around_readable(pipeline: Pipeline) -> None:
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     assert not (TEST_STATE / "postgres" / ".pwfile").exists()
+
+
+def _hold(url: str, statement: str):  # type: ignore[no-untyped-def]
+    """A second session inside an open transaction that took ``statement``'s table lock, the
+    way a processor's commit holds window_state between its statements."""
+    conn = psycopg.connect(url)
+    conn.execute(statement)
+    return conn
+
+
+def test_a_store_at_this_schema_needs_no_table_lock_to_start_a_command(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backfill starting while the stream commits used to run every CREATE/ALTER again; its
+    # ALTER TABLE waited for the commit's row lock while the commit waited for the DDL's: a
+    # deadlock that failed the backfill (CI, 2026-11-30). One try with a short wait: any DDL
+    # here fails with LockNotAvailable instead of passing.
+    monkeypatch.setattr(schema, "SCHEMA_ATTEMPTS", 1)
+    monkeypatch.setattr(schema, "SCHEMA_LOCK_TIMEOUT", "300ms")
+    url = pipeline.settings.resolved_database_url
+    holder = _hold(url, "LOCK TABLE window_state, processor_lock IN ROW EXCLUSIVE MODE")
+    try:
+        with psycopg.connect(url, options="-c lock_timeout=2s") as conn:
+            schema.ensure_schema(conn)
+            (digest,) = conn.execute("SELECT digest FROM cinestream_schema").fetchone() or (None,)
+        assert digest is not None and digest.startswith(schema.SCHEMA_DIGEST)
+    finally:
+        holder.close()
+
+
+def test_a_schema_change_gives_way_to_a_running_commit_and_then_applies(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(schema, "SCHEMA_LOCK_TIMEOUT", "200ms")
+    url = pipeline.settings.resolved_database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE cinestream_schema SET digest = 'an older release'")
+    holder = _hold(url, "LOCK TABLE window_state IN ROW EXCLUSIVE MODE")
+    release = threading.Timer(1.5, holder.close)
+    release.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="cinestream.store.schema"):
+            with psycopg.connect(url) as conn:
+                schema.ensure_schema(conn)
+                (digest,) = conn.execute("SELECT digest FROM cinestream_schema").fetchone() or (
+                    None,
+                )
+    finally:
+        release.join()
+    assert digest is not None and digest.startswith(schema.SCHEMA_DIGEST)
+    assert "gave way to a running transaction" in caplog.text
