@@ -1,7 +1,8 @@
 #!/bin/sh
 # One node of the compose Kafka cluster: a KRaft broker+controller whose broker listener takes
-# SASL/SCRAM-SHA-512 only (clients and the other brokers alike); the controller listener stays
-# inside the compose network. The SCRAM credentials of the brokers and of cinestream's clients go
+# SASL/SCRAM-SHA-512 only (clients and the other brokers alike); the controller listener takes
+# SASL/PLAIN with the brokers' own identity (SCRAM cannot work there: its credentials live in the
+# metadata the controllers serve), and stays inside the compose network. The SCRAM credentials of the brokers and of cinestream's clients go
 # into the metadata log when the storage is formatted (once: --ignore-formatted), so the cluster
 # authenticates from its first start. Same settings as `cinestream up --cluster` on one machine.
 set -eu
@@ -16,6 +17,8 @@ VOTERS=${KAFKA_VOTERS:-1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093}
 CONF=${KAFKA_CONF_DIR:-/tmp/kafka}
 MECHANISM=SCRAM-SHA-512
 LOGIN=org.apache.kafka.common.security.scram.ScramLoginModule
+PLAIN=org.apache.kafka.common.security.plain.PlainLoginModule
+JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 umask 077
 mkdir -p "$CONF"
@@ -26,11 +29,14 @@ controller.quorum.voters=$VOTERS
 controller.listener.names=CONTROLLER
 listeners=SASL_PLAINTEXT://:$PORT,CONTROLLER://:$CONTROLLER_PORT
 advertised.listeners=SASL_PLAINTEXT://$HOST:$PORT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
 inter.broker.listener.name=SASL_PLAINTEXT
 sasl.enabled.mechanisms=$MECHANISM
 sasl.mechanism.inter.broker.protocol=$MECHANISM
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=$LOGIN required username="kafka-broker" password="$KAFKA_BROKER_PASSWORD";
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=$PLAIN required username="kafka-broker" password="$KAFKA_BROKER_PASSWORD" user_kafka-broker="$KAFKA_BROKER_PASSWORD";
 log.dirs=$DATA
 auto.create.topics.enable=false
 default.replication.factor=3
@@ -51,8 +57,16 @@ sasl.mechanism=$MECHANISM
 sasl.jaas.config=$LOGIN required username="$CINESTREAM_KAFKA_SASL_USERNAME" password="$CINESTREAM_KAFKA_SASL_PASSWORD";
 PROPERTIES
 
-"$KAFKA_HOME/bin/kafka-storage.sh" format --ignore-formatted -t "$KAFKA_CLUSTER_ID" \
-  -c "$CONF/server.properties" \
-  --add-scram "$MECHANISM=[name=kafka-broker,password=$KAFKA_BROKER_PASSWORD]" \
-  --add-scram "$MECHANISM=[name=$CINESTREAM_KAFKA_SASL_USERNAME,password=$CINESTREAM_KAFKA_SASL_PASSWORD]"
+# The storage tool's arguments hold the SCRAM passwords: java reads them from a private argument
+# file, so they never show in a process listing (the storage script would put them in argv).
+if [ ! -f "$DATA/meta.properties" ]; then
+  ARGS="$CONF/format.args"
+  cat > "$ARGS" <<ARGUMENTS
+kafka.tools.StorageTool format --ignore-formatted -t "$KAFKA_CLUSTER_ID" -c "$CONF/server.properties"
+--add-scram "$MECHANISM=[name=kafka-broker,password=$KAFKA_BROKER_PASSWORD]"
+--add-scram "$MECHANISM=[name=$CINESTREAM_KAFKA_SASL_USERNAME,password=$CINESTREAM_KAFKA_SASL_PASSWORD]"
+ARGUMENTS
+  "$JAVA" -Xmx256m -cp "$KAFKA_HOME/libs/*" "@$ARGS" || { rm -f "$ARGS"; exit 1; }
+  rm -f "$ARGS"
+fi
 exec "$KAFKA_HOME/bin/kafka-server-start.sh" "$CONF/server.properties"

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,6 +326,79 @@ def test_a_client_without_credentials_is_refused(cluster: tuple[Any, Any]) -> No
     assert bad.returncode == 1
     (line,) = [x for x in bad.stdout.splitlines() if x.startswith("FAIL kafka")]
     assert "refused the credentials of user 'cinestream'" in line and "SCRAM-SHA-512" in line
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses a TCP port listens on (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:
+                continue
+            if address.startswith("0000000000000000FFFF0000"):  # IPv4-mapped IPv6
+                address = address[-8:]
+            if len(address) == 8:
+                found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+            else:
+                found.add("::1" if address == "0" * 24 + "01000000" else f"v6:{address}")
+    return found
+
+
+def test_the_cluster_takes_no_stranger_and_shows_no_secret(cluster: tuple[Any, Any]) -> None:
+    from cinestream.local.kafka import LocalKafka
+    from cinestream.local.spark import LocalSpark
+    from cinestream.stream.submit import python_env
+
+    settings, _ = cluster
+    spark = LocalSpark(settings)
+    # Spark's RPC and web UIs, and Kafka's controller listeners, on the loopback address only.
+    ports = [spark.port, *(d.ui_port for d in spark.daemons)]
+    ports += [n.controller_port for n in LocalKafka(settings).nodes]
+    for port in ports:
+        assert _listening(port) == {"127.0.0.1"}, (port, _listening(port))
+
+    # No secret of the state dir in any process's argv (brokers, Spark daemons and executors,
+    # PostgreSQL, Airflow, the API, the dashboard, the processor's spark-submit).
+    secrets = {
+        p.name: p.read_text().strip()
+        for p in (STATE / "secrets").iterdir()
+        if p.is_file() and "." not in p.name
+    }
+    assert {"spark_auth_secret", "kafka_cinestream_password"} <= set(secrets), sorted(secrets)
+    seen = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        seen += 1
+        leaked = [name for name, value in secrets.items() if len(value) >= 8 and value in args]
+        assert not leaked, (cmdline.parent.name, leaked, args[:300])
+    assert seen > 10
+
+    # A job that does not know the secret is refused by the master.
+    job = STATE / "stranger_job.py"
+    job.write_text("from pyspark.sql import SparkSession\nSparkSession.builder.getOrCreate()\n")
+    stranger = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "spark-submit"),
+            "--master",
+            settings.spark_master,
+            "--conf",
+            "spark.driver.host=127.0.0.1",
+            "--conf",
+            "spark.ui.enabled=false",
+            str(job),
+        ],
+        env={**os.environ, **python_env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert stranger.returncode != 0
+    assert "SaslMessage" in stranger.stdout + stranger.stderr, stranger.stderr[-3000:]
 
 
 def test_a_broker_killed_mid_drain_loses_nothing(

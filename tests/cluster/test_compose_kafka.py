@@ -34,10 +34,10 @@ def compose_kafka(tmp_path: Path) -> Iterator[Any]:
     (home / "bin").mkdir(parents=True)
     (tmp_path / "log4j2.properties").write_text(LOG4J2)
     classpath = ":".join(str(j) for j in jars("kafka"))
-    for script, main in (
-        ("kafka-storage.sh", "kafka.tools.StorageTool"),
-        ("kafka-server-start.sh", "kafka.Kafka"),
-    ):
+    (home / "libs").mkdir()  # the image's jars (the script formats with java -cp libs/*)
+    for jar in jars("kafka"):
+        (home / "libs" / jar.name).symlink_to(jar)
+    for script, main in (("kafka-server-start.sh", "kafka.Kafka"),):
         path = home / "bin" / script
         path.write_text(
             "#!/bin/sh\nexec java -Xmx512m "

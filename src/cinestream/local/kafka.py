@@ -202,12 +202,11 @@ class LocalKafka:
             path.write_text(new_cluster_id())
         return path.read_text().strip()
 
-    def _format(self, node: KafkaNode) -> None:
-        data = self.home(node) / "data"
-        if (data / "meta.properties").exists():
-            return
+    def format_command(self, node: KafkaNode, argfile: Path) -> tuple[list[str], str]:
+        """The storage tool's command and the content of its private ``argfile``: the java
+        launcher reads the main class and its arguments (the SCRAM passwords among them) from
+        the file, so no password is in the process's argv."""
         cluster_id = self._cluster_id()
-        log.info("formatting %s storage in %s (cluster id %s)", node.name, data, cluster_id)
         args = ["format", "-t", cluster_id, "-c", str(self.config_file(node))]
         if self.settings.kafka_uses_sasl:
             # The SCRAM credentials go into the metadata log's bootstrap records, so the
@@ -222,9 +221,27 @@ class LocalKafka:
             users[user] = password
             for name, secret in users.items():
                 args += ["--add-scram", f"{mechanism}=[name={name},password={secret}]"]
-        result = subprocess.run(
-            self._java("kafka.tools.StorageTool", *args), capture_output=True, text=True
-        )
+        java = self._java("kafka.tools.StorageTool", *args)
+        main = java.index("kafka.tools.StorageTool")
+        # Everything from the class path on goes into the file, one quoted argument per line.
+        quoted = ['"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in java[main - 2 :]]
+        return [*java[: main - 2], f"@{argfile}"], "\n".join(quoted) + "\n"
+
+    def _format(self, node: KafkaNode) -> None:
+        data = self.home(node) / "data"
+        if (data / "meta.properties").exists():
+            return
+        log.info("formatting %s storage in %s (cluster id %s)", node.name, data, self._cluster_id())
+        argfile = self.settings.state_dir / "secrets" / f".kafka-format-{node.name}.args"
+        argfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        command, content = self.format_command(node, argfile)
+        fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(content)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise CinestreamError(
                 f"kafka storage format of {node.name} failed: {result.stdout}{result.stderr}"

@@ -20,7 +20,7 @@ from cinestream.errors import CinestreamError
 from cinestream.local.processes import ManagedProcess, wait_until
 from cinestream.net import port_open
 from cinestream.settings import Settings
-from cinestream.stream.submit import LOG4J2, python_env
+from cinestream.stream.submit import LOG4J2, SPARK_AUTH_ENV, python_env, spark_auth_secret
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,19 @@ class LocalSpark:
         return ManagedProcess(daemon.name, self.settings)
 
     def _env(self) -> dict[str, str]:
+        # spark.authenticate: the master and workers take only jobs (and each other) that know
+        # the generated secret. Daemons read no secret file; Spark's own variable for it keeps
+        # it out of argv (a process's environment is readable by its owner only).
         return {
             **python_env(),
+            SPARK_AUTH_ENV: spark_auth_secret(self.settings),
+            # RPC and web UIs on the loopback address only (Spark binds its UIs to
+            # SPARK_LOCAL_IP when set).
             "SPARK_LOCAL_IP": self.host,
             "SPARK_NO_DAEMONIZE": "1",
             # Daemon logs through the same log4j2 setup as the jobs (WARN and up).
-            "SPARK_DAEMON_JAVA_OPTS": f"-Dlog4j2.configurationFile={LOG4J2}",
+            "SPARK_DAEMON_JAVA_OPTS": f"-Dlog4j2.configurationFile={LOG4J2} "
+            "-Dspark.authenticate=true",
             "SPARK_DAEMON_MEMORY": "512m",
         }
 

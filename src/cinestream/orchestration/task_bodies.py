@@ -184,10 +184,19 @@ def reset_all(confirm: str) -> list[str]:
 
 def spark_job_kwargs(script: str, args: list[str]) -> dict[str, Any]:
     """SparkSubmitOperator arguments for a job in spark_jobs/ (same conf as the CLI)."""
-    from cinestream.stream.submit import connector_jars, job_path, python_env, spark_conf
+    from cinestream.stream.submit import (
+        connector_jars,
+        job_path,
+        python_env,
+        spark_conf,
+        spark_properties_file,
+    )
 
     settings = Settings()
+    properties = spark_properties_file(settings)
     return {
+        # The local standalone cluster's spark.authenticate secret (never in argv).
+        **({"properties_file": str(properties)} if properties else {}),
         "application": str(job_path(script)),
         "application_args": args,
         "conf": spark_conf(settings),

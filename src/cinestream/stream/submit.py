@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cinestream.jars import jars
-from cinestream.settings import REPO_ROOT, Settings
+from cinestream.settings import REPO_ROOT, Settings, stored_secret
 
 SPARK_JOBS_DIR = REPO_ROOT / "spark_jobs"
 LOG4J2 = REPO_ROOT / "infra" / "spark" / "log4j2.properties"
@@ -18,6 +18,35 @@ LOG4J2 = REPO_ROOT / "infra" / "spark" / "log4j2.properties"
 # tasks. Measured on the 1,000,000-rating pass (bench/, 2026-11-29): cold 17.4-19.4 s -> 16.0-17.4
 # s, warm 7.7-7.9 s -> 6.8-6.9 s. Pauses stay short: the heap is the driver's 2 GiB.
 JVM_GC = "-XX:+UseParallelGC"
+
+
+# The standalone cluster on this machine (the cluster profile) takes only jobs that know its
+# generated secret (``spark.authenticate``). The secret never appears in argv: the daemons get it
+# in Spark's own environment variable, spark-submit in a private properties file.
+SPARK_AUTH_SECRET = "spark_auth_secret"  # noqa: S105 (a file name)
+SPARK_AUTH_ENV = "_SPARK_AUTH_SECRET"
+SPARK_SUBMIT_PROPERTIES = "spark-submit.conf"
+
+
+def spark_auth_secret(settings: Settings) -> str:
+    """The local standalone cluster's ``spark.authenticate`` secret, generated on first use."""
+    return stored_secret(settings.state_dir, SPARK_AUTH_SECRET)
+
+
+def spark_properties_file(settings: Settings) -> Path | None:
+    """spark-submit's ``--properties-file`` for the local standalone cluster (mode 600: it
+    holds the secret), written on each call; ``None`` for any other master."""
+    if not settings.uses_local_spark_cluster:
+        return None
+    path = settings.state_dir / "secrets" / SPARK_SUBMIT_PROPERTIES
+    text = f"spark.authenticate true\nspark.authenticate.secret {spark_auth_secret(settings)}\n"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    return path
 
 
 def python_env() -> dict[str, str]:
@@ -46,6 +75,7 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # Executors on this machine's workers call the driver back on the loopback address.
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+        conf["spark.authenticate"] = "true"  # its secret: spark_properties_file
     return conf
 
 
@@ -73,6 +103,9 @@ def spark_submit_command(settings: Settings, script: str, args: list[str]) -> li
         "--jars",
         connector_jars(),
     ]
+    properties = spark_properties_file(settings)
+    if properties is not None:
+        cmd += ["--properties-file", str(properties)]
     for key, value in spark_conf(settings).items():
         cmd += ["--conf", f"{key}={value}"]
     return [*cmd, str(job_path(script)), *args]

@@ -1,0 +1,80 @@
+"""Secrets stay out of argv: the commands the local stack starts, built without services (the
+Kafka storage tool is run for real on tmp_path: it is a short JVM with no network)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cinestream.local.kafka import LocalKafka
+from cinestream.local.spark import LocalSpark
+from cinestream.settings import Settings
+from cinestream.stream.submit import (
+    SPARK_AUTH_ENV,
+    spark_auth_secret,
+    spark_conf,
+    spark_submit_command,
+)
+
+
+def _secrets(state: Path) -> list[str]:
+    return [p.read_text().strip() for p in (state / "secrets").iterdir() if p.is_file()]
+
+
+@pytest.fixture
+def sasl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CINESTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("CINESTREAM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    return Settings()
+
+
+def test_the_storage_format_reads_its_scram_passwords_from_a_private_file(
+    sasl: Settings, tmp_path: Path
+) -> None:
+    kafka = LocalKafka(sasl)
+    node = kafka.nodes[0]
+    kafka._write_config(node)
+    argfile = tmp_path / "secrets" / "format.args"
+    command, content = kafka.format_command(node, argfile)
+    passwords = _secrets(tmp_path)
+    assert len(passwords) >= 2  # the brokers' and the clients'
+    for password in passwords:
+        assert not any(password in arg for arg in command)
+        assert password in content
+    # The java launcher really reads the arguments from the file: format for real.
+    argfile.write_text(content)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (kafka.home(node) / "data" / "meta.properties").exists()
+
+
+def test_spark_submit_to_the_local_cluster_authenticates_without_the_secret_in_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CINESTREAM_SPARK_MASTER", "spark://127.0.0.1:47077")
+    settings = Settings()
+    cmd = spark_submit_command(settings, "ratings_stream_processor.py", [])
+    secret = spark_auth_secret(settings)
+    assert not any(secret in arg for arg in cmd)
+    assert spark_conf(settings)["spark.authenticate"] == "true"
+    properties = Path(cmd[cmd.index("--properties-file") + 1])
+    assert properties.stat().st_mode & 0o077 == 0
+    assert f"spark.authenticate.secret {secret}" in properties.read_text()
+    spark = LocalSpark(settings)
+    env = spark._env()
+    assert env[SPARK_AUTH_ENV] == secret
+    for daemon in spark.daemons:
+        assert not any(secret in arg for arg in spark.command(daemon))
+    assert secret not in env["SPARK_DAEMON_JAVA_OPTS"]
+    assert "-Dspark.authenticate=true" in env["SPARK_DAEMON_JAVA_OPTS"]
+
+
+def test_local_mode_spark_needs_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CINESTREAM_SPARK_MASTER", "local[2]")
+    cmd = spark_submit_command(Settings(), "ratings_stream_processor.py", [])
+    assert "--properties-file" not in cmd and "spark.authenticate" not in " ".join(cmd)
