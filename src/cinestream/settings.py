@@ -480,17 +480,31 @@ def stored_secret(
     state_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)
 ) -> str:
     """A local stack secret, generated once into ``<state dir>/secrets/<name>`` (mode 600)."""
-    folder = state_dir / "secrets"
-    if not folder.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
-    return written_once(folder / name, make)
+    return written_once(private_dir(state_dir / "secrets") / name, make)
+
+
+def private_dir(path: Path) -> Path:
+    """The directory ``path``; when missing, it is created with its missing parents (the state
+    dir, the first time) readable by its owner only (0700). An existing one is left as it is."""
+    missing = []
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made by another process meanwhile
+            continue
+        folder.chmod(0o700)  # whatever the umask left of it
+    return path
 
 
 def written_once(path: Path, make: Callable[[], str]) -> str:
-    """The content of ``path``, written by ``make()`` the first time (mode 600)."""
+    """The content of ``path``, written by ``make()`` the first time (mode 600; a directory it
+    creates for it, 700)."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         # Written private under a unique name, then linked into place: never readable by others,
         # never seen half-written, and two processes starting at once agree on one value.
         tmp = path.with_name(f".{path.name}.{os.getpid()}")

@@ -17,9 +17,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from cinestream.errors import CinestreamError
+from cinestream.local.modes import private_file
 from cinestream.local.processes import ManagedProcess
 from cinestream.net import port_open
-from cinestream.settings import REPO_ROOT, Settings, local_db_password, stored_secret
+from cinestream.settings import (
+    REPO_ROOT,
+    Settings,
+    local_db_password,
+    private_dir,
+    stored_secret,
+)
 from cinestream.store.schema import AIRFLOW_ROLE
 from cinestream.stream.submit import python_env
 
@@ -36,11 +43,17 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
 
 def airflow_home(settings: Settings) -> Path:
     """``AIRFLOW_HOME`` of the local stack (logs, generated admin password)."""
     return settings.state_dir / "airflow"
+
+
+def passwords_file(settings: Settings) -> Path:
+    """Where SimpleAuthManager keeps the passwords it generated (the ``admin`` user's)."""
+    return airflow_home(settings) / PASSWORDS_FILE
 
 
 def metadata_db_url(settings: Settings, database: str = "airflow") -> str:
@@ -90,8 +103,10 @@ def connections(settings: Settings) -> dict[str, str]:
 
 def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]:
     """The environment every Airflow component and task of the local stack runs with."""
-    home = airflow_home(settings)
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(airflow_home(settings))
+    # SimpleAuthManager fills the file in with the process's umask (0644 with the usual 022): made
+    # empty and private first, it keeps that mode.
+    passwords = private_file(passwords_file(settings))
     venv_bin = str(Path(sys.executable).parent)
     env = {
         "AIRFLOW_HOME": str(home),
@@ -106,9 +121,7 @@ def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db_url(settings, database),
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
-            home / "simple_auth_manager_passwords.json.generated"
-        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__BASE_URL": settings.airflow_url,
@@ -119,6 +132,10 @@ def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]
         ),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        # Task logs are their owner's only (Airflow's defaults, 0o775 and 0o664, are for tasks
+        # impersonating other users, which this stack never does; Airflow chmods new files).
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
         **python_env(),
         **connections(settings),
@@ -141,10 +158,11 @@ def _new_fernet_key() -> str:
 
 def admin_password(settings: Settings) -> str | None:
     """The ``admin`` password SimpleAuthManager generated, once Airflow has started."""
-    path = airflow_home(settings) / "simple_auth_manager_passwords.json.generated"
-    if not path.exists():
+    path = passwords_file(settings)
+    text = path.read_text().strip() if path.exists() else ""
+    if not text:  # Airflow has not filled in the file made for it yet
         return None
-    return json.loads(path.read_text()).get("admin")
+    return json.loads(text).get("admin")
 
 
 def airflow_cli(settings: Settings, *args: str, check: bool = True) -> Any:
@@ -155,6 +173,7 @@ def airflow_cli(settings: Settings, *args: str, check: bool = True) -> Any:
         check=check,
         capture_output=True,
         text=True,
+        umask=0o077,
     )
 
 

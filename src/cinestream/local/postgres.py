@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
 from cinestream.errors import CinestreamError
+from cinestream.local.modes import let_group_through
 from cinestream.local.processes import ManagedProcess, pid_alive
 from cinestream.net import port_open
-from cinestream.settings import Settings, local_db_password
+from cinestream.settings import Settings, local_db_password, private_dir
 from cinestream.store.schema import AIRFLOW_ROLE, READER_ROLE, SUPERUSER, ensure_local_databases
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,17 @@ def _pg_bin(name: str) -> str:
         f"PostgreSQL's {name} was not found: install the server (apt-get install postgresql) "
         "or set CINESTREAM_DATABASE_URL to a running database"
     )
+
+
+def server_gid(settings: Settings) -> int | None:
+    """The group of the ``postgres`` user when the local server runs as it (the stack started by
+    root); None when it runs as this user or is not local."""
+    if os.geteuid() != 0 or not settings.uses_local_database:
+        return None
+    try:
+        return pwd.getpwnam("postgres").pw_gid
+    except KeyError:  # no server package: _pg_bin says what to install
+        return None
 
 
 class LocalPostgres:
@@ -62,6 +75,15 @@ class LocalPostgres:
         except (ValueError, IndexError):
             return False
         return pid_alive(pid)
+
+    def let_server_through(self) -> None:
+        """The state dir and the log dir exist (created private); a server running as
+        ``postgres`` may pass through both, to its data directory and to its log file."""
+        gid = server_gid(self.settings)
+        for folder in (self.settings.state_dir, self.settings.log_dir):
+            private_dir(folder)
+            if gid is not None:
+                let_group_through(folder, gid)
 
     def _init(self) -> None:
         if (self.data / "PG_VERSION").exists():
@@ -115,6 +137,7 @@ class LocalPostgres:
         """Initialise (once), start and prepare the databases and roles; idempotent."""
         if not self.settings.uses_local_database:
             return
+        self.let_server_through()
         if self.running():
             return
         self._init()
@@ -124,7 +147,7 @@ class LocalPostgres:
                 "CINESTREAM_PG_PORT (or CINESTREAM_DATABASE_URL to use it)"
             )
         log_file = self.settings.log_dir / "postgres.log"
-        log_file.touch()
+        log_file.touch(mode=0o600)
         self._chown(log_file)
         result = subprocess.run(
             self._as_owner(

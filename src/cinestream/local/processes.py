@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cinestream.errors import CinestreamError
-from cinestream.settings import Settings
+from cinestream.settings import Settings, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,14 @@ class ManagedProcess:
     def start(
         self, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> int:
-        """Start ``cmd`` in its own session with output to the log file; returns the pid."""
-        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as out:
+        """Start ``cmd`` in its own session with output to the log file; returns the pid.
+
+        The log file is its owner's only (it can hold what a program prints, Airflow's generated
+        admin password among it), and so is whatever the process creates (umask 077)."""
+        private_dir(self.settings.run_dir)
+        private_dir(self.settings.log_dir)
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as out:
             proc = subprocess.Popen(
                 cmd,
                 stdout=out,
@@ -69,6 +73,7 @@ class ManagedProcess:
                 env={**os.environ, **(env or {})},
                 cwd=cwd,
                 start_new_session=True,
+                umask=0o077,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid

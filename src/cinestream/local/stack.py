@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 from cinestream.errors import CinestreamError, first_line
 from cinestream.jars import jars
 from cinestream.kafka import admin
-from cinestream.local import airflow
+from cinestream.local import airflow, modes
 from cinestream.local.kafka import LocalKafka
-from cinestream.local.postgres import LocalPostgres
+from cinestream.local.postgres import LocalPostgres, server_gid
 from cinestream.local.processes import (
     ManagedProcess,
     descendants,
@@ -27,7 +27,7 @@ from cinestream.local.processes import (
 )
 from cinestream.local.spark import LocalSpark
 from cinestream.net import port_open
-from cinestream.settings import Settings, written_once
+from cinestream.settings import Settings, private_dir, written_once
 from cinestream.store import pipeline, schema
 from cinestream.store.checkpoints import CheckpointLock
 from cinestream.store.connection import connect, reachable
@@ -69,6 +69,24 @@ def choose_profile(state_dir: Path, cluster: bool) -> str:
     return profile
 
 
+def secure_state_dir(settings: Settings) -> list[modes.Loose]:
+    """Make the state dir and everything in it holding a secret, a password or logs its owner's
+    only (an older cinestream left them 0755/0644); logs each path it changed. A PostgreSQL
+    server running as another user keeps its way through (the state dir and logs/ 0710)."""
+    private_dir(settings.state_dir)
+    LocalPostgres(settings).let_server_through()
+    tightened = modes.tighten(settings.state_dir, server_gid(settings))
+    for loose in tightened[: modes.SHOWN]:
+        log.info("made private %s", loose)
+    if len(tightened) > modes.SHOWN:
+        log.info(
+            "made private %d more paths under %s",
+            len(tightened) - modes.SHOWN,
+            settings.state_dir,
+        )
+    return tightened
+
+
 def start_infra(settings: Settings) -> None:
     """PostgreSQL (unless external), Kafka, topics and the schema; in the cluster profile
     three brokers and the Spark standalone master and workers."""
@@ -94,7 +112,15 @@ def up(
 ) -> None:
     """Start everything; Airflow then runs the platform: a first cinestream_pipeline run makes
     the backlog (setup -> generate -> stream -> quality), cinestream_stream keeps the processor
-    running, cinestream_generate the live generator (CINESTREAM_LIVE_RATE ratings/s)."""
+    running, cinestream_generate the live generator (CINESTREAM_LIVE_RATE ratings/s).
+
+    Everything it and the servers it starts create is its owner's only (umask 077)."""
+    secure_state_dir(settings)
+    with modes.owner_only_umask():
+        _up(settings, backlog=backlog, backlog_span_s=backlog_span_s, wait_s=wait_s)
+
+
+def _up(settings: Settings, *, backlog: int, backlog_span_s: float | None, wait_s: float) -> None:
     pruned = prune_logs(settings)
     if pruned:
         log.info("deleted %d log files older than %s", pruned, settings.retention)
@@ -423,9 +449,7 @@ def status(settings: Settings) -> dict[str, Any]:
 
 
 def _admin_password(settings: Settings) -> str:
-    return (
-        airflow.admin_password(settings) or "in .state/airflow/simple_auth_manager_passwords.json"
-    )
+    return airflow.admin_password(settings) or f"in {airflow.passwords_file(settings)}"
 
 
 def where_to_look(settings: Settings) -> str:
