@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
 from cinestream.kafka import admin
 from cinestream.kafka.read import edge_event_times
+from cinestream.local import modes
+from cinestream.local.postgres import server_gid
 from cinestream.local.processes import ManagedProcess
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
@@ -61,17 +63,48 @@ def _clock_check(times: list[int], now_ms: int, tolerance_s: int) -> Check | Non
     )
 
 
+def permission_checks(settings: Settings) -> list[Check]:
+    """A WARN for each path in the state dir holding a secret, a password or logs that users
+    other than its owner may read (the first ``modes.SHOWN``, then how many more); one OK line
+    when there is none. Nothing without a state dir."""
+    state_dir = settings.state_dir
+    if not state_dir.is_dir():
+        return []
+    loose = modes.loose_paths(state_dir, server_gid(settings))
+    if not loose:
+        return [Check("OK", "permissions", f"{state_dir}: secrets, passwords and logs owner-only")]
+    checks = [
+        Check(
+            "WARN",
+            "permissions",
+            f"{item.path} holds {item.holds} and is mode {item.mode:o}: {item.exposure()}",
+            f"chmod {item.wanted:o} {item.path}  (`cinestream up` makes every such path private)",
+        )
+        for item in loose[: modes.SHOWN]
+    ]
+    if len(loose) > modes.SHOWN:
+        checks.append(
+            Check(
+                "WARN",
+                "permissions",
+                f"{len(loose) - modes.SHOWN} more paths under {state_dir} other users can read",
+                "cinestream up (makes them private)",
+            )
+        )
+    return checks
+
+
 def run_checks(settings: Settings) -> list[Check]:
-    """Every check, in order: Kafka, topics, ratings, PostgreSQL, checkpoint, processor, metrics,
-    late ratings, DLQ."""
-    checks: list[Check] = []
+    """Every check, in order: the state dir's permissions, Kafka, topics, ratings, PostgreSQL,
+    checkpoint, processor, metrics, late ratings, DLQ."""
     s = settings
+    checks: list[Check] = permission_checks(s)
     now_ms = int(time.time() * 1000)
     # --- Kafka ------------------------------------------------------------------------------
     try:
         topics = admin.list_topics(s)
     except ServiceUnavailable as exc:
-        return [Check("FAIL", "kafka", str(exc), exc.fix or "cinestream up")]
+        return [*checks, Check("FAIL", "kafka", str(exc), exc.fix or "cinestream up")]
     checks.append(Check("OK", "kafka", f"{s.kafka_description} reachable"))
     missing = [t.name for t in admin.topic_specs(s) if t.name not in topics]
     if missing:
