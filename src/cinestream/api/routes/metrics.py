@@ -13,9 +13,10 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from cinestream.api.deps import KafkaDep, ReaderDep, SettingsDep
 from cinestream.api.models import Summary, TopMovies, WindowRecord
 from cinestream.metrics import rating_stats, top_movies
-from cinestream.schemas import format_time, parse_time
+from cinestream.schemas import format_time
 from cinestream.store import reads
 from cinestream.store.reads import ProcessorTotals
+from cinestream.timeparse import parse_range_bound
 from cinestream.windows import WindowTypeError, parse_window_type
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
@@ -26,19 +27,40 @@ EMPTY_HINT = (
 )
 
 
+# What one request may make the store do (issue 20): every answer below is computed from at most
+# this many rows, so a request costs tens of milliseconds whatever its parameters, and the
+# statement_timeout of the API's role cuts what the bound did not foresee.
+# /metrics/windows returns at most this many records (a day of one-minute windows, ~380 KB of
+# JSON, ~30 ms to build): the query walks the primary key from `start` and stops after `limit`
+# rows, so the span between start and end costs nothing by itself.
+MAX_WINDOWS_LIMIT = 1_440
+# /metrics/top-movies sums the per-movie counts of one window per minute: a day is ~200,000 rows
+# (~120 ms of PostgreSQL) at 400 ratings a minute; three days (the retention) took three times
+# that per request, and each distinct `minutes` misses the cache.
+MAX_TOP_MOVIES_MINUTES = 1_440
+
+
 def _instant(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise HTTPException(
-            422, f"invalid parameters: {name}: not an ISO-8601 time: {value!r}"
-        ) from exc
+        return parse_range_bound(value)
+    except ValueError as exc:  # not a time, or outside the SPEC's event-time range
+        raise HTTPException(422, f"invalid parameters: {name}: {exc}") from exc
+
+
+# Longer than any window type name a person configures; a longer one is not echoed back whole.
+MAX_WINDOW_TYPE_CHARS = 64
 
 
 def _window_type(settings: Any, value: str | None) -> str:
     name = value or settings.window_types[0]
+    if len(name) > MAX_WINDOW_TYPE_CHARS:
+        raise HTTPException(
+            422,
+            f"invalid parameters: window_type: longer than {MAX_WINDOW_TYPE_CHARS} characters; "
+            f"configured: {', '.join(settings.window_types)}",
+        )
     try:
         parse_window_type(name)
     except WindowTypeError as exc:
@@ -75,7 +97,7 @@ def windows(
         str | None, Query(description="ISO-8601; windows starting at or after")
     ] = None,
     end: Annotated[str | None, Query(description="ISO-8601; windows starting before")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_WINDOWS_LIMIT)] = 100,
 ) -> Response:
     """Window metrics in the SPEC's record format, ordered by ``window_start``."""
     wt = _window_type(settings, window_type)
@@ -127,7 +149,10 @@ def top_movies_route(
     reader: ReaderDep,
     settings: SettingsDep,
     minutes: Annotated[
-        int, Query(ge=1, le=10_080, description="minutes before the newest window's end")
+        int,
+        Query(
+            ge=1, le=MAX_TOP_MOVIES_MINUTES, description="minutes before the newest window's end"
+        ),
     ] = 60,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> Response:
