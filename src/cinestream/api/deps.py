@@ -12,7 +12,7 @@ from fastapi import Depends, HTTPException, Request
 from psycopg_pool import ConnectionPool
 
 from cinestream.api.cache import StoreCache
-from cinestream.errors import ServiceUnavailable
+from cinestream.errors import ServiceUnavailable, first_line
 from cinestream.kafka import admin
 from cinestream.settings import Settings
 
@@ -25,11 +25,22 @@ def get_settings(request: Request) -> Settings:
 
 
 class StoreReader:
-    """Reads the store through the pool, answering from the cache while the store is unchanged."""
+    """Reads the store through the pool, answering from the cache while the store is unchanged.
 
-    def __init__(self, pool: ConnectionPool, cache: StoreCache) -> None:
+    At most ``max_queries`` answers are computed at once, whoever asks: a crowd of requests that
+    all miss the cache (or all wait on a lock) queues here, up to ``wait_s`` and then 503,
+    instead of taking every pooled connection; the pool's other connections stay free for
+    ``/metrics/health``, which would otherwise wait for one and report PostgreSQL down.
+    """
+
+    def __init__(
+        self, pool: ConnectionPool, cache: StoreCache, *, max_queries: int, wait_s: float = 2.0
+    ) -> None:
         self.pool = pool
         self.cache = cache
+        self.max_queries = max_queries
+        self.wait_s = wait_s
+        self._gate = threading.BoundedSemaphore(max_queries)
 
     def read(self, key: Hashable, query: Callable[[Any], T]) -> T:
         """The answer for ``key``: cached while the store is unchanged, else ``query(conn)``."""
@@ -37,9 +48,29 @@ class StoreReader:
 
     def _run(self, query: Callable[[Any], T]) -> T:
         """Run ``query`` on a pooled read-only connection; a database that is down is a 503."""
+        if not self._gate.acquire(timeout=self.wait_s):
+            raise HTTPException(
+                status_code=503,
+                detail=f"the API is busy: {self.max_queries} store queries have been running "
+                f"for the last {self.wait_s:g} s; retry in a moment",
+            )
+        try:
+            return self._query(query)
+        finally:
+            self._gate.release()
+
+    def _query(self, query: Callable[[Any], T]) -> T:
         try:
             with self.pool.connection(timeout=2) as conn:
                 return query(conn)
+        except psycopg.errors.QueryCanceled as exc:
+            # The role's statement_timeout (or an operator's pg_cancel_backend) cut the query:
+            # the database is up, the request asked for more than it may do right now.
+            raise HTTPException(
+                status_code=503,
+                detail=f"the store's query was cancelled ({first_line(exc)}): ask for a shorter "
+                "range or fewer rows, or retry when the store is less busy",
+            ) from exc
         except (psycopg.OperationalError, TimeoutError) as exc:
             raise HTTPException(
                 status_code=503,

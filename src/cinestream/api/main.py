@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,11 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+# Pooled read-only connections: half of them for answers being computed (StoreReader), the
+# rest for /metrics/health, so that a health check never waits behind slow store queries.
+POOL_SIZE = 8
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app: a read-only pool, the store cache, the Kafka view, the routes."""
     settings = settings or Settings()
@@ -33,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = ConnectionPool(
             settings.resolved_api_database_url,
             min_size=1,
-            max_size=8,
+            max_size=POOL_SIZE,
             open=False,
             check=ConnectionPool.check_connection,  # after a database restart: no stale 503s
             kwargs={"connect_timeout": 2, "options": "-c default_transaction_read_only=on"},
@@ -43,8 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache.start()
         app.state.settings = settings
         app.state.pool = pool
-        app.state.reader = StoreReader(pool, cache)
+        app.state.reader = StoreReader(pool, cache, max_queries=POOL_SIZE // 2)
         app.state.kafka = KafkaView(settings)
+        app.state.health_threads = CapacityLimiter(2)  # not the sync routes' threads
         try:
             yield
         finally:

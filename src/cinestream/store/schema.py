@@ -331,9 +331,21 @@ def ensure_local_databases(
     ``cinestream`` (owner of its database, no superuser), the API's read-only role, and
     ``airflow`` with Airflow's metadata database. Advisory locks and ``pg_notify`` in the
     cinestream database are for the application role only."""
+    # The API bounds each request's work (cinestream.api.routes.metrics); this is the backstop
+    # for what those bounds do not foresee (a store far denser than measured, a wait on a lock):
+    # a statement of the read-only role that runs longer is cancelled, and the API answers 503
+    # in one line instead of holding a pooled connection and a core. 5 s is tens of times the
+    # costliest bounded query measured and still shorter than any client's patience. Set each
+    # time the local server starts, so a state dir from an older release gets it too.
+    reader_statement_timeout = "5s"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         _ensure_role(conn, APP_ROLE, app_password)
         _ensure_role(conn, READER_ROLE, reader_password)
+        conn.execute(
+            sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
+                sql.Identifier(READER_ROLE), sql.Literal(reader_statement_timeout)
+            )
+        )
         _ensure_role(conn, AIRFLOW_ROLE, airflow_password)
         _ensure_database(conn, "cinestream", owner=APP_ROLE)
         _ensure_database(conn, "airflow", owner=AIRFLOW_ROLE)
