@@ -6,6 +6,9 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<SQL
 CREATE ROLE cinestream LOGIN PASSWORD '${CINESTREAM_DB_PASSWORD}';
 CREATE DATABASE cinestream OWNER cinestream;
 CREATE ROLE cinestream_reader LOGIN PASSWORD '${CINESTREAM_READER_PASSWORD}';
+-- Every API/dashboard query is cut after 5 s (as the local stack's reader role): a costly
+-- request answers 503, it cannot hold PostgreSQL.
+ALTER ROLE cinestream_reader SET statement_timeout = '5s';
 GRANT CONNECT ON DATABASE cinestream TO cinestream_reader;
 CREATE ROLE airflow LOGIN PASSWORD '${AIRFLOW_DB_PASSWORD}';
 CREATE DATABASE airflow OWNER airflow;

@@ -231,3 +231,12 @@ def test_the_local_airflow_environment_uses_real_options(tmp_path, monkeypatch) 
             assert _airflow_option_exists(var), var
     assert json.loads(env["AIRFLOW_CONN_KAFKA_DEFAULT"])["extra"]["bootstrap.servers"]
     assert "admin:admin" == env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]  # user:role
+
+
+def test_the_read_only_role_has_the_local_stacks_statement_timeout() -> None:
+    import re
+
+    script = (REPO / "infra/compose/postgres-init.sh").read_text()
+    source = (REPO / "src/cinestream/store/schema.py").read_text()
+    (local,) = re.findall(r'reader_statement_timeout = "(\w+)"', source)
+    assert f"ALTER ROLE cinestream_reader SET statement_timeout = '{local}';" in script
