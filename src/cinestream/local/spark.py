@@ -49,6 +49,16 @@ def spark_class() -> str:
     return str(Path(sys.executable).parent / "spark-class")
 
 
+def runs_with_secret(pid: int) -> bool | None:
+    """Whether process ``pid`` was started with the spark.authenticate secret in its
+    environment (None when that cannot be read)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    return any(v.startswith(SPARK_AUTH_ENV.encode() + b"=") for v in environ.split(b"\0"))
+
+
 class LocalSpark:
     """The standalone master and its workers, each a ManagedProcess under the state dir."""
 
@@ -128,9 +138,18 @@ class LocalSpark:
         ]
 
     def start_daemon(self, daemon: SparkDaemon) -> None:
-        """Start the master or one worker (no wait)."""
+        """Start the master or one worker (no wait); one an older release started without
+        ``spark.authenticate`` is restarted with it (jobs now authenticate)."""
         proc = self.process(daemon)
-        if proc.pid() is not None:
+        pid = proc.pid()
+        if pid is not None and runs_with_secret(pid) is False:
+            log.warning(
+                "restarting %s (pid %d): an older release started it without spark.authenticate",
+                daemon.name,
+                pid,
+            )
+            proc.stop(timeout_s=30)
+        elif pid is not None:
             return
         if daemon is self.master and port_open(self.host, self.port):
             raise CinestreamError(

@@ -33,10 +33,16 @@ def spark_auth_secret(settings: Settings) -> str:
     return stored_secret(settings.state_dir, SPARK_AUTH_SECRET)
 
 
+def authenticates_to_local_cluster(settings: Settings) -> bool:
+    """True for jobs to the cluster profile's own standalone master (which cinestream started
+    with its secret); a standalone master of someone else's keeps its own configuration."""
+    return settings.cluster and settings.uses_local_spark_cluster
+
+
 def spark_properties_file(settings: Settings) -> Path | None:
     """spark-submit's ``--properties-file`` for the local standalone cluster (mode 600: it
     holds the secret), written on each call; ``None`` for any other master."""
-    if not settings.uses_local_spark_cluster:
+    if not authenticates_to_local_cluster(settings):
         return None
     path = settings.state_dir / "secrets" / SPARK_SUBMIT_PROPERTIES
     text = f"spark.authenticate true\nspark.authenticate.secret {spark_auth_secret(settings)}\n"
@@ -75,6 +81,7 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # Executors on this machine's workers call the driver back on the loopback address.
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+    if authenticates_to_local_cluster(settings):
         conf["spark.authenticate"] = "true"  # its secret: spark_properties_file
     return conf
 

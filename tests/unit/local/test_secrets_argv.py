@@ -55,6 +55,7 @@ def test_spark_submit_to_the_local_cluster_authenticates_without_the_secret_in_a
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CINESTREAM_PROFILE", "cluster")
     monkeypatch.setenv("CINESTREAM_SPARK_MASTER", "spark://127.0.0.1:47077")
     settings = Settings()
     cmd = spark_submit_command(settings, "ratings_stream_processor.py", [])
@@ -73,8 +74,32 @@ def test_spark_submit_to_the_local_cluster_authenticates_without_the_secret_in_a
     assert "-Dspark.authenticate=true" in env["SPARK_DAEMON_JAVA_OPTS"]
 
 
-def test_local_mode_spark_needs_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("master", ["local[2]", "spark://127.0.0.1:7077"])
+def test_a_master_cinestream_did_not_start_gets_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, master: str
+) -> None:
+    # local mode, and a standalone master of the user's own outside the cluster profile: its
+    # spark-defaults.conf stays in charge (a --properties-file would hide it).
     monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("CINESTREAM_SPARK_MASTER", "local[2]")
+    monkeypatch.setenv("CINESTREAM_SPARK_MASTER", master)
     cmd = spark_submit_command(Settings(), "ratings_stream_processor.py", [])
     assert "--properties-file" not in cmd and "spark.authenticate" not in " ".join(cmd)
+
+
+def test_a_daemon_an_older_release_started_without_the_secret_is_recognised() -> None:
+    import os
+    import sys
+
+    from cinestream.local.spark import runs_with_secret
+
+    assert runs_with_secret(os.getpid()) is (SPARK_AUTH_ENV in os.environ)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        env={**os.environ, SPARK_AUTH_ENV: "x"},
+    )
+    try:
+        assert runs_with_secret(child.pid) is True
+    finally:
+        child.kill()
+        child.wait()
+    assert runs_with_secret(2**22 + 12345) is None
