@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from cinestream.errors import CinestreamError
 from cinestream.store.connection import SCHEMA_LOCK, begin_writer
 
 log = logging.getLogger(__name__)
@@ -246,9 +248,20 @@ def _wanted_digest(conn: psycopg.Connection[Any]) -> str:
     return SCHEMA_DIGEST + ("+reader" if reader else "")
 
 
+# Every table the schema makes: a store at the right digest with one of them missing (dropped by
+# hand, a partial restore) is brought up again rather than trusted.
+_TABLES = tuple(dict.fromkeys(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA_SQL)))
+
+
 def _applied_digest(conn: psycopg.Connection[Any]) -> str | None:
     (table,) = conn.execute("SELECT to_regclass('cinestream_schema')").fetchone() or (None,)
     if table is None:
+        return None
+    (missing,) = conn.execute(
+        "SELECT count(*) FROM unnest(%s::text[]) AS t(name) WHERE to_regclass(t.name) IS NULL",
+        (list(_TABLES),),
+    ).fetchone() or (0,)
+    if missing:
         return None
     row = conn.execute("SELECT digest FROM cinestream_schema").fetchone()
     return row[0] if row else None
@@ -288,7 +301,11 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
             return
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
             if attempt == SCHEMA_ATTEMPTS:
-                raise
+                raise CinestreamError(
+                    f"could not bring the store's schema up to this release: its tables stayed "
+                    f"locked by other sessions through {SCHEMA_ATTEMPTS} attempts ({exc}); "
+                    "see pg_stat_activity for long transactions, or stop the processor and retry"
+                ) from exc
             log.warning(
                 "store schema change gave way to a running transaction (%s); attempt %d of %d",
                 type(exc).__name__,

@@ -100,3 +100,11 @@ def test_a_schema_change_gives_way_to_a_running_commit_and_then_applies(
         release.join()
     assert digest is not None and digest.startswith(schema.SCHEMA_DIGEST)
     assert "gave way to a running transaction" in caplog.text
+
+
+def test_a_store_at_this_digest_missing_a_table_is_brought_up_again(pipeline: Pipeline) -> None:
+    url = pipeline.settings.resolved_database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE backfill_runs")
+        schema.ensure_schema(conn)
+        assert conn.execute("SELECT to_regclass('backfill_runs')").fetchone() != (None,)
