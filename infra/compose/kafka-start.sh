@@ -59,12 +59,16 @@ PROPERTIES
 
 # The storage tool's arguments hold the SCRAM passwords: java reads them from a private argument
 # file, so they never show in a process listing (the storage script would put them in argv).
+# Inside the file's quotes a backslash and a quote are escaped with a backslash.
+quoted() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g'; }
 if [ ! -f "$DATA/meta.properties" ]; then
   ARGS="$CONF/format.args"
+  BROKER_PASSWORD=$(quoted "$KAFKA_BROKER_PASSWORD")
+  CLIENT_PASSWORD=$(quoted "$CINESTREAM_KAFKA_SASL_PASSWORD")
   cat > "$ARGS" <<ARGUMENTS
 kafka.tools.StorageTool format --ignore-formatted -t "$KAFKA_CLUSTER_ID" -c "$CONF/server.properties"
---add-scram "$MECHANISM=[name=kafka-broker,password=$KAFKA_BROKER_PASSWORD]"
---add-scram "$MECHANISM=[name=$CINESTREAM_KAFKA_SASL_USERNAME,password=$CINESTREAM_KAFKA_SASL_PASSWORD]"
+--add-scram "$MECHANISM=[name=kafka-broker,password=$BROKER_PASSWORD]"
+--add-scram "$MECHANISM=[name=$CINESTREAM_KAFKA_SASL_USERNAME,password=$CLIENT_PASSWORD]"
 ARGUMENTS
   "$JAVA" -Xmx256m -cp "$KAFKA_HOME/libs/*" "@$ARGS" || { rm -f "$ARGS"; exit 1; }
   rm -f "$ARGS"
