@@ -363,6 +363,23 @@ def validate(start: datetime | None, end: datetime | None) -> None:
 
 
 @cli.command()
+@click.option("--start", required=True, callback=_instant, help="ISO-8601, inclusive.")
+@click.option("--end", required=True, callback=_instant, help="ISO-8601, exclusive.")
+def audit(start: datetime, end: datetime) -> None:
+    """Recompute the windows of [start, end) from `ratings` (plain Kafka reads, no Spark) and
+    compare each with PostgreSQL and `metrics`; one line per difference; exit 1 on any."""
+    from cinestream.audit import run_audit
+
+    if end <= start:
+        raise click.BadParameter("--end must be after --start", param_hint="--end")
+    report = run_audit(_settings(), int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 def doctor(as_json: bool) -> None:
     """Check topics, checkpoint, lag and metrics; each line OK / WARN / FAIL with its fix."""
