@@ -94,10 +94,12 @@ def test_a_daemon_an_older_release_started_without_the_secret_is_recognised() ->
 
     assert runs_with_secret(os.getpid()) is (SPARK_AUTH_ENV in os.environ)
     child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)"],
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
         env={**os.environ, SPARK_AUTH_ENV: "x"},
+        stdout=subprocess.PIPE,
     )
     try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"  # running
         assert runs_with_secret(child.pid) is True
     finally:
         child.kill()
