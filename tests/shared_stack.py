@@ -145,7 +145,8 @@ class Pipeline:
     ) -> subprocess.Popen[bytes]:
         log_path = TEST_STATE / "logs" / f"{log_name}-{next(_counter)}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+        # Owner-only, like every log the stack writes (test_state_modes checks the state dir).
+        out = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "cinestream.cli", *args],
             env={**os.environ, **self.env, **(extra_env or {})},

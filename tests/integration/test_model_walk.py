@@ -387,6 +387,7 @@ class Walk:
         self.said: list[str] = []
         self.log_path = TEST_STATE / "logs" / f"model-walk-{SEED}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         self.began = time.monotonic()
 
     # --- logging and failing ------------------------------------------------------------------
