@@ -49,12 +49,13 @@ def _duration_text(ctx: Any, param: Any, value: str | None) -> str | None:
 
 
 def _instant(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
-    from cinestream.timeparse import parse_instant
+    """An ISO-8601 time within the SPEC's event-time range (the bound of a range of windows)."""
+    from cinestream.timeparse import parse_range_bound
 
     if value is None:
         return None
     try:
-        return parse_instant(value)
+        return parse_range_bound(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
 

@@ -44,6 +44,18 @@ def test_help_lists_the_commands() -> None:
             "--end must be after --start",
         ),
         (("topics", "purge"), "'purge' is not one of"),
+        (
+            ("audit", "--start", "1900-01-01T00:00:00Z", "--end", "2025-01-01T00:00:00Z"),
+            "is outside the event-time range 2000-01-01T00:00:00.000Z",
+        ),
+        (
+            ("backfill", "--start", "0001-01-01T00:00:00+01:00", "--end", "2025-01-01T00:00:00Z"),
+            "is outside the event-time range",
+        ),
+        (
+            ("audit", "--start", "2025-01-02T00:00:00Z", "--end", "2025-01-01T00:00:00Z"),
+            "--end must be after --start",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(args: tuple[str, ...], message: str) -> None:
