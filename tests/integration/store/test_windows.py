@@ -335,9 +335,11 @@ def test_pruning_drops_old_detail_keeps_metrics_and_the_last_batch(pipeline: Pip
         pruned = prune_detail(conn, int(time.time() * 1000) + 1_000)
         assert (pruned.windows, pruned.batches) == (1, 1)
         assert conn.execute("SELECT count(*) FROM window_movie_counts").fetchone() == (2,)
-        assert conn.execute("SELECT window_start_ms FROM window_state").fetchall() == [
-            (T0 + 10 * W,)
-        ]
+        # Both windows keep their state (the pruned one its late count, for a later backfill).
+        assert conn.execute(
+            "SELECT window_start_ms, closed_by FROM window_state ORDER BY 1"
+        ).fetchall() == [(T0, "watermark"), (T0 + 10 * W, None)]
+        assert prune_detail(conn, int(time.time() * 1000) + 1_000).windows == 0  # done once
         assert conn.execute("SELECT sum(count) FROM window_metrics").fetchone() == (4,)
         assert conn.execute("SELECT batch_id FROM processor_batches").fetchall() == [(1,)]
         # The open window goes on growing from its detail; a rating for the pruned one is late.
@@ -377,3 +379,31 @@ def test_a_backfill_that_cannot_read_a_windows_late_ratings_keeps_it(pipeline: P
         count = conn.execute("SELECT count FROM window_metrics").fetchone()
     assert replaced.kept == [("tumbling_1min", T0, 6, 8)] and replaced.metrics == []
     assert state == (3, "watermark") and count == (5,)
+
+
+def test_a_pruned_window_of_late_ratings_keeps_its_late_count_for_the_backfill(
+    pipeline: Pipeline,
+) -> None:
+    # A window whose ratings all came late (no metric row, 4 late), then pruned; retention left
+    # 1 of them for the backfill. Pruning used to delete its window_state row with the late
+    # count: the backfill then replaced it with that 1 rating (the model walk, seed 20261201,
+    # step 73: 29 late ratings, 1 left). Its state stays, and so does the window.
+    from cinestream.store.windows import prune_detail
+
+    with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
+        commit(conn, 0, cells((T0 + 10 * W, 1, 8, 2)), T0 + 10 * W)
+        commit(conn, 1, cells((T0, 2, 6, 4)), T0 + 10 * W)  # late: T0's window is closed
+        publish_pending(conn, lambda metrics: None)
+        prune_detail(conn, int(time.time() * 1000) + 1_000)
+        snapshot = stream_snapshot(conn, T0, T0 + W)
+        replaced = replace_windows(conn, cells((T0, 2, 6, 1)), late_before=snapshot.late_counts)
+        state = conn.execute(
+            "SELECT late_count, closed_by FROM window_state WHERE window_start_ms = %s", (T0,)
+        ).fetchone()
+        count = conn.execute(
+            "SELECT count(*) FROM window_metrics WHERE window_start = to_timestamp(%s)",
+            (T0 / 1000,),
+        ).fetchone()
+    assert snapshot.late_counts == {("tumbling_1min", T0): 4}
+    assert replaced.kept == [("tumbling_1min", T0, 1, 4)] and replaced.metrics == []
+    assert state == (4, "watermark") and count == (0,)
