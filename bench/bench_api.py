@@ -18,11 +18,8 @@ import http.client
 import json
 import os
 import platform
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +27,8 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 from urllib.request import urlopen
 
-import httpx
 import numpy as np
-from stack import bench_stack
+from stack import bench_stack, serve_api
 
 W = 60_000
 
@@ -173,51 +169,36 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     results: dict[str, object] = {}
-    with bench_stack("bench-api", 29192, 25532, CINESTREAM_API_PORT=str(port)):
+    with bench_stack("bench-api", 29192, 25532, CINESTREAM_API_PORT=str(port)) as state:
         print(f"storing {args.windows:,} windows ...", flush=True)
         began = time.monotonic()
         writer = Writer(args.windows)
         print(f"stored in {time.monotonic() - began:.0f}s", flush=True)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "cinestream.cli", "api"],
-            env=os.environ.copy(),
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(100):
-                try:
-                    if httpx.get(f"{base}/metrics/health", timeout=1).status_code in (200, 503):
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.3)
-            for path in ("/metrics/summary", "/metrics/windows?limit=100"):
-                # A request right after a commit recomputes its answer from the store.
-                misses = []
-                for _ in range(20):
-                    writer.commit(1)
-                    time.sleep(0.1)  # the commit's notification reaches the API
-                    misses.append(_get_ms(base + path))
-                load(base + path, 20, 2)  # warm the pool
-                commits_before = writer.commits
-                thread = writer.run_every(args.commit_every) if args.commit_every else None
-                latencies = sorted(load(base + path, args.rate, args.seconds))
-                if thread:
-                    writer.stop(thread)
-                print(f"{path}: {len(latencies)} requests", flush=True)
-                results[path] = {
-                    "requests": len(latencies),
-                    "commits_during_load": writer.commits - commits_before,
-                    "p50_ms": round(statistics.median(latencies) * 1000, 2),
-                    "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-                    "max_ms": round(latencies[-1] * 1000, 2),
-                    "after_commit_median_ms": round(statistics.median(misses), 2),
-                }
+            with serve_api(state, port) as base:
+                for path in ("/metrics/summary", "/metrics/windows?limit=100"):
+                    # A request right after a commit recomputes its answer from the store.
+                    misses = []
+                    for _ in range(20):
+                        writer.commit(1)
+                        time.sleep(0.1)  # the commit's notification reaches the API
+                        misses.append(_get_ms(base + path))
+                    load(base + path, 20, 2)  # warm the pool
+                    commits_before = writer.commits
+                    thread = writer.run_every(args.commit_every) if args.commit_every else None
+                    latencies = sorted(load(base + path, args.rate, args.seconds))
+                    if thread:
+                        writer.stop(thread)
+                    print(f"{path}: {len(latencies)} requests", flush=True)
+                    results[path] = {
+                        "requests": len(latencies),
+                        "commits_during_load": writer.commits - commits_before,
+                        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+                        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+                        "max_ms": round(latencies[-1] * 1000, 2),
+                        "after_commit_median_ms": round(statistics.median(misses), 2),
+                    }
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(30)
             writer.conn.close()
     print(
         json.dumps(

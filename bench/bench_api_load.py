@@ -27,24 +27,18 @@ import math
 import os
 import platform
 import random
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 from bench_api import Writer
-from stack import bench_stack
+from stack import bench_stack, serve_api
 
 W = 60_000
 # The largest values the API has ever accepted (before issue 20): the mix draws up to these.
@@ -175,34 +169,6 @@ def load(
         list(pool.map(warm, range(workers)))
         began = time.perf_counter() + 0.2
         return list(pool.map(one, range(len(requests))))
-
-
-@contextmanager
-def serve_api(state: Path, port: int) -> Iterator[str]:
-    """``cinestream api`` on ``port`` (its log in ``state/api.log``) until the block ends."""
-    log = (state / "api.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cinestream.cli", "api", "--port", str(port)],
-        env=os.environ.copy(),
-        start_new_session=True,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/metrics/health", timeout=1).status_code in (200, 503):
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            raise SystemExit(f"the API did not answer on {base}; see {log.name}")
-        yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
-        log.close()
 
 
 def latency(seconds: list[float]) -> dict[str, float]:

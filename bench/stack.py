@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,3 +63,31 @@ def bench_stack(
             spark.stop()
         LocalKafka(settings).stop()
         LocalPostgres(settings).stop()
+
+
+@contextmanager
+def serve_api(state: Path, port: int) -> Iterator[str]:
+    """``cinestream api`` on ``port`` (its log in ``state/api.log``) until the block ends."""
+    log = (state / "api.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cinestream.cli", "api", "--port", str(port)],
+        env=os.environ.copy(),
+        start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/metrics/health", timeout=1).status_code in (200, 503):
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise SystemExit(f"the API did not answer on {base}; see {log.name}")
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+        log.close()
