@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
-	$(PY) -c "from cinestream.jars import jars; jars('kafka'); jars('spark')"
+	$(PY) -c "from cinestream.jars import jars; jars('kafka'); jars('spark'); jars('hadoop')"
 	bash infra/docs-assets/fetch.sh $(VENV)/share/cinestream/docs-assets
 	@touch $(STAMP)
 
