@@ -1,6 +1,7 @@
 """The jars cinestream runs on, resolved once from Maven Central with the poms in ``infra/``:
-the Kafka broker (local stack) and Spark's Kafka connector (every spark-submit, here or on a
-cluster). They live in ``.venv/share/cinestream/jars``."""
+the Kafka broker (local stack), Spark's Kafka connector (every spark-submit, here or on a
+cluster) and HDFS (the cluster profile's checkpoint storage). They live in
+``.venv/share/cinestream/jars``."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ JARS_DIR = Path(sys.prefix) / "share" / "cinestream" / "jars"
 
 
 def jars(kind: str) -> list[Path]:
-    """Resolve (once) and return the jars of ``kind`` (``kafka`` broker or ``spark`` connector)."""
+    """Resolve (once) and return the jars of ``kind``: ``kafka`` (the broker), ``spark`` (the
+    Kafka connector) or ``hadoop`` (the HDFS NameNode, DataNode and shell)."""
     target = JARS_DIR / kind
     marker = target / ".complete"
     if not marker.exists():
