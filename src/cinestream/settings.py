@@ -124,6 +124,9 @@ class Settings(BaseSettings):
 
     # Share of ratings that may go to the DLQ before the quality checks fail.
     max_dlq_share: float = Field(default=0.01, ge=0, le=1)
+    # Share of the traffic (valid + invalid records) that may be invalid in one cinestream_dlq
+    # report before the platform is marked degraded (/metrics/health, the dashboard).
+    dlq_degraded_share: float = Field(default=0.05, ge=0, le=1)
 
     @field_validator("window_types", mode="before")
     @classmethod
