@@ -20,6 +20,7 @@ from cinestream.errors import CinestreamError
 from cinestream.local.modes import private_file
 from cinestream.local.processes import ManagedProcess
 from cinestream.net import port_open
+from cinestream.orchestration.dlq_triage import DLQ_WATCH_GROUP
 from cinestream.settings import (
     REPO_ROOT,
     Settings,
@@ -67,7 +68,8 @@ def metadata_db_url(settings: Settings, database: str = "airflow") -> str:
 
 
 def connections(settings: Settings) -> dict[str, str]:
-    """``AIRFLOW_CONN_*`` variables: Kafka, Spark and the metrics database."""
+    """``AIRFLOW_CONN_*`` variables: Kafka (and the DLQ watcher's consumer), Spark and the
+    metrics database."""
     db = urlsplit(settings.resolved_database_url)
     master = settings.spark_master
     return {
@@ -77,6 +79,20 @@ def connections(settings: Settings) -> dict[str, str]:
                 "extra": {
                     **settings.kafka_client_config,
                     "group.id": "airflow",
+                    "socket.timeout.ms": 10000,
+                },
+            }
+        ),
+        # The consumer of the asset watcher on the DLQ (cinestream_dlq), in the triggerer: its
+        # own group, from the topic's start the first time, committing only what it has seen.
+        "AIRFLOW_CONN_CINESTREAM_DLQ_WATCH": json.dumps(
+            {
+                "conn_type": "kafka",
+                "extra": {
+                    **settings.kafka_client_config,
+                    "group.id": DLQ_WATCH_GROUP,
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": "false",
                     "socket.timeout.ms": 10000,
                 },
             }

@@ -230,3 +230,101 @@ def wait_for_pipeline_task(task_id: str = "wait_for_pipeline_runs") -> Any:
         return task_bodies.no_pipeline_run_active(ti)
 
     return wait()
+
+
+def audit_catchup_from() -> pendulum.DateTime:
+    """Where the daily audit's automatic catchup starts: the day of the backfill's catchup bound
+    (CINESTREAM_BACKFILL_CATCHUP before the stack's first start), so the first automatic run
+    audits the day the stack started in."""
+    return backfill_catchup_from().start_of("day")
+
+
+AUDIT_PARAMS: dict[str, Param] = {
+    "start": Param(
+        None,
+        type=["string", "null"],
+        description="Audit from this ISO-8601 time (with end; empty: the run's data interval).",
+    ),
+    "end": Param(
+        None,
+        type=["string", "null"],
+        description="Audit up to this ISO-8601 time, exclusive.",
+    ),
+}
+
+
+def audit_tasks(task_id: str = "audit") -> None:
+    """audit -> a backfill of each differing range (one mapped task per range) -> re-audit."""
+    from cinestream_spark import CinestreamSparkSubmitOperator
+
+    from cinestream.orchestration import audit_tasks as bodies
+    from cinestream.settings import Settings
+
+    def source(dag_run: Any) -> str:
+        return f"{dag_run.dag_id}/{dag_run.run_id}"
+
+    @task(task_id=task_id)
+    def audit(
+        params: dict[str, Any] | None = None,
+        data_interval_start: Any = None,
+        data_interval_end: Any = None,
+        dag_run: Any = None,
+    ) -> dict[str, Any]:
+        return bodies.audit(params, data_interval_start, data_interval_end, source(dag_run))
+
+    @task
+    def backfill_arguments(result: dict[str, Any]) -> list[list[str]]:
+        return bodies.backfill_arguments(result, Settings().backfill_margin)
+
+    @task(trigger_rule="none_failed")
+    def reaudit(result: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        return bodies.reaudit(result, source(dag_run))
+
+    job = task_bodies.spark_job_kwargs("ratings_backfill.py", [])
+    job.pop("application_args")
+    result: Any = audit()  # an XComArg: the audit's result at run time
+    arguments = backfill_arguments(result)
+    backfill = CinestreamSparkSubmitOperator.partial(
+        task_id="backfill_differing_hours",
+        conn_id="spark_default",
+        outlets=[WINDOW_METRICS],
+        **job,
+    ).expand(application_args=arguments)
+    backfill >> reaudit(result)
+
+
+def dlq_asset() -> Asset:
+    """The ``ratings_dlq`` topic as an asset, watched in the triggerer by the Kafka provider's
+    ``KafkaMessageQueueTrigger``: each burst of DLQ records is an asset event."""
+    from airflow.providers.apache.kafka.triggers.msg_queue import KafkaMessageQueueTrigger
+    from airflow.sdk import AssetWatcher
+
+    from cinestream.orchestration import dlq_triage
+    from cinestream.settings import Settings
+
+    settings = Settings()
+    trigger = KafkaMessageQueueTrigger(
+        topics=[settings.dlq_topic],
+        kafka_config_id=dlq_triage.DLQ_WATCH_CONN_ID,
+        apply_function="cinestream.orchestration.dlq_triage.dlq_arrived",
+        # The records of a burst after its first make no event: pass over them at once (the
+        # provider sleeps poll_interval after each such record).
+        poll_interval=0,
+    )
+    return Asset(
+        name=settings.dlq_topic,
+        uri=f"kafka://{settings.kafka_hosts[0]}/{settings.dlq_topic}",
+        watchers=[AssetWatcher(name=f"{settings.dlq_topic}_watcher", trigger=trigger)],
+    )
+
+
+def dlq_task(task_id: str = "triage") -> Any:
+    """The DLQ report of the records since the last one."""
+
+    @task(task_id=task_id)
+    def triage(triggering_asset_events: Any = None, dag_run: Any = None) -> dict[str, Any]:
+        from cinestream.orchestration import dlq_triage
+
+        return dlq_triage.triage(f"{dag_run.dag_id}/{dag_run.run_id}", triggering_asset_events)
+
+    return triage()

@@ -163,6 +163,56 @@ CREATE TABLE IF NOT EXISTS backfill_runs (
     skipped_open   integer     NOT NULL,
     finished_at    timestamptz NOT NULL DEFAULT now()
 );
+-- Reports of the checks Airflow runs (cinestream.store.reports), kept as history for the quality
+-- view; `reset` keeps them (they describe what was checked, not what the topics hold).
+-- One cinestream_audit step: the first audit of a range, or the re-audit of what it backfilled.
+CREATE TABLE IF NOT EXISTS audit_runs (
+    id           bigserial PRIMARY KEY,
+    run_at       timestamptz NOT NULL DEFAULT now(),
+    source       text        NOT NULL,
+    phase        text        NOT NULL,
+    range_start  timestamptz NOT NULL,
+    range_end    timestamptz NOT NULL,
+    ok           boolean     NOT NULL,
+    windows      integer     NOT NULL,
+    ratings      bigint      NOT NULL,
+    differences  integer     NOT NULL,
+    repair       jsonb       NOT NULL DEFAULT '[]'::jsonb,
+    lines        jsonb       NOT NULL DEFAULT '[]'::jsonb
+);
+CREATE INDEX IF NOT EXISTS audit_runs_run_at_idx ON audit_runs (run_at);
+-- One cinestream_dlq report: the DLQ records in [start_offsets, end_offsets) grouped by reason
+-- and producer key, against the traffic the store counted since the previous report.
+CREATE TABLE IF NOT EXISTS dlq_reports (
+    id            bigserial PRIMARY KEY,
+    run_at        timestamptz      NOT NULL DEFAULT now(),
+    source        text             NOT NULL,
+    dlq_topic     text             NOT NULL,
+    topic_id      text,
+    start_offsets jsonb            NOT NULL,
+    end_offsets   jsonb            NOT NULL,
+    invalid       bigint           NOT NULL,
+    valid         bigint           NOT NULL,
+    share         double precision NOT NULL,
+    threshold     double precision NOT NULL,
+    degraded      boolean          NOT NULL,
+    counted       jsonb            NOT NULL,
+    reasons       jsonb            NOT NULL,
+    keys          jsonb            NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dlq_reports_run_at_idx ON dlq_reports (run_at);
+-- Each Great Expectations suite's result in a cinestream_quality run.
+CREATE TABLE IF NOT EXISTS quality_runs (
+    id          bigserial PRIMARY KEY,
+    run_at      timestamptz NOT NULL DEFAULT now(),
+    source      text        NOT NULL,
+    suite       text        NOT NULL,
+    success     boolean     NOT NULL,
+    range_start text,
+    range_end   text,
+    failures    jsonb       NOT NULL DEFAULT '[]'::jsonb
+);
+CREATE INDEX IF NOT EXISTS quality_runs_run_at_idx ON quality_runs (run_at);
 """
 
 # The local stack creates a read-only role for the API; elsewhere it may not exist.
