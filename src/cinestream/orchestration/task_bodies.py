@@ -95,7 +95,7 @@ def clear_checkpoint(clear: bool) -> str:
 
 def preflight() -> str:
     """Fail with doctor's explanation when the processor would skip or double-count data."""
-    from cinestream.stream.checkpoint import LocalFS
+    from cinestream.stream.checkpoint import checkpoint_fs
     from cinestream.stream.start_plan import plan_start, unfinished_note
 
     settings = task_settings()
@@ -103,7 +103,9 @@ def preflight() -> str:
         schema.ensure_schema(conn)
         stored = stored_checkpoint(conn, settings.checkpoint_dir)
     try:
-        plan = plan_start(settings, LocalFS(), stored)
+        # file:// read in Python; hdfs:// (the cluster profile) through Hadoop's FileSystem.
+        with checkpoint_fs(settings.checkpoint_dir) as fs:
+            plan = plan_start(settings, fs, stored)
     except CheckpointMismatch as exc:
         raise CinestreamError(f"preflight failed (cinestream doctor says): {exc}") from exc
     if plan.skipped_by_latest:
