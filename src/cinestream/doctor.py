@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit
 
 from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
 from cinestream.kafka import admin
@@ -18,7 +17,7 @@ from cinestream.settings import Settings
 from cinestream.store import reads, schema
 from cinestream.store.checkpoints import CheckpointLock, StoredCheckpoint, stored_checkpoint
 from cinestream.store.connection import connect
-from cinestream.stream.checkpoint import LocalFS
+from cinestream.stream.checkpoint import CheckpointFS, checkpoint_fs, is_local
 from cinestream.stream.start_plan import LATEST_FIX, plan_start
 
 
@@ -249,17 +248,26 @@ def run_checks(settings: Settings) -> list[Check]:
 def _checkpoint_checks(
     s: Settings, stored: StoredCheckpoint, parts: list[admin.PartitionOffsets]
 ) -> Check:
-    if urlsplit(s.checkpoint_dir).scheme not in ("", "file"):
-        return Check(
-            "WARN",
-            "checkpoint",
-            f"{s.checkpoint_dir} is not local; only the processor itself verifies it",
-        )
     try:
-        plan = plan_start(s, LocalFS(), stored)
+        with checkpoint_fs(s.checkpoint_dir) as fs:
+            return _plan_check(s, fs, stored)
+    except CinestreamError as exc:
+        # The checkpoint's storage (an HDFS NameNode or DataNode) does not answer: one line
+        # naming the URI, and its fix.
+        if is_local(s.checkpoint_dir):
+            raise
+        problem, _, fix = str(exc).partition("; fix: ")
+        return Check("FAIL", "checkpoint", problem, fix or "cinestream status")
+
+
+def _plan_check(s: Settings, fs: CheckpointFS, stored: StoredCheckpoint) -> Check:
+    try:
+        plan = plan_start(s, fs, stored)
     except CheckpointMismatch as exc:
         return Check("FAIL", "checkpoint", exc.problem, exc.fix)
     except CinestreamError as exc:
+        if not is_local(s.checkpoint_dir) and "; fix: " in str(exc):
+            raise  # the storage failed: said by _checkpoint_checks
         return Check("FAIL", "checkpoint", str(exc), "cinestream topics create")
     if plan.resumed_batch is None and plan.from_store:
         return Check(

@@ -27,6 +27,11 @@ def _default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "cinestream"
 
 
+# The cluster profile's checkpoint on its HDFS, and where its NameNode listens by default.
+HDFS_CHECKPOINT_PATH = "/cinestream/checkpoints/ratings_stream_processor"
+HDFS_PORT_BELOW_KAFKA = 1072
+
+
 class Settings(BaseSettings):
     """Configuration read from ``CINESTREAM_*``; with nothing set it targets the local stack."""
 
@@ -66,7 +71,13 @@ class Settings(BaseSettings):
     # Airflow's metadata database; empty means a separate database in the local server.
     airflow_database_url: str = ""
 
+    # The processor's (and the backfill's) checkpoint: any Hadoop URI (file://, hdfs://, s3a://).
+    # Empty: file://<state dir>/checkpoints/... (single profile) or, in the cluster profile, the
+    # local HDFS the stack starts (hdfs://127.0.0.1:<hdfs_port>/cinestream/checkpoints/...).
     checkpoint_dir: str = ""
+    # The cluster profile's NameNode RPC port (its UI and the DataNode on the next four ports);
+    # 0: the first Kafka port - 1072 (8020 beside 9092).
+    hdfs_port: int = Field(default=0, ge=0, le=65530)
 
     # Event-time windows: tumbling_<size> or sliding_<size>_<slide>; the first is the default.
     window_types: Annotated[list[str], NoDecode] = ["tumbling_1min"]
@@ -214,6 +225,8 @@ class Settings(BaseSettings):
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
         if self.profile == "cluster":
             self._fill_cluster_defaults()
+        if not self.checkpoint_dir and self.cluster:
+            self.checkpoint_dir = f"{self.local_hdfs_url}{HDFS_CHECKPOINT_PATH}"
         if not self.checkpoint_dir:
             path = self.state_dir / "checkpoints" / "ratings_stream_processor"
             self.checkpoint_dir = path.as_uri()
@@ -240,6 +253,24 @@ class Settings(BaseSettings):
     def cluster(self) -> bool:
         """True in the cluster profile."""
         return self.profile == "cluster"
+
+    @property
+    def resolved_hdfs_port(self) -> int:
+        """The local NameNode's RPC port: CINESTREAM_HDFS_PORT, else the first Kafka port - 1072."""
+        if self.hdfs_port:
+            return self.hdfs_port
+        port = int(self.kafka_hosts[0].rpartition(":")[2] or 9092) - HDFS_PORT_BELOW_KAFKA
+        return port if 1024 < port < 65530 else 8020
+
+    @property
+    def local_hdfs_url(self) -> str:
+        """``hdfs://127.0.0.1:<port>``: the HDFS the cluster profile starts."""
+        return f"hdfs://127.0.0.1:{self.resolved_hdfs_port}"
+
+    @property
+    def uses_local_hdfs(self) -> bool:
+        """True in the cluster profile when the checkpoint is on the HDFS the stack starts."""
+        return self.cluster and self.checkpoint_dir.startswith(self.local_hdfs_url + "/")
 
     @property
     def kafka_hosts(self) -> list[str]:

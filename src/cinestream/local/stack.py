@@ -6,15 +6,16 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from cinestream.errors import CinestreamError, first_line
 from cinestream.jars import jars
 from cinestream.kafka import admin
 from cinestream.local import airflow, modes
+from cinestream.local.hdfs import LocalHDFS
 from cinestream.local.kafka import LocalKafka
 from cinestream.local.postgres import LocalPostgres, server_gid
 from cinestream.local.processes import (
@@ -31,7 +32,7 @@ from cinestream.settings import Settings, private_dir, written_once
 from cinestream.store import pipeline, schema
 from cinestream.store.checkpoints import CheckpointLock
 from cinestream.store.connection import connect, reachable
-from cinestream.stream.checkpoint import delete_local_checkpoint
+from cinestream.stream.checkpoint import delete_checkpoint
 from cinestream.stream.start_plan import request_stop, stop_file
 
 log = logging.getLogger("cinestream.stack")
@@ -89,13 +90,26 @@ def secure_state_dir(settings: Settings) -> list[modes.Loose]:
 
 def start_infra(settings: Settings) -> None:
     """PostgreSQL (unless external), Kafka, topics and the schema; in the cluster profile
-    three brokers and the Spark standalone master and workers."""
+    three brokers, the Spark standalone master and workers, and the HDFS NameNode and DataNode
+    that hold the checkpoints."""
     jars("spark")  # resolve the connector now rather than in the middle of the first run
+    hdfs = LocalHDFS(settings) if settings.uses_local_hdfs else None
+    if hdfs is not None:
+        # Launched first and waited for last: the two JVMs start while Kafka and Spark do.
+        hdfs.launch()
     LocalPostgres(settings).start()
     if settings.uses_local_kafka:
         LocalKafka(settings).start()
     if settings.cluster and settings.uses_local_spark_cluster:
         LocalSpark(settings).start()
+    if hdfs is not None:
+        hdfs.wait_ready()
+        log.info(
+            "HDFS %s (NameNode UI %s): checkpoints in %s",
+            hdfs.url,
+            hdfs.ui_url(hdfs.namenode),
+            settings.checkpoint_dir,
+        )
     created = admin.create_topics(settings)
     if created:
         log.info("created topics %s", ", ".join(created))
@@ -260,10 +274,15 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     spark = LocalSpark(settings)
     for daemon in (*spark.workers, spark.master):
         yield daemon.name, spark.process(daemon).stop()
-    kafka = LocalKafka(settings)  # every node at once; one line per node ("kafka" when single)
-    running = {n.name: kafka.process(n).pid() is not None for n in kafka.nodes}
-    kafka.stop()
-    yield from running.items()
+    # HDFS (nothing writes checkpoints any more) and Kafka stop side by side.
+    hdfs = LocalHDFS(settings)
+    with ThreadPoolExecutor(1) as pool:
+        hdfs_stopped = pool.submit(hdfs.stop)
+        kafka = LocalKafka(settings)  # one line per node ("kafka" when single)
+        running = {n.name: kafka.process(n).pid() is not None for n in kafka.nodes}
+        kafka.stop()
+        yield from running.items()
+        yield from hdfs_stopped.result().items()
     yield "postgres", LocalPostgres(settings).stop()
 
 
@@ -275,14 +294,8 @@ def reset_checkpoint(settings: Settings, *, accept_deleted: bool = False) -> Ite
     if stop_processor(settings):
         yield "stopped the processor"
     checkpoint = settings.checkpoint_dir
-    if urlsplit(checkpoint).scheme in ("", "file"):
-        deleted = delete_local_checkpoint(checkpoint)
-        yield ("deleted checkpoint " if deleted else "no checkpoint at ") + checkpoint
-    else:
-        yield (
-            f"cinestream cannot delete {checkpoint} from here: remove it with the storage's "
-            f"tools (e.g. `hadoop fs -rm -r -f {checkpoint}`) before the next run"
-        )
+    deleted = delete_checkpoint(checkpoint)
+    yield ("deleted checkpoint " if deleted else "no checkpoint at ") + checkpoint
     topic = settings.ratings_topic
     with connect(settings.resolved_database_url) as conn:
         schema.ensure_schema(conn)
@@ -337,9 +350,7 @@ def reset(settings: Settings, *, keep_topics: bool) -> Iterator[str]:
         created = admin.create_topics(settings)
         yield f"created topics: {', '.join(created)}"
     yield (
-        "deleted checkpoint "
-        if delete_local_checkpoint(settings.checkpoint_dir)
-        else "no checkpoint at "
+        "deleted checkpoint " if delete_checkpoint(settings.checkpoint_dir) else "no checkpoint at "
     ) + settings.checkpoint_dir
     with connect(settings.resolved_database_url) as conn:
         schema.ensure_schema(conn)
@@ -399,6 +410,34 @@ def _cluster_states(settings: Settings) -> dict[str, str]:
             )
         else:
             states[daemon.name] = f"running (pid {pid}, UI port {daemon.ui_port})"
+    if settings.uses_local_hdfs:
+        states.update(_hdfs_states(settings))
+    return states
+
+
+def _hdfs_states(settings: Settings) -> dict[str, str]:
+    """hdfs-namenode and hdfs-datanode: whether each runs, with its URL."""
+    hdfs = LocalHDFS(settings)
+    states = {}
+    state = hdfs.state()
+    for daemon in hdfs.daemons:
+        pid = hdfs.process(daemon).pid()
+        if pid is None:
+            states[daemon.name] = "stopped"
+        elif daemon is hdfs.namenode:
+            detail = (
+                f"{state['state']}, {state['live_datanodes']} live DataNode(s)"
+                + (", in safe mode" if state["safemode"] else "")
+                if state
+                else "not answering yet"
+            )
+            states[daemon.name] = (
+                f"running (pid {pid}, {hdfs.url}, UI {hdfs.ui_url(daemon)}, {detail})"
+            )
+        else:
+            states[daemon.name] = (
+                f"running (pid {pid}, data 127.0.0.1:{hdfs.port + 2}, UI {hdfs.ui_url(daemon)})"
+            )
     return states
 
 
@@ -464,6 +503,12 @@ def where_to_look(settings: Settings) -> str:
                 [
                     f"  Spark       {settings.spark_master}  (master UI "
                     f"{LocalSpark(settings).ui_url}, two one-core workers)",
+                    f"  checkpoint  {settings.checkpoint_dir}"
+                    + (
+                        f"  (HDFS NameNode UI {hdfs.ui_url(hdfs.namenode)})"
+                        if settings.uses_local_hdfs and (hdfs := LocalHDFS(settings))
+                        else ""
+                    ),
                     "  credentials cinestream status --json  (kafka_client_config)",
                 ]
                 if settings.cluster

@@ -54,6 +54,7 @@ from cinestream.stream.checkpoint import (
     initial_offsets,
     mark_not_done,
     query_id,
+    storage_error,
 )
 from cinestream.stream.start_plan import StartPlan, plan_start, stop_file, unfinished_note
 from cinestream.timeparse import spark_interval
@@ -318,7 +319,12 @@ class StreamProcessor:
                 )
                 return 0
             if error is not None:
-                message = str(error.desc if hasattr(error, "desc") else error).splitlines()[0]
+                text = str(error.desc if hasattr(error, "desc") else error)
+                # A checkpoint storage that failed (an HDFS NameNode or DataNode gone) is said
+                # as such, with its fix, not as Spark's first line alone.
+                message = storage_error(self.settings.checkpoint_dir, text) or (
+                    text.splitlines()[0] if text.strip() else text
+                )
             else:
                 message = f"the last batch's commit failed: {commit_error}"
             backoff = budget.failed()
