@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # The cluster profile's NameNode RPC port (its UI and the DataNode on the next four ports);
     # 0: the first Kafka port - 1072 (8020 beside 9092).
     hdfs_port: int = Field(default=0, ge=0, le=65530)
+    # Replicas per block of the checkpoint files the Spark jobs write on HDFS; 0: 1 on the
+    # cluster profile's own HDFS (one DataNode), else the file system's default.
+    hdfs_replication: int = Field(default=0, ge=0)
 
     # Event-time windows: tumbling_<size> or sliding_<size>_<slide>; the first is the default.
     window_types: Annotated[list[str], NoDecode] = ["tumbling_1min"]

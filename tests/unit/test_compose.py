@@ -17,6 +17,7 @@ from cinestream.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 RAW = (REPO / "docker-compose.yml").read_text()
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:\?[^}]*)?\}")
+HADOOP_VAR = re.compile(r"^(CORE|HDFS)-SITE\.XML_(dfs|fs)\.[a-zA-Z0-9.-]+$")
 
 
 def compose() -> dict[str, Any]:
@@ -105,6 +106,9 @@ def test_every_environment_variable_is_read_by_someone() -> None:
         for var in service.get("environment", {}):
             if name.startswith("kafka-"):
                 assert f"${{{var}" in kafka_script, (name, var)
+            elif name in ("namenode", "datanode"):
+                # apache/hadoop's entrypoint writes <FILE>_<property> into that file.
+                assert HADOOP_VAR.match(var) or var == "ENSURE_NAMENODE_DIR", (name, var)
             elif var.startswith("CINESTREAM_") and name != "postgres":
                 assert var in fields, (name, var)
             elif var.startswith("AIRFLOW_CONN_"):
@@ -240,3 +244,51 @@ def test_the_read_only_role_has_the_local_stacks_statement_timeout() -> None:
     source = (REPO / "src/cinestream/store/schema.py").read_text()
     (local,) = re.findall(r'reader_statement_timeout = "(\w+)"', source)
     assert f"ALTER ROLE cinestream_reader SET statement_timeout = '{local}';" in script
+
+
+def test_the_checkpoint_is_on_hdfs() -> None:
+    """namenode and datanode (pinned, healthchecked, on volumes of their own, not published)
+    hold the processor's checkpoint; every writer waits for both and none shares a file volume
+    for checkpoints any more."""
+    services = compose()["services"]
+    hdfs = {n: services[n] for n in ("namenode", "datanode")}
+    for name, service in hdfs.items():
+        assert re.fullmatch(r"apache/hadoop:3\.\d+\.\d+", service["image"]), (name, service)
+        assert service["command"] == ["hdfs", name]
+        assert service["healthcheck"]["test"], name
+        assert "ports" not in service, name
+    env = hdfs["namenode"]["environment"]
+    assert env == {**hdfs["datanode"]["environment"], "ENSURE_NAMENODE_DIR": "/hadoop/dfs/name"}
+    assert env["CORE-SITE.XML_fs.defaultFS"] == "hdfs://namenode:8020"
+    assert "-safemode get" in " ".join(hdfs["namenode"]["healthcheck"]["test"])
+    # Each daemon's storage directory is the one its volume is mounted on.
+    volumes = {n: dict(v.split(":")[::-1] for v in s["volumes"]) for n, s in hdfs.items()}
+    name_dir = env["HDFS-SITE.XML_dfs.namenode.name.dir"].removeprefix("file://")
+    data_dir = env["HDFS-SITE.XML_dfs.datanode.data.dir"].removeprefix("file://")
+    assert volumes["namenode"] == {name_dir: "hdfs-name"}
+    assert volumes["datanode"] == {data_dir: "hdfs-data"}
+    assert {"hdfs-name", "hdfs-data"} <= set(compose()["volumes"])
+    assert "checkpoints" not in compose()["volumes"]
+
+    writer = services["airflow-scheduler"]["environment"]
+    checkpoint = writer["CINESTREAM_CHECKPOINT_DIR"]
+    assert checkpoint == "hdfs://namenode:8020/cinestream/checkpoints/ratings_stream_processor"
+    for name, service in services.items():
+        assert not any("checkpoints" in v for v in service.get("volumes", [])), name
+        # Airflow's services start after airflow-init, which waits for Kafka and HDFS alike.
+        if "kafka-1" in service.get("depends_on", {}) and name.startswith("airflow-"):
+            depends = service["depends_on"]
+            for dep in ("namenode", "datanode"):
+                assert depends[dep]["condition"] == "service_healthy", (name, dep)
+    assert "namenode" in services["airflow-init"]["depends_on"]
+
+    # The drivers write one replica per block, as the one DataNode holds.
+    from cinestream.stream.submit import spark_conf
+
+    settings = Settings(
+        checkpoint_dir=checkpoint,
+        hdfs_replication=int(writer["CINESTREAM_HDFS_REPLICATION"]),
+        spark_master=writer["CINESTREAM_SPARK_MASTER"],
+    )
+    assert spark_conf(settings)["spark.hadoop.dfs.replication"] == "1"
+    assert env["HDFS-SITE.XML_dfs.replication"] == "1"

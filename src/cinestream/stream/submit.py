@@ -83,10 +83,11 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         conf["spark.driver.bindAddress"] = "127.0.0.1"
     if authenticates_to_local_cluster(settings):
         conf["spark.authenticate"] = "true"  # its secret: spark_properties_file
-    if settings.uses_local_hdfs:
-        # The cluster profile's HDFS has one DataNode: one replica per block (the client's
-        # default 3 would leave every checkpoint file under-replicated).
-        conf["spark.hadoop.dfs.replication"] = "1"
+    replication = settings.hdfs_replication or (1 if settings.uses_local_hdfs else 0)
+    if replication:
+        # The cluster profile's HDFS (and compose's) has one DataNode: one replica per block
+        # (the client's default 3 would leave every checkpoint file under-replicated).
+        conf["spark.hadoop.dfs.replication"] = str(replication)
     return conf
 
 
