@@ -11,6 +11,7 @@ data transfer on + 2, web UI on + 3 and IPC on + 4.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ NAMENODE_MAIN = "org.apache.hadoop.hdfs.server.namenode.NameNode"
 DATANODE_MAIN = "org.apache.hadoop.hdfs.server.datanode.DataNode"
 # The NameNode's cluster id, written by the first format (any DataNode it meets must share it).
 CLUSTER_ID = "cinestream"
+# A DataNode the NameNode heard from this many seconds ago at most is taken as up.
+HEARD_S = 5
 
 LOG4J = "\n".join(
     [
@@ -83,6 +86,7 @@ class LocalHDFS:
         self.port = settings.resolved_hdfs_port
         self.namenode = HdfsDaemon("hdfs-namenode", NAMENODE_MAIN, self.port + 1)
         self.datanode = HdfsDaemon("hdfs-datanode", DATANODE_MAIN, self.port + 3)
+        self._http: httpx.Client | None = None
 
     @property
     def daemons(self) -> list[HdfsDaemon]:
@@ -230,12 +234,14 @@ class LocalHDFS:
         for daemon in self.daemons:
             self.start_daemon(daemon)
 
-    def jmx(self, bean: str) -> dict[str, Any]:
-        """One bean of the NameNode's JMX servlet; empty when it does not answer."""
+    def jmx(self, daemon: HdfsDaemon, bean: str) -> dict[str, Any]:
+        """One bean of a daemon's JMX servlet; empty when it does not answer."""
+        if self._http is None:
+            # One kept-alive connection for every poll (a new one each time would churn through
+            # ephemeral ports, among them the ones the daemons are about to bind).
+            self._http = httpx.Client(timeout=3)
         try:
-            answer = httpx.get(
-                f"{self.ui_url(self.namenode)}/jmx", params={"qry": bean}, timeout=3
-            ).json()
+            answer = self._http.get(f"{self.ui_url(daemon)}/jmx", params={"qry": bean}).json()
         except (httpx.HTTPError, ValueError):
             return {}
         beans = answer.get("beans") or [{}]
@@ -244,23 +250,35 @@ class LocalHDFS:
     def state(self) -> dict[str, Any]:
         """Live DataNodes and the safe-mode flag as the NameNode reports them (empty when it
         does not answer)."""
-        fs = self.jmx("Hadoop:service=NameNode,name=FSNamesystemState")
+        fs = self.jmx(self.namenode, "Hadoop:service=NameNode,name=FSNamesystemState")
         if not fs:
             return {}
-        info = self.jmx("Hadoop:service=NameNode,name=NameNodeInfo")
+        info = self.jmx(self.namenode, "Hadoop:service=NameNode,name=NameNodeInfo")
+        try:
+            nodes = json.loads(info.get("LiveNodes") or "{}")
+        except ValueError:
+            nodes = {}
         return {
             "live_datanodes": int(fs.get("NumLiveDataNodes", 0)),
+            # DataNodes heard from in the last few seconds (one heartbeat every 3 s): the
+            # NameNode counts a DataNode that was killed as live for a minute more.
+            "heard_datanodes": sum(
+                1 for n in nodes.values() if int(n.get("lastContact", 99)) <= HEARD_S
+            ),
             "state": fs.get("FSState", "?"),
             "safemode": bool(info.get("Safemode")),
         }
 
     def ready(self) -> bool:
-        """True when the NameNode answers, is out of safe mode and counts a live DataNode."""
+        """True when the NameNode answers, is out of safe mode and has just heard from its
+        DataNode."""
         state = self.state()
-        return bool(state) and state["live_datanodes"] >= 1 and not state["safemode"]
+        return bool(state) and state["heard_datanodes"] >= 1 and not state["safemode"]
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         """Wait until writes can succeed: the NameNode out of safe mode with its DataNode."""
+
+        rebinds = {d.name: 0 for d in self.daemons}
 
         def up() -> bool:
             for daemon in self.daemons:
@@ -269,13 +287,23 @@ class LocalHDFS:
                 if pid is not None:  # reap it if it exited as our child (else a zombie runs)
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(pid, os.WNOHANG)
-                if proc.pid() is None:
-                    lines = proc.log_file.read_text(errors="replace").splitlines()
-                    errors = [x for x in lines if " ERROR " in x or "Exception" in x]
-                    raise CinestreamError(
-                        f"{daemon.name} exited; see {proc.log_file}: "
-                        + (errors[:1] or lines[-1:] or ["(empty log)"])[0][-400:]
-                    )
+                if proc.pid() is not None:
+                    continue
+                text = proc.log_file.read_text(errors="replace")
+                tail = text[text.rfind("STARTUP_MSG: Starting") :]
+                if "Address already in use" in tail and rebinds[daemon.name] < 2:
+                    # Its port was free when checked but taken at bind time (the test stacks'
+                    # ports lie in the ephemeral range, where any client connection can hold
+                    # one for a moment): start it again.
+                    rebinds[daemon.name] += 1
+                    log.warning("%s could not bind its port; starting it again", daemon.name)
+                    self.start_daemon(daemon)
+                    continue
+                errors = [x for x in tail.splitlines() if " ERROR " in x or "Exception" in x]
+                raise CinestreamError(
+                    f"{daemon.name} exited; see {proc.log_file}: "
+                    + (errors[:1] or tail.splitlines()[-1:] or ["(empty log)"])[0][-400:]
+                )
             return self.ready()
 
         log_file = self.process(self.datanode).log_file

@@ -271,9 +271,10 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     if strays:
         log.info("stopping %d processes Airflow had started (tasks, Spark jobs)", len(strays))
     yield "airflow-tasks", kill_processes(strays) > 0
-    spark = LocalSpark(settings)
-    for daemon in (*spark.workers, spark.master):
-        yield daemon.name, spark.process(daemon).stop()
+    spark = LocalSpark(settings)  # the workers side by side (stateless: a short timeout)
+    running = spark.running()
+    spark.stop()
+    yield from running.items()
     # HDFS (nothing writes checkpoints any more) and Kafka stop side by side.
     hdfs = LocalHDFS(settings)
     with ThreadPoolExecutor(1) as pool:
