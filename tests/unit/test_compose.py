@@ -282,6 +282,10 @@ def test_the_checkpoint_is_on_hdfs() -> None:
                 assert depends[dep]["condition"] == "service_healthy", (name, dep)
     assert "namenode" in services["airflow-init"]["depends_on"]
 
+    # The tasks that read or clear the checkpoint without Spark have Hadoop's shell in the image.
+    dockerfile = (REPO / "infra/compose/Dockerfile").read_text()
+    assert "jars('hadoop')" in dockerfile
+
     # The drivers write one replica per block, as the one DataNode holds.
     from cinestream.stream.submit import spark_conf
 
