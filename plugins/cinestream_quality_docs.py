@@ -4,7 +4,11 @@ A FastAPI app mounted by the api-server at /cinestream-quality, with a navigatio
 (Browse -> Data quality (cinestream)):
 
 - ``/cinestream-quality/``: a compact view, per suite the latest run, pass/fail and each failed
-  expectation with its observed value, linking to the Data Docs;
+  expectation with its observed value, linking to the Data Docs; then the last 24 hours as
+  strips of pass/fail per suite, per audit (``cinestream_audit``) and of the DLQ reports
+  (``cinestream_dlq``), each mark linking to its Airflow run or its report;
+- ``/cinestream-quality/audits/{id}`` and ``/cinestream-quality/dlq/{id}``: one audit with its
+  differing windows, one DLQ report with its reasons and producer keys;
 - ``/cinestream-quality/docs/``: the Great Expectations Data Docs, whose scripts and styles are
   served from the site itself (``cinestream.docs_assets``): nothing is loaded from a CDN.
 
@@ -13,6 +17,8 @@ Self-contained HTML (inline styles): the view works on a machine without interne
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from cinestream.quality import docs_dir, read_summary
 from cinestream.settings import Settings
 
+HISTORY = timedelta(hours=24)
+
 PREFIX = "/cinestream-quality"
 
 STYLE = """
@@ -33,10 +41,16 @@ th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #d9dee
   vertical-align: top; }
 .ok { color: #137333; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; }
 code { background: #f1f3f5; padding: 0 .2rem; } ul { margin: 0; padding-left: 1.1rem; }
+.strip { display: flex; gap: 2px; flex-wrap: wrap; }
+.strip a { display: inline-block; width: 12px; height: 20px; border-radius: 2px; }
+.strip a.pass { background: #34a853; } .strip a.failed { background: #d93025; }
+.banner { background: #fce8e6; border: 1px solid #d93025; padding: .6rem; margin: 1rem 0; }
 """
 
 
-def render_summary(summary: dict[str, Any], docs_href: str) -> str:
+def render_summary(
+    summary: dict[str, Any], docs_href: str, history: dict[str, list[dict[str, Any]]] | None = None
+) -> str:
     """The compact quality view: one row per suite, its failed expectations listed."""
     rows = []
     for name, suite in sorted(summary.get("suites", {}).items()):
@@ -62,11 +76,160 @@ def render_summary(summary: dict[str, Any], docs_href: str) -> str:
         else "<p>No validation yet: run the <code>cinestream_quality</code> DAG or "
         "<code>cinestream validate</code>.</p>"
     )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>cinestream data quality</title>"
-        f"<style>{STYLE}</style></head><body><h1>cinestream data quality</h1>"
+    history_html = render_history(history) if history is not None else ""
+    return page(
+        "cinestream data quality",
         f"<p>Latest result of each Great Expectations suite; the full report is in the "
-        f"<a href='{docs_href}'>Data Docs</a>.</p>{body}</body></html>"
+        f"<a href='{docs_href}'>Data Docs</a>.</p>{body}{history_html}",
+    )
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page."""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
+
+
+def run_href(source: str) -> str:
+    """The Airflow UI page of the DAG run a result came from (``dag_id/run_id``)."""
+    from urllib.parse import quote
+
+    dag_id, _, run_id = source.partition("/")
+    if not run_id:
+        return "#"
+    return f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def _when(value: Any) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "?"
+
+
+def strip(
+    rows: list[dict[str, Any]],
+    ok: Callable[[dict[str, Any]], bool],
+    title: Callable[[dict[str, Any]], str],
+    href: Callable[[dict[str, Any]], str],
+) -> str:
+    """One mark per result, oldest first: green passed, red failed; each links to its page."""
+    marks = "".join(
+        f"<a class='{'pass' if ok(r) else 'failed'}' href='{escape(href(r))}' "
+        f"title='{escape(title(r))}'></a>"
+        for r in rows
+    )
+    return f"<div class='strip'>{marks}</div>" if rows else "<em>no result</em>"
+
+
+def render_history(history: dict[str, list[dict[str, Any]]]) -> str:
+    """The last 24 hours: a strip per suite, per audit phase and of the DLQ reports, then the
+    latest audit's differing windows and the latest DLQ report's verdict."""
+    rows = []
+    suites: dict[str, list[dict[str, Any]]] = {}
+    for r in history.get("suites", []):
+        suites.setdefault(r["suite"], []).append(r)
+    for name, results in sorted(suites.items()):
+        rows.append(
+            f"<tr><td>suite {escape(name)}</td><td>"
+            + strip(
+                results,
+                lambda r: bool(r["success"]),
+                lambda r: f"{_when(r['run_at'])} {'PASS' if r['success'] else 'FAIL'}",
+                lambda r: run_href(r["source"]),
+            )
+            + "</td></tr>"
+        )
+    audits = history.get("audits", [])
+    for phase in ("audit", "re-audit"):
+        results = [a for a in audits if a["phase"] == phase]
+        rows.append(
+            f"<tr><td>{'audit' if phase == 'audit' else 'audit after backfill'}</td><td>"
+            + strip(
+                results,
+                lambda a: bool(a["ok"]),
+                lambda a: (
+                    f"{_when(a['run_at'])} [{_when(a['range_start'])}, "
+                    f"{_when(a['range_end'])}) {a['differences']} differ"
+                ),
+                lambda a: f"{PREFIX}/audits/{a['id']}",
+            )
+            + "</td></tr>"
+        )
+    dlq = history.get("dlq", [])
+    rows.append(
+        "<tr><td>DLQ reports</td><td>"
+        + strip(
+            dlq,
+            lambda d: not d["degraded"],
+            lambda d: f"{_when(d['run_at'])} {d['invalid']} invalid, share {d['share']:.2%}",
+            lambda d: f"{PREFIX}/dlq/{d['id']}",
+        )
+        + "</td></tr>"
+    )
+    body = "<h2>Last 24 hours</h2><table><tr><th>check</th><th>results (oldest first)</th></tr>"
+    body += "".join(rows) + "</table>"
+    if dlq and dlq[-1]["degraded"]:
+        last = dlq[-1]
+        body += (
+            f"<div class='banner'><b>DEGRADED</b>: invalid records are {last['share']:.2%} of "
+            f"the traffic (threshold {last['threshold']:.2%}); "
+            f"<a href='{PREFIX}/dlq/{last['id']}'>DLQ report {last['id']}</a></div>"
+        )
+    failed = [a for a in audits if not a["ok"]]
+    if failed:
+        last = failed[-1]
+        body += (
+            f"<p>Latest audit with differences: <a href='{PREFIX}/audits/{last['id']}'>audit "
+            f"{last['id']}</a> of [{_when(last['range_start'])}, {_when(last['range_end'])}): "
+            f"{last['differences']} windows differ; backfilled: "
+            + escape(", ".join(f"[{a}, {b})" for a, b in last["repair"]) or "nothing")
+            + "</p>"
+        )
+    return body
+
+
+def render_audit(run: dict[str, Any]) -> str:
+    """One audit step: its verdict, the ranges backfilled, and its lines (every DIFF)."""
+    lines = "".join(
+        f"<li class='{'fail' if line.startswith(('DIFF', 'FAIL')) else ''}'>"
+        f"<code>{escape(line)}</code></li>"
+        for line in run["lines"]
+    )
+    repair = ", ".join(f"[{a}, {b})" for a, b in run["repair"]) or "nothing"
+    return page(
+        f"cinestream audit {run['id']}",
+        f"<p class='{'ok' if run['ok'] else 'fail'}'>{'PASS' if run['ok'] else 'FAIL'}</p>"
+        f"<p>{escape(run['phase'])} of [{_when(run['range_start'])}, {_when(run['range_end'])})"
+        f" at {_when(run['run_at'])}: {run['windows']} windows, {run['ratings']} ratings, "
+        f"{run['differences']} differ; backfilled: {escape(repair)}; "
+        f"<a href='{escape(run_href(run['source']))}'>Airflow run</a></p><ul>{lines}</ul>",
+    )
+
+
+def render_dlq(report: dict[str, Any]) -> str:
+    """One DLQ report: the verdict, then the records by reason and by producer key."""
+    reasons = "".join(
+        f"<tr><td>{g['count']}</td><td>{escape(g['reason'])}</td>"
+        f"<td><code>{escape(g.get('example', ''))}</code></td></tr>"
+        for g in report["reasons"]
+    )
+    keys = "".join(
+        f"<tr><td>{g['count']}</td><td><code>{escape(g['key'])}</code></td>"
+        f"<td>{escape('; '.join(f'{r}: {n}' for r, n in g.get('reasons', {}).items()))}</td></tr>"
+        for g in report["keys"]
+    )
+    word = "DEGRADED" if report["degraded"] else "OK"
+    return page(
+        f"cinestream DLQ report {report['id']}",
+        f"<p class='{'fail' if report['degraded'] else 'ok'}'>{word}</p>"
+        f"<p>{report['invalid']} invalid and {report['valid']} valid records in "
+        f"{escape(report['dlq_topic'])} offsets {escape(str(report['start_offsets']))} .. "
+        f"{escape(str(report['end_offsets']))}; invalid share over the last hour "
+        f"{report['share']:.2%} (threshold {report['threshold']:.2%}); "
+        f"<a href='{escape(run_href(report['source']))}'>Airflow run</a></p>"
+        "<h2>By reason</h2><table><tr><th>records</th><th>reason</th><th>example</th></tr>"
+        f"{reasons}</table><h2>By producer key</h2><table><tr><th>records</th><th>key</th>"
+        f"<th>reasons</th></tr>{keys}</table>",
     )
 
 
@@ -79,9 +242,45 @@ def create_docs_app(root: Path | None = None, settings: Settings | None = None) 
     def site() -> Path:
         return root or docs_dir(current())
 
+    def store(read: Callable[[Any], Any]) -> Any:
+        from cinestream.store import schema
+        from cinestream.store.connection import connect
+
+        with connect(current().resolved_database_url) as conn:
+            schema.ensure_schema(conn)
+            return read(conn)
+
     @app.get("/", response_class=HTMLResponse)
     def summary() -> str:
-        return render_summary(read_summary(current()), f"{PREFIX}/docs/")
+        from cinestream.errors import ServiceUnavailable
+        from cinestream.store import reports
+
+        since = datetime.now(tz=UTC) - HISTORY
+        try:
+            history = store(lambda conn: reports.history(conn, since))
+        except ServiceUnavailable as exc:
+            return render_summary(read_summary(current()), f"{PREFIX}/docs/") + (
+                f"<p class='fail'>History unavailable: {escape(str(exc))}</p>"
+            )
+        return render_summary(read_summary(current()), f"{PREFIX}/docs/", history)
+
+    @app.get("/audits/{run_id}", response_class=HTMLResponse)
+    def audit(run_id: int) -> str:
+        from cinestream.store import reports
+
+        run = store(lambda conn: reports.audit_run(conn, run_id))
+        if run is None:
+            raise HTTPException(status_code=404, detail=f"no audit {run_id}")
+        return render_audit(run)
+
+    @app.get("/dlq/{report_id}", response_class=HTMLResponse)
+    def dlq(report_id: int) -> str:
+        from cinestream.store import reports
+
+        report = store(lambda conn: reports.dlq_report(conn, report_id))
+        if report is None:
+            raise HTTPException(status_code=404, detail=f"no DLQ report {report_id}")
+        return render_dlq(report)
 
     @app.get("/docs/", response_model=None)
     def index() -> HTMLResponse | FileResponse:

@@ -57,6 +57,21 @@ def live() -> None:
         )
         return
 
+    try:
+        data = httpx.get(f"{settings.api_url}/metrics/health", timeout=5).json().get("data")
+    except (httpx.HTTPError, ValueError):
+        data = None
+    if data and data.get("state") == "degraded":
+        # cinestream_dlq's verdict: too many invalid records (the quality view has the report).
+        st.error(
+            f"Degraded: {data['reason']}. DLQ report {data['dlq_report']} in the Airflow UI, "
+            f"Browse -> Data quality (cinestream) ({settings.airflow_url}/cinestream-quality/)."
+        )
+        st.markdown(
+            f"<span data-testid='degraded' style='display:none'>{data['invalid_share']}</span>",
+            unsafe_allow_html=True,
+        )
+
     future = summary.get("future_windows") or {}
     if future.get("windows"):
         # A producer's clock ahead of ours: reported, never drawn as the live state.

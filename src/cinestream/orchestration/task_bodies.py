@@ -282,6 +282,7 @@ def run_quality(start: str | None = None, end: str | None = None) -> dict[str, A
         parse_instant(start) if start else None,
         parse_instant(end) if end else None,
     )
+    record_quality_history(report, start, end)
     if not report.success:
         raise CinestreamError(
             "data quality failed: " + "; ".join(f.line() for f in report.failures[:10])
@@ -291,6 +292,31 @@ def run_quality(start: str | None = None, end: str | None = None) -> dict[str, A
         # yet; doctor and /metrics/summary report them.
         log.warning("%s", report.lines()[0])
     return {"suites": report.suites, "docs": str(report.docs_index), "checked": report.checked}
+
+
+def record_quality_history(report: Any, start: str | None, end: str | None) -> None:
+    """Each suite's result of this run in ``quality_runs`` (the quality view's 24-hour strips);
+    a failure to record is logged, never the task's failure."""
+    from cinestream.store import reports
+
+    try:
+        from airflow.sdk import get_current_context
+
+        run = get_current_context()["dag_run"]
+        source = f"{run.dag_id}/{run.run_id}"
+    except Exception:  # noqa: BLE001 - outside a task (a test calling the body): no run id
+        source = "cinestream_quality"
+    failures: dict[str, list[dict[str, Any]]] = {}
+    for f in report.failures:
+        failures.setdefault(f.suite, []).append(
+            {"expectation": f.expectation, "column": f.column, "observed": str(f.observed)}
+        )
+    try:
+        with connect(task_settings().resolved_database_url) as conn:
+            schema.ensure_schema(conn)
+            reports.record_quality(conn, source, report.suites, failures, start, end)
+    except (ServiceUnavailable, psycopg.Error) as exc:
+        log.warning("could not record the suites' results for the quality view: %s", exc)
 
 
 def ratings_end_offsets() -> dict[int, int]:
