@@ -18,6 +18,8 @@ EXPECTED = {
     "cinestream_backfill",
     "cinestream_quality",
     "cinestream_reset",
+    "cinestream_audit",
+    "cinestream_dlq",
     "cinestream_pipeline",
 }
 
