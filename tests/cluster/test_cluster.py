@@ -1,10 +1,11 @@
-"""The cluster profile on this machine: three KRaft brokers with SASL/SCRAM-SHA-512 and a Spark
-standalone master with two one-core workers, started by `cinestream up --cluster` as a newcomer
-would, then put under faults.
+"""The cluster profile on this machine: three KRaft brokers with SASL/SCRAM-SHA-512, a Spark
+standalone master with two one-core workers and an HDFS NameNode and DataNode holding the
+checkpoints, started by `cinestream up --cluster` as a newcomer would, then put under faults.
 
 One stack of its own (state dir and ports apart from the other test stacks). The seed scenario
-runs through Airflow on the spark:// master; then the DAGs are paused and the fault tests drain
-their own topics with available-now runs while a broker or a worker is killed with SIGKILL.
+runs through Airflow on the spark:// master with its checkpoint on HDFS; then the DAGs are paused
+and the fault tests drain their own topics (checkpoints on the same HDFS) with available-now runs
+while a broker, a worker, the NameNode or the DataNode is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from cinestream.stream.checkpoint import checkpoint_fs, committed_batch
 from tests.reference import recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
 from tests.stack_cli import run_cli
@@ -43,6 +45,9 @@ ENV = {
     "CINESTREAM_BACKFILL_CATCHUP": "1min",
 }
 BACKLOG = 40_400
+# The stack's HDFS (CINESTREAM_HDFS_PORT unset: the first Kafka port - 1072).
+HDFS = "hdfs://127.0.0.1:58020"
+CHECKPOINT = f"{HDFS}/cinestream/checkpoints/ratings_stream_processor"
 DRAIN = 150_000
 BATCH = 30_000
 MINUTE = 60_000
@@ -144,10 +149,10 @@ def _fault_database_url(settings: Any) -> str:
     return settings.resolved_database_url.rsplit("/", 1)[0] + "/cinestream_faults"
 
 
-def _drain_pipeline(name: str, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
-    """Topics, a checkpoint and a database of one fault test (topics replicated three times, the
-    window tables empty), at most BATCH ratings a micro-batch so that the drain spans several
-    batches."""
+def _drain_pipeline(name: str, monkeypatch: pytest.MonkeyPatch, batch: int = BATCH) -> Pipeline:
+    """Topics, a checkpoint on HDFS and a database of one fault test (topics replicated three
+    times, the window tables empty), at most ``batch`` ratings a micro-batch so that the drain
+    spans several batches."""
     from cinestream.kafka import admin
     from cinestream.settings import Settings
     from cinestream.store import schema
@@ -159,8 +164,9 @@ def _drain_pipeline(name: str, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
         "CINESTREAM_RATINGS_TOPIC": f"{name}_ratings",
         "CINESTREAM_METRICS_TOPIC": f"{name}_metrics",
         "CINESTREAM_DLQ_TOPIC": f"{name}_dlq",
-        "CINESTREAM_CHECKPOINT_DIR": (STATE / "checkpoints" / name).as_uri(),
-        "CINESTREAM_MAX_OFFSETS_PER_TRIGGER": str(BATCH),
+        # On the stack's HDFS, as the stack's own checkpoint.
+        "CINESTREAM_CHECKPOINT_DIR": f"{HDFS}/cinestream/checkpoints/{name}",
+        "CINESTREAM_MAX_OFFSETS_PER_TRIGGER": str(batch),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -225,6 +231,14 @@ def test_seed_scenario_exact_on_the_cluster_profile(cluster: tuple[Any, Any]) ->
         assert services[name].startswith("running"), (name, services[name])
     assert services["spark-worker-2"].startswith("running")
     assert "2 workers alive" in services["spark-master"]
+    # The checkpoints on the stack's HDFS: NameNode and DataNode listed with their URLs.
+    assert status["checkpoint_dir"] == CHECKPOINT
+    assert services["hdfs-namenode"].startswith("running"), services["hdfs-namenode"]
+    assert f"{HDFS}, UI http://127.0.0.1:58021" in services["hdfs-namenode"]
+    assert "Operational, 1 live DataNode(s)" in services["hdfs-namenode"]
+    assert services["hdfs-datanode"].startswith("running"), services["hdfs-datanode"]
+    assert "UI http://127.0.0.1:58023" in services["hdfs-datanode"]
+    assert f"checkpoint  {CHECKPOINT}" in up.stdout
     client = status["kafka_client_config"]
     password = (STATE / "secrets" / "kafka_cinestream_password").read_text().strip()
     assert client == {
@@ -266,6 +280,14 @@ def test_seed_scenario_exact_on_the_cluster_profile(cluster: tuple[Any, Any]) ->
     doctor = _cli("doctor")
     assert doctor.returncode == 0, doctor.stdout
     assert "lag 0" in doctor.stdout and "0 invalid records" in doctor.stdout
+    # ...read from the checkpoint on HDFS, where Spark wrote it (nothing in the state dir).
+    (line,) = [x for x in doctor.stdout.splitlines() if x.split()[1:2] == ["checkpoint"]]
+    assert line.startswith("OK") and "lag 0" in line, line
+    with checkpoint_fs(CHECKPOINT) as fs:
+        done = committed_batch(fs, CHECKPOINT)
+        assert done is not None and fs.exists(f"{CHECKPOINT}/offsets/{done}")
+        assert fs.exists(f"{CHECKPOINT}/metadata")
+    assert not (STATE / "checkpoints").exists()
 
 
 def test_a_client_without_credentials_is_refused(cluster: tuple[Any, Any]) -> None:
@@ -356,6 +378,7 @@ def test_the_cluster_takes_no_stranger_and_shows_no_secret(cluster: tuple[Any, A
     # Spark's RPC and web UIs, and Kafka's controller listeners, on the loopback address only.
     ports = [spark.port, *(d.ui_port for d in spark.daemons)]
     ports += [n.controller_port for n in LocalKafka(settings).nodes]
+    ports += list(range(58020, 58025))  # HDFS: NameNode RPC and UI, DataNode data, UI, IPC
     for port in ports:
         assert _listening(port) == {"127.0.0.1"}, (port, _listening(port))
 
@@ -457,3 +480,110 @@ def test_a_spark_worker_killed_mid_drain_is_rescheduled(
 
     spark.start_daemon(victim)
     spark.wait_for_workers(2)
+
+
+def _hdfs_fault(pipeline: Pipeline, daemon: str, log_name: str) -> tuple[str, int]:
+    """An available-now run over the rest of the backlog, ``daemon`` killed with SIGKILL once it
+    has committed one more batch: the run fails naming the checkpoint's HDFS. Its log and the
+    batches committed at the kill."""
+    from cinestream.local.hdfs import LocalHDFS
+
+    before = _batches(pipeline)
+    proc = pipeline.start_cli("process", "--trigger", "available-now", log_name=log_name)
+    _wait(lambda: _batches(pipeline) > before or proc.poll() is not None, "a batch", 600, 0.5)
+    done_at_kill = _batches(pipeline)
+    LocalHDFS(pipeline.settings).kill(daemon)
+    code = proc.wait(timeout=600)
+    log = Path(proc.log_path).read_text()  # type: ignore[attr-defined]
+    assert code != 0, log[-4000:]
+    assert f"the checkpoint's HDFS at {HDFS} failed" in log, log[-4000:]
+    assert "fix: start the HDFS NameNode and DataNode" in log, log[-4000:]
+    return log, done_at_kill
+
+
+def test_the_namenode_then_the_datanode_killed_mid_drain_lose_nothing(
+    quiet_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's storage under faults: kill -9 the NameNode in the middle of an available-now
+    drain, then (after it is back and a new run resumed) the DataNode. Each time the processor
+    stops with an error naming HDFS and its fix, doctor says what is down in one line, and once
+    the daemon is back the drain resumes from the checkpoint on HDFS and ends exact."""
+    from cinestream.local.hdfs import LocalHDFS
+
+    pipeline = _drain_pipeline("hdfs_kill", monkeypatch, batch=15_000)
+    checkpoint = pipeline.settings.checkpoint_dir
+    _produce_backlog(pipeline)
+    hdfs = LocalHDFS(pipeline.settings)
+
+    # The NameNode: the run fails; doctor names the unreachable NameNode and the fix.
+    _, done_at_kill = _hdfs_fault(pipeline, "hdfs-namenode", "namenode-kill")
+    assert done_at_kill < DRAIN // 15_000, "the NameNode was killed after the drain ended"
+    doctor = _cli("doctor", env=pipeline.env)
+    assert doctor.returncode == 1, doctor.stdout
+    (line,) = [x for x in doctor.stdout.splitlines() if x.startswith("FAIL checkpoint")]
+    assert f"the HDFS NameNode of checkpoint {checkpoint} is not reachable at 127.0.0.1:58020" in (
+        line
+    )
+    assert "-> fix: start the HDFS NameNode and DataNode" in line
+    hdfs.start_daemon(hdfs.namenode)
+    hdfs.wait_ready()
+
+    # The DataNode, in the middle of the next run: the NameNode answers, the blocks do not.
+    log, at_second_kill = _hdfs_fault(pipeline, "hdfs-datanode", "datanode-kill")
+    assert at_second_kill < DRAIN // 15_000, "the DataNode was killed after the drain ended"
+    doctor = _cli("doctor", env=pipeline.env)
+    (line,) = [x for x in doctor.stdout.splitlines() if x.startswith("FAIL checkpoint")]
+    assert f"the checkpoint's HDFS at {HDFS} failed" in line, doctor.stdout
+    hdfs.start_daemon(hdfs.datanode)
+    hdfs.wait_ready()
+
+    # Back: the drain resumes from the checkpoint on HDFS and completes exact.
+    proc = pipeline.start_cli("process", "--trigger", "available-now", log_name="hdfs-back")
+    assert proc.wait(timeout=900) == 0, Path(proc.log_path).read_text()[-4000:]  # type: ignore[attr-defined]
+    assert _batches(pipeline) > at_second_kill
+    _assert_exact(pipeline)
+    with checkpoint_fs(checkpoint) as fs:
+        assert committed_batch(fs, checkpoint) is not None
+
+    # reset --checkpoint-only deletes the checkpoint on HDFS; the store keeps every window.
+    reset = _cli("reset", "--checkpoint-only", "--yes", env=pipeline.env)
+    assert reset.returncode == 0, reset.stdout
+    assert f"deleted checkpoint {checkpoint}" in reset.stdout
+    with checkpoint_fs(checkpoint) as fs:
+        assert not fs.exists(checkpoint)
+    assert pipeline.total_counted() == DRAIN
+    doctor = _cli("doctor", env=pipeline.env)
+    (line,) = [x for x in doctor.stdout.splitlines() if x.split()[1:2] == ["checkpoint"]]
+    assert line.startswith("OK") and f"none at {checkpoint}" in line, line
+    assert "0 records to process" in line, line
+
+
+def test_the_seeds_reset_step_through_airflow_clears_the_checkpoint_on_hdfs(
+    quiet_cluster: Any,
+) -> None:
+    """The seed reset its checkpoint with `hadoop fs -rm -r -f` on the NameNode; here it is
+    cinestream_setup with clear_checkpoint: the stack's checkpoint on HDFS is deleted, its
+    windows emptied, and the preflight reads the (now absent) checkpoint on HDFS. Last in the
+    module: it empties the stack's store."""
+    from cinestream.local import airflow
+
+    settings = quiet_cluster
+    with checkpoint_fs(CHECKPOINT) as fs:
+        assert committed_batch(fs, CHECKPOINT) is not None
+    api = airflow.AirflowAPI(settings)
+    run = api.post(
+        "/dags/cinestream_setup/dagRuns",
+        {"logical_date": None, "conf": {"clear_checkpoint": True}},
+    )
+    state = airflow.wait_for_run(api, "cinestream_setup", run["dag_run_id"], 600)
+    logs = "\n".join(
+        p.read_text(errors="replace")
+        for p in (STATE / "airflow" / "logs" / "dag_id=cinestream_setup").rglob("*.log")
+        if run["dag_run_id"] in str(p)
+    )
+    assert state == "success", logs[-4000:]
+    assert f"deleted checkpoint {CHECKPOINT}" in logs, logs[-4000:]
+    assert "preflight OK: processor will start at" in logs and "(first run)" in logs, logs[-3000:]
+    with checkpoint_fs(CHECKPOINT) as fs:
+        assert not fs.exists(CHECKPOINT)
+    assert Pipeline(ENV).total_counted() == 0

@@ -62,12 +62,19 @@ def storage_error(checkpoint: str, message: str) -> str | None:
     """One line naming the checkpoint's storage when ``message`` is its failure, else None."""
     if is_local(checkpoint) or not any(hint in message for hint in HDFS_FAILURES):
         return None
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        # Said already, deeper down (a read in the batch function, re-raised by Spark).
+        said = line.find("the checkpoint's ")
+        if said >= 0 and "; fix: " in line:
+            return line[said:]
     parts = urlsplit(checkpoint)
     what = "HDFS" if parts.scheme == "hdfs" else parts.scheme
-    first = message.strip().splitlines()[0] if message.strip() else message
+    # The line that names the failure, not the wrapper's ("An exception was raised by ...").
+    cause = next((x for x in lines if any(h in x for h in HDFS_FAILURES)), message)
     return (
         f"the checkpoint's {what} at {parts.scheme}://{parts.netloc} failed ({checkpoint}): "
-        f"{first[:300]}; fix: {storage_fix(checkpoint)}"
+        f"{cause[:300]}; fix: {storage_fix(checkpoint)}"
     )
 
 
@@ -329,14 +336,16 @@ class ShellFS:
 
     def delete_tree(self, path: str) -> bool:
         """Delete a directory and everything in it on HDFS; False when there was none."""
-        result = self.run("-rm", "-r", "-f", "-skipTrash", path)
+        result = self.run("-rm", "-r", "-skipTrash", path)
         if result.returncode != 0:
+            if "No such file or directory" in result.stderr:
+                return False
             raise self._fail("-rm -r", result)
-        existed = self.exists(path)
-        target = self._local(path)
-        if target.is_dir():
-            shutil.rmtree(target)
-        return existed
+        if self._copy is not None:
+            target = self._local(path)
+            if target.is_dir():
+                shutil.rmtree(target)
+        return True
 
 
 @contextlib.contextmanager

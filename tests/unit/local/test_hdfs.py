@@ -63,6 +63,20 @@ def test_a_failing_hdfs_is_one_line_with_the_fix() -> None:
     assert line is not None and "\n" not in line
     assert line.startswith("the checkpoint's HDFS at hdfs://127.0.0.1:58020 failed")
     assert "fix: start the HDFS NameNode and DataNode" in line
+    # Spark's wrapper around the batch function's error: the line said deeper down is kept.
+    wrapped = storage_error(
+        uri,
+        "An exception was raised by the Python Proxy. Return Message: Traceback:\n"
+        f"cinestream.errors.CinestreamError: {line}\n",
+    )
+    assert wrapped == line
+    # ...and of a bare Java trace, the line that names the failure.
+    missing = storage_error(
+        uri,
+        "ForeachBatchUserFuncException: error in foreach batch\n"
+        "org.apache.hadoop.hdfs.BlockMissingException: Could not obtain block: blk_1 file=/x",
+    )
+    assert missing is not None and ": org.apache.hadoop.hdfs.BlockMissingException" in missing
     # Not a storage failure, or not a remote checkpoint: said as it was.
     assert storage_error(uri, "KafkaException: topic deleted") is None
     assert storage_error("file:///tmp/c", "Connection refused") is None
