@@ -261,11 +261,18 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     # rename themselves, so the process tree finds them, and the environment those that left it).
     components = [ManagedProcess(name, settings) for name in airflow.COMPONENTS]
     tasks = descendants([pid for c in components if (pid := c.pid())])
-    for name in (*airflow.COMPONENTS, "dashboard", "api", "generator"):
+    names = (*airflow.COMPONENTS, "dashboard", "api", "generator")
+
+    def stop(name: str) -> bool:
         # The scheduler waits for its running tasks (the live generator's run lasts an hour):
         # give it a few seconds, then its process group (tasks included) is killed.
         timeout_s = 10 if name == "airflow-scheduler" else 30
-        yield name, ManagedProcess(name, settings).stop(timeout_s=timeout_s)
+        return ManagedProcess(name, settings).stop(timeout_s=timeout_s)
+
+    # Side by side: none of them needs another to stop (their tasks were collected above), and
+    # one after another they took 32 s (the api-server alone 11 s, the scheduler its 10 s).
+    with ThreadPoolExecutor(len(names)) as pool:
+        yield from zip(names, pool.map(stop, names), strict=True)
     tasks |= set(processes_with_env("AIRFLOW_HOME", str(airflow.airflow_home(settings))))
     strays = sorted(pid for pid in tasks if pid_alive(pid))
     if strays:
