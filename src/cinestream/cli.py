@@ -139,6 +139,7 @@ def status(as_json: bool) -> None:
     click.echo(f"api        {info['api_url']}")
     click.echo(f"dashboard  {info['dashboard_url']}")
     click.echo(f"airflow    {info['airflow_url']}")
+    click.echo(f"checkpoint {info['checkpoint_dir']}")
     for name, state in info["services"].items():
         click.echo(f"  {name:<20} {state}")
 
