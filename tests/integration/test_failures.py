@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from cinestream.errors import CinestreamError
 from cinestream.local.kafka import LocalKafka
 from cinestream.local.postgres import LocalPostgres
 from cinestream.store.connection import STORE_LOCK
@@ -211,3 +212,15 @@ def test_broker_and_database_outages_under_a_continuous_processor(pipeline: Pipe
     assert pipeline.total_counted() == 9_000
     assert_windows_equal(pipeline.db_windows(), recompute(events))
     assert_windows_equal(pipeline.topic_windows(), recompute(events))
+
+
+def test_a_postgres_pg_ctl_could_not_stop_is_an_error_not_reported_stopped(
+    pipeline: Pipeline,
+) -> None:
+    """`down` must not say "postgres stopped" while it runs on: a failed pg_ctl is one line
+    naming the data directory and pg_ctl's reason (an unknown shutdown mode here)."""
+    postgres = LocalPostgres(pipeline.settings)
+    with pytest.raises(CinestreamError, match=r"did not stop \(pg_ctl exit 1: .*bogus"):
+        postgres.stop(mode="bogus")
+    assert postgres.running()
+    assert pipeline.db("SELECT 1") == [(1,)]

@@ -197,12 +197,20 @@ class LocalPostgres:
         )
 
     def stop(self, mode: str = "fast") -> bool:
-        """Stop the server (``fast`` or ``immediate``); False if it was not running."""
+        """Stop the server (``fast`` or ``immediate``); False if it was not running. A server
+        that ``pg_ctl`` could not stop is an error naming the data directory and why (it must not
+        be reported stopped while it runs on)."""
         if not self.running():
             return False
-        subprocess.run(
+        result = subprocess.run(
             self._as_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
             capture_output=True,
             text=True,
         )
+        if result.returncode != 0 and self.running():
+            why = " ".join((result.stderr or result.stdout).split())[-300:]
+            raise CinestreamError(
+                f"PostgreSQL of {self.data} did not stop (pg_ctl exit {result.returncode}: "
+                f"{why}); see {self.settings.log_dir / 'postgres.log'}"
+            )
         return True
