@@ -231,6 +231,10 @@ PARTS = {
 PIPELINE = "cinestream_pipeline"
 
 
+class AirflowUnreachable(CinestreamError):
+    """Airflow's api-server refused or dropped a request (not running, or restarting)."""
+
+
 class AirflowAPI:
     """The local Airflow's REST API (``/api/v2``) as the ``admin`` user."""
 
@@ -240,6 +244,18 @@ class AirflowAPI:
         self._token: str | None = None
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        try:
+            return self._send(method, path, body)
+        except httpx.TransportError as exc:
+            raise AirflowUnreachable(
+                f"Airflow's api-server at {self.settings.airflow_url} does not answer "
+                f"({type(exc).__name__}: {exc}); `cinestream status` says whether it runs, its "
+                f"log is {self.settings.log_dir / 'airflow-api-server.log'}"
+            ) from exc
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         import httpx
 
         if self._token is None:
@@ -346,10 +362,23 @@ def wait_for_run(api: AirflowAPI, dag_id: str, run_id: str, timeout_s: float) ->
     deadline = time.monotonic() + timeout_s
     seen: dict[str, str] = {}
     state = "queued"
+    unanswered_since: float | None = None
     while time.monotonic() < deadline:
-        run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        try:
+            run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+            tasks = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        except AirflowUnreachable as exc:
+            # A busy machine can make the api-server miss a request; a minute of silence is
+            # an api-server that is gone, said in one line.
+            if unanswered_since is None:
+                unanswered_since = time.monotonic()
+                log.warning("%s; waiting up to 60 s for it", exc)
+            elif time.monotonic() - unanswered_since > 60:
+                raise
+            time.sleep(3)
+            continue
+        unanswered_since = None
         state = run["state"]
-        tasks = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         for ti in tasks:
             now = ti.get("state") or "none"
             if seen.get(ti["task_id"]) != now and now != "none":
