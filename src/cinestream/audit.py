@@ -289,57 +289,23 @@ def _accumulate(
 
 def _read_ratings(settings: Settings, ranges: dict[int, tuple[int, int]], on_batch: Any) -> None:
     """Consume ``[lo, hi)`` of each partition of the ratings topic, passing message batches."""
-    from confluent_kafka import Consumer, TopicPartition
+    from cinestream.kafka.read import read_batches
 
-    from cinestream.errors import CinestreamError
-    from cinestream.kafka.admin import client_config
-
-    wanted = {p: r for p, r in ranges.items() if r[1] > r[0]}
-    if not wanted:
-        return
-    total = sum(hi - lo for lo, hi in wanted.values())
-    consumer = Consumer(
-        client_config(
-            settings,
-            **{"group.id": "cinestream-audit", "enable.auto.commit": False},
-        )
-    )
-    try:
-        topic = settings.ratings_topic
-        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _) in wanted.items()])
-        remaining = {p: hi for p, (_, hi) in wanted.items()}
-        done, began, quiet_since, next_log = 0, time.monotonic(), time.monotonic(), PROGRESS_EVERY
-        while remaining:
-            batch = consumer.consume(num_messages=10_000, timeout=1.0)
-            if not batch:
-                if time.monotonic() - quiet_since > 60:
-                    raise CinestreamError(
-                        f"reading {topic} stalled at {done:,} of {total:,} records "
-                        f"(partitions {sorted(remaining)} unread for 60 s); is Kafka up?"
-                    )
-                continue
-            quiet_since = time.monotonic()
-            keep = []
-            for msg in batch:
-                if msg.error():
-                    raise CinestreamError(f"reading {topic}: {msg.error()}")
-                partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-                end = remaining.get(partition)
-                if end is None or offset >= end:
-                    continue
-                keep.append(msg)
-                if offset + 1 >= end:
-                    del remaining[partition]
-            done += len(keep)
-            on_batch(keep)
-            if done >= next_log:
-                rate = done / max(time.monotonic() - began, 1e-6)
-                log.info(
-                    "audit: read %s of %s records (%s/s)", f"{done:,}", f"{total:,}", f"{rate:,.0f}"
-                )
-                next_log += PROGRESS_EVERY
-    finally:
-        consumer.close()
+    starts = {p: lo for p, (lo, _) in ranges.items()}
+    ends = {p: hi for p, (_, hi) in ranges.items()}
+    total = sum(max(hi - lo, 0) for lo, hi in ranges.values())
+    done, began, next_log = 0, time.monotonic(), PROGRESS_EVERY
+    for batch in read_batches(
+        settings, settings.ratings_topic, starts, ends, 60, "cinestream-audit"
+    ):
+        on_batch(batch)
+        done += len(batch)
+        if done >= next_log:
+            rate = done / max(time.monotonic() - began, 1e-6)
+            log.info(
+                "audit: read %s of %s records (%s/s)", f"{done:,}", f"{total:,}", f"{rate:,.0f}"
+            )
+            next_log += PROGRESS_EVERY
 
 
 def _stored(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -61,40 +61,64 @@ def read_offsets(
     ends: dict[int, int],
     timeout_s: float = 30,
 ) -> list[Any]:
-    """The messages of ``[starts[p], ends[p])`` of each partition."""
+    """The messages of ``[starts[p], ends[p])`` of each partition (``timeout_s``: the longest
+    wait for the next message)."""
+    return [m for batch in read_batches(settings, topic, starts, ends, timeout_s) for m in batch]
+
+
+def read_batches(
+    settings: Settings,
+    topic: str,
+    starts: Mapping[int, int],
+    ends: Mapping[int, int],
+    stall_s: float = 60,
+    group_id: str = "cinestream-reader",
+) -> Iterator[list[Any]]:
+    """The messages of ``[starts[p], ends[p])`` of each partition, in batches as they arrive
+    (up to 10,000; a partition without ``starts[p]`` reads nothing). A read that gets nothing for
+    ``stall_s`` seconds, or a fatal client error, is a CinestreamError naming the topic, how far
+    it got and the partitions left; transient errors (a broker restarting) are waited out."""
     wanted = {p: (starts.get(p, e), e) for p, e in ends.items() if e > starts.get(p, e)}
     if not wanted:
-        return []
+        return
+    total = sum(hi - lo for lo, hi in wanted.values())
     consumer = Consumer(
         client_config(
             settings,
             **{
-                "group.id": "cinestream-reader",
+                "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
             },
         )
     )
-    consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in wanted.items()])
-    messages: list[Any] = []
-    remaining = {p: end for p, (_, end) in wanted.items()}
-    deadline = time.monotonic() + timeout_s
     try:
-        while remaining and time.monotonic() < deadline:
+        consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in wanted.items()])
+        remaining = {p: end for p, (_, end) in wanted.items()}
+        done, heard = 0, time.monotonic()
+        while remaining:
+            keep = []
             for msg in consumer.consume(10_000, timeout=1.0):
-                offset, partition = msg.offset(), msg.partition()
-                if msg.error() or offset is None or partition is None:
+                if (error := msg.error()) is not None:
+                    if error.fatal():
+                        raise CinestreamError(f"reading {topic}: {error}")
                     continue
-                if partition not in remaining or offset >= remaining[partition]:
+                partition, offset = msg.partition(), msg.offset()
+                if partition not in remaining or offset is None or offset >= remaining[partition]:
                     continue
-                messages.append(msg)
+                keep.append(msg)
                 if offset + 1 >= remaining[partition]:
-                    remaining.pop(partition, None)
+                    del remaining[partition]
+            if keep:
+                done, heard = done + len(keep), time.monotonic()
+                yield keep
+            elif remaining and time.monotonic() - heard > stall_s:
+                raise CinestreamError(
+                    f"reading {topic} stalled at {done:,} of {total:,} records (partitions "
+                    f"{sorted(remaining)} unread for {stall_s:.0f} s); is Kafka up?"
+                )
     finally:
         consumer.close()
-    if remaining:
-        raise CinestreamError(f"timed out reading {topic}: partitions {sorted(remaining)} not done")
-    return messages
 
 
 def edge_event_times(settings: Settings, parts: list[PartitionOffsets]) -> list[int]:
