@@ -51,14 +51,16 @@ FAST_TESTS := tests/unit tests/dags/test_dag_integrity.py
 test-fast: $(STAMP)
 	$(BIN)/pytest $(FAST_TESTS)
 
-# Tiers in order, each only after the one before passed (make stops at the first failing line):
-# the fast tier; tests/integration then tests/dags in ONE pytest, because they share one session
-# stack (started once; tests/conftest.py stops before tests/dags when tests/integration failed);
-# tests/cluster, whose stack is its own. Every path holds tests (a tier that collected none would
-# exit 5, which make takes as a failure: it could not pass unseen).
+# The fast tier first; only when it passed, every test that needs services in ONE pytest on three
+# xdist workers (`--dist loadgroup`): each worker starts its own shared test stack (Kafka and
+# PostgreSQL, slot 0/1/2) when its first test needs one, and the tests that start stacks of their
+# own (the cluster profile, the live platform) or share Airflow's database stay together on one
+# worker (tests/conftest.py). Most of a service test's time is waiting (JVM start-up, a broker
+# or a watermark), so three workers share two cores well.
+TEST_WORKERS ?= 3
 test: test-fast
-	$(BIN)/pytest --durations=25 tests/integration tests/dags --ignore=tests/dags/test_dag_integrity.py
-	$(BIN)/pytest --durations=25 tests/cluster
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 \
+		tests/cluster tests/dags tests/integration --ignore=tests/dags/test_dag_integrity.py
 
 test-integration: $(STAMP)
 	$(BIN)/pytest tests/integration

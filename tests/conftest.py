@@ -1,6 +1,6 @@
 """Fixtures every test directory sees: a local SparkSession for the transform tests (no
 services), the shared test stack (tests/shared_stack.py), the guard that keeps ``CINESTREAM_*``
-from leaking between tests, and the stop between tiers."""
+from leaking between tests, and which tests must share a pytest-xdist worker."""
 
 from __future__ import annotations
 
@@ -125,30 +125,31 @@ def _cinestream_env_unchanged_by_the_module() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
-# A tier that needs services does not start after failures
+# Which tests must share a worker under pytest-xdist
 # --------------------------------------------------------------------------------------------
-def _tier(item: pytest.Item) -> str:
-    """The directory under tests/ (unit, integration, dags, cluster)."""
-    parts = item.path.relative_to(item.config.rootpath).parts
-    return parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]
+# `make test` runs the service tiers on three workers (`-n 3 --dist loadgroup`), each worker with
+# its own shared stack (tests/shared_stack.py: slot N + K for worker gwK). Tests that start a
+# stack of their own with fixed ports in a module fixture (the cluster profile, the live
+# platform) must stay together on one worker, as must the DAG tests (one `airflow db migrate` per
+# stack); every other test is scheduled alone, wherever a worker is free.
+_GROUPS = {
+    "tests/cluster/": "cluster",
+    "tests/dags/test_live_platform.py": "live-platform",
+    "tests/dags/": "airflow",
+}
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    """`make test` runs tests/integration and tests/dags in one pytest (one shared stack, set up
-    once): when the next test starts another directory's tests that need services and a test
-    has failed, stop there (as between `make test`'s invocations) instead of spending minutes on
-    a tier whose base is broken."""
-    result = yield
-    session = item.session
-    if (
-        nextitem is not None
-        and session.testsfailed
-        and _tier(nextitem) != _tier(item)
-        and nextitem.get_closest_marker("integration") is not None
-    ):
-        session.shouldfail = (
-            f"{session.testsfailed} failed before tests/{_tier(nextitem)}: not started, fix "
-            "those first"
-        )
-    return result
+def xdist_group(relpath: str) -> str | None:
+    """The worker group of a test file (a path relative to the repository), None: any worker."""
+    for prefix, group in _GROUPS.items():
+        if relpath == prefix or (prefix.endswith("/") and relpath.startswith(prefix)):
+            return group
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        relpath = item.path.relative_to(config.rootpath).as_posix()
+        if (group := xdist_group(relpath)) is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -25,7 +25,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # CINESTREAM_TEST_SLOT=N (default 0) runs a second test stack beside the first, with its own
 # state dir and ports (+10 per slot), so two checkouts or developers can test on one machine.
-_SLOT = int(os.environ.get("CINESTREAM_TEST_SLOT", "0") or 0)
+# Under pytest-xdist (`make test` runs the service tiers on three workers) worker gwK takes slot
+# N + K: one stack per worker, shared by every test that worker runs.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_SLOT = int(os.environ.get("CINESTREAM_TEST_SLOT", "0") or 0) + int(_WORKER.removeprefix("gw"))
 TEST_STATE = REPO / (".state-test" if _SLOT == 0 else f".state-test-slot{_SLOT}")
 BASE_ENV = {
     "CINESTREAM_STATE_DIR": str(TEST_STATE),
