@@ -96,7 +96,12 @@ def cluster() -> Iterator[tuple[Any, subprocess.CompletedProcess[str]]]:
         assert up.returncode == 0, up.stdout[-4000:]
         yield Settings(), up
     finally:
+        began = time.monotonic()
         down = _cli("down", timeout=600)
+        # What down said and how long it took, kept beside the stack's own logs (owner-only).
+        fd = os.open(STATE / "logs" / "test-down.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{down.stdout}down took {time.monotonic() - began:.1f}s\n")
         for key, value in old.items():
             if value is None:
                 os.environ.pop(key, None)
