@@ -1,16 +1,17 @@
 """Reading a Structured Streaming checkpoint's offset log (local paths or any Hadoop FS).
 
-A ``file://`` checkpoint is read with plain Python (:class:`LocalFS`); any other URI (``hdfs://``,
-``s3a://``) through Hadoop's ``FileSystem`` in a JVM (:class:`HadoopFS`): the Spark driver's
-inside a job, a py4j gateway of pyspark's own (its Hadoop client jars) in commands that have no
+A ``file://`` checkpoint is read with plain Python (:class:`LocalFS`); any other URI through
+Hadoop: inside a job the Spark driver's ``FileSystem`` (:class:`HadoopFS`); in commands without a
 SparkSession (``doctor``, ``reset``, Airflow's ``clear_checkpoint`` and preflight tasks), opened
-by :func:`checkpoint_fs`.
+by :func:`checkpoint_fs`, Hadoop's shell for ``hdfs://`` (:class:`ShellFS`) and a py4j gateway
+of pyspark's for other schemes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,22 +22,27 @@ from urllib.parse import urlsplit
 from cinestream.errors import CinestreamError
 from cinestream.net import port_open
 
-# What a failing HDFS says (NameNode gone, DataNode gone, safe mode), in the Java exception's text.
+# What a failing HDFS says (DataNode gone, safe mode), in the Java exception's text...
 HDFS_FAILURES = (
-    "Call From",
-    "ConnectException",
-    "Connection refused",
     "could only be written to",
     "Could not obtain block",
     "BlockMissingException",
     "No live nodes",
     "SafeModeException",
-    "RetriableException",
-    "EOFException",
     "All datanodes",
     "DataStreamer",
-    "Failed to connect to",
     "LeaseExpiredException",
+    "org.apache.hadoop.hdfs",
+)
+# ...and what any unreachable server says (the NameNode gone): the storage's only when the same
+# text names the NameNode's port (a Kafka broker refusing a connection is not HDFS failing).
+CONNECTION_FAILURES = (
+    "Call From",
+    "ConnectException",
+    "Connection refused",
+    "EOFException",
+    "Failed to connect to",
+    "RetriableException",
 )
 
 
@@ -60,7 +66,12 @@ def storage_fix(checkpoint: str) -> str:
 
 def storage_error(checkpoint: str, message: str) -> str | None:
     """One line naming the checkpoint's storage when ``message`` is its failure, else None."""
-    if is_local(checkpoint) or not any(hint in message for hint in HDFS_FAILURES):
+    if is_local(checkpoint):
+        return None
+    parts = urlsplit(checkpoint)
+    names_port = re.search(rf"[:\"]{parts.port or 8020}\b", message) is not None
+    hints = HDFS_FAILURES + (CONNECTION_FAILURES if names_port else ())
+    if not any(hint in message for hint in hints):
         return None
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line in lines:
@@ -68,10 +79,9 @@ def storage_error(checkpoint: str, message: str) -> str | None:
         said = line.find("the checkpoint's ")
         if said >= 0 and "; fix: " in line:
             return line[said:]
-    parts = urlsplit(checkpoint)
     what = "HDFS" if parts.scheme == "hdfs" else parts.scheme
     # The line that names the failure, not the wrapper's ("An exception was raised by ...").
-    cause = next((x for x in lines if any(h in x for h in HDFS_FAILURES)), message)
+    cause = next((x for x in lines if any(h in x for h in hints)), message)
     return (
         f"the checkpoint's {what} at {parts.scheme}://{parts.netloc} failed ({checkpoint}): "
         f"{cause[:300]}; fix: {storage_fix(checkpoint)}"

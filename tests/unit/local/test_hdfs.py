@@ -79,6 +79,9 @@ def test_a_failing_hdfs_is_one_line_with_the_fix() -> None:
     assert missing is not None and ": org.apache.hadoop.hdfs.BlockMissingException" in missing
     # Not a storage failure, or not a remote checkpoint: said as it was.
     assert storage_error(uri, "KafkaException: topic deleted") is None
+    # A refused connection is the storage's only when it names the NameNode's port.
+    kafka = "java.net.ConnectException: Connection refused (broker 127.0.0.1:59092)"
+    assert storage_error(uri, kafka) is None
     assert storage_error("file:///tmp/c", "Connection refused") is None
 
 
