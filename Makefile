@@ -72,8 +72,15 @@ lint: $(STAMP)
 
 bench: bench-pipeline bench-api bench-airflow bench-freshness
 
+# cinestream's drain side by side with the naive Spark and the Flink SQL peers, all whole cold
+# processes on the same topic, interleaved, best of BENCH_ROUNDS (bench/bench_side_by_side.py);
+# then the generator, Spark's ceiling and the warm drain (bench/bench_pipeline.py). A quick check:
+# make bench-pipeline BENCH_COUNT=50000 BENCH_ROUNDS=1
+BENCH_COUNT ?= 1000000
+BENCH_ROUNDS ?= 2
 bench-pipeline: $(STAMP)
-	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_side_by_side.py --count $(BENCH_COUNT) --rounds $(BENCH_ROUNDS)
+	$(PY) bench/bench_pipeline.py --count $(BENCH_COUNT)
 
 bench-api: $(STAMP)
 	$(PY) bench/bench_api.py
