@@ -246,26 +246,39 @@ def main() -> None:
         print(json.dumps(totals))
         return
 
+    print(json.dumps(run(args.bootstrap, args.topic, args.work, args.expect, args.parallelism)))
+
+
+def run(
+    bootstrap: str, topic: str, work: Path, expect: int | None = None, parallelism: int = 2
+) -> dict:
+    """One cold run of the job in the Flink venv, timed (the venv and the jar are made first,
+    not timed); its totals, checked against ``expect`` when given."""
     python, jar = ensure_flink()
-    args.work.mkdir(parents=True, exist_ok=True)
-    totals_dir = Path(tempfile.mkdtemp(prefix="flink-totals-", dir=args.work))
-    log = args.work / "flink_peer.log"
+    work.mkdir(parents=True, exist_ok=True)
+    totals_dir = Path(tempfile.mkdtemp(prefix="flink-totals-", dir=work))
+    log = work / f"flink_peer_{topic}.log"
     cmd = [
         str(python),
         str(Path(__file__).resolve()),
         "--job",
         "--bootstrap",
-        args.bootstrap,
+        bootstrap,
         "--topic",
-        args.topic,
+        topic,
         "--parallelism",
-        str(args.parallelism),
+        str(parallelism),
         "--jar",
         str(jar),
         "--totals",
         str(totals_dir),
     ]
-    env = {**os.environ, "JAVA_HOME": java_home()}
+    # Flink's own log (the JVM's) beside ours, not inside the venv where each run overwrote it.
+    env = {
+        **os.environ,
+        "JAVA_HOME": java_home(),
+        "FLINK_LOG_DIR": str(work / f"flink-log-{topic}"),
+    }
     env.pop("PYTHONPATH", None)
     began = time.monotonic()
     with open(log, "w") as out:
@@ -284,7 +297,7 @@ def main() -> None:
     result = {
         "peer": "flink-sql",
         "flink": FLINK_VERSION,
-        "topic": args.topic,
+        "topic": topic,
         "wall_s": round(wall, 2),
         "windows": windows["rows"],
         "ratings_counted": windows["total"],
@@ -292,15 +305,15 @@ def main() -> None:
         "histogram_total": histogram["total"],
         "top_rows": top["rows"],
     }
-    if args.expect is not None and not (
-        windows["total"] == histogram["total"] == args.expect
+    if expect is not None and not (
+        windows["total"] == histogram["total"] == expect
         and windows["rows"] <= top["rows"] <= TOP_N * windows["rows"]
     ):
         sys.exit(
             f"the Flink peer miscounted: windows sum {windows['total']:,}, histogram sum "
-            f"{histogram['total']:,}, produced {args.expect:,} ({json.dumps(result)})"
+            f"{histogram['total']:,}, produced {expect:,} ({json.dumps(result)})"
         )
-    print(json.dumps(result))
+    return result
 
 
 def _tail(path: Path, lines: int = 30) -> str:
