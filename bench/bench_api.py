@@ -1,7 +1,7 @@
 """Latency of /metrics/summary and /metrics/windows at a fixed request rate.
 
     .venv/bin/python bench/bench_api.py [--windows 10000] [--rate 200] [--seconds 20]
-                                        [--commit-every 10]
+                                        [--commit-every 10] [--beside-stack]
 
 Stores WINDOWS one-minute windows through the pipeline's own commit code (about 150 movies per
 window), serves the API with uvicorn on its own port, and sends requests open-loop at RATE per
@@ -9,6 +9,12 @@ second (latency counted from the scheduled send time, so a slow server cannot hi
 a writer commits one more window every COMMIT_EVERY seconds, as the stream processor does per
 micro-batch: each commit invalidates the API's cached answers, so the numbers include the
 recomputations. ``after_commit_median_ms`` is a single request right after a commit (a cache miss).
+
+``--beside-stack`` (a commit every second unless --commit-every says otherwise) measures the same
+while the default stack (``make up``: its state dir's pid files, read only) runs beside it, and
+reports what ran beside: its live components, the CPU (cores) its stream processor and the whole
+stack used during each load, and the same load sent to the default stack's own API (its commits
+are its processor's). When no default stack is running it says so and measures without one.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import numpy as np
+from peer_args import OneLineParser, positive_int
 from stack import bench_stack, serve_api
 
 W = 60_000
@@ -152,19 +161,141 @@ def _get_ms(url: str) -> float:
     return (time.perf_counter() - began) * 1000
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+def _cpu_seconds(pids: set[int]) -> float:
+    """utime + stime of ``pids`` (those still alive), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+class DefaultStack:
+    """The default stack (``make up``) as found from its pid files, read only: its live
+    components and the process trees below them."""
+
+    def __init__(self, run_dir: Path, api_url: str, roots: dict[str, int]) -> None:
+        self.run_dir = run_dir
+        self.api_url = api_url
+        self.roots = roots
+
+    @classmethod
+    def find(cls) -> DefaultStack | None:
+        """The running default stack, or None (no live pid in its run dir)."""
+        from cinestream.local.processes import pid_alive
+        from cinestream.settings import Settings
+
+        settings = Settings()  # the environment as `make up` sees it; nothing is written
+        roots = {}
+        for pid_file in sorted(settings.run_dir.glob("*.pid")):
+            try:
+                pid = int(pid_file.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid_alive(pid):
+                roots[pid_file.stem] = pid
+        return cls(settings.run_dir, settings.api_url, roots) if roots else None
+
+    def pids(self) -> tuple[set[int], set[int]]:
+        """(every process of the stack, those of its stream processor)."""
+        from cinestream.local.processes import descendants
+
+        everything = set(self.roots.values()) | descendants(list(self.roots.values()))
+        processor_roots = [p for p in everything if "ratings_stream_processor" in _cmdline(p)]
+        processor = set(processor_roots) | descendants(processor_roots)
+        return everything, processor
+
+    def cpu_during(self, run: Callable[[], object]) -> tuple[object, dict[str, object]]:
+        """``run()``'s result and the cores the stack and its processor used meanwhile."""
+        everything, processor = self.pids()
+        before = (_cpu_seconds(everything), _cpu_seconds(processor))
+        began = time.monotonic()
+        result = run()
+        elapsed = time.monotonic() - began
+        after = (_cpu_seconds(everything), _cpu_seconds(processor))
+        return result, {
+            "stack_cores": round((after[0] - before[0]) / elapsed, 2),
+            "processor_cores": round((after[1] - before[1]) / elapsed, 2),
+            "processor_running": bool(processor),
+        }
+
+
+def _summary(latencies: list[float]) -> dict[str, object]:
+    latencies = sorted(latencies)
+    return {
+        "requests": len(latencies),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+        "max_ms": round(latencies[-1] * 1000, 2),
+    }
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=200)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=positive_int, default=10_000)
+    parser.add_argument("--rate", type=positive_float, default=200)
+    parser.add_argument("--seconds", type=positive_float, default=20)
     parser.add_argument(
         "--commit-every",
-        type=float,
-        default=10,
-        help="seconds between micro-batch commits during the load (0: none); default 10, the "
-        "processor's default trigger interval",
+        type=non_negative_float,
+        default=None,
+        help="seconds between micro-batch commits during the load (0: none); default 10 (1 with "
+        "--beside-stack, the processor's default trigger interval)",
+    )
+    parser.add_argument(
+        "--beside-stack",
+        action="store_true",
+        help="run beside the default stack (make up) and report what it used, and the same load "
+        "on its own API",
     )
     args = parser.parse_args()
+    if args.commit_every is None:
+        args.commit_every = 1.0 if args.beside_stack else 10.0
+    beside = DefaultStack.find() if args.beside_stack else None
+    beside_report: dict[str, object] | str | None = None
+    if args.beside_stack and beside is None:
+        beside_report = "no default stack is running: measured beside nothing of it"
+        print(f"--beside-stack: {beside_report}", flush=True)
+    elif beside is not None:
+        print(
+            f"--beside-stack: the default stack runs ({', '.join(sorted(beside.roots))}; "
+            f"pid files in {beside.run_dir})",
+            flush=True,
+        )
+        beside_report = {"components": sorted(beside.roots), "during_load": {}}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -186,7 +317,15 @@ def main() -> None:
                     load(base + path, 20, 2)  # warm the pool
                     commits_before = writer.commits
                     thread = writer.run_every(args.commit_every) if args.commit_every else None
-                    latencies = sorted(load(base + path, args.rate, args.seconds))
+                    if beside is not None:
+                        loaded, used = beside.cpu_during(
+                            lambda url=base + path: load(url, args.rate, args.seconds)
+                        )
+                        latencies = sorted(loaded)  # type: ignore[call-overload]
+                        assert isinstance(beside_report, dict)
+                        beside_report["during_load"][path] = used  # type: ignore[index]
+                    else:
+                        latencies = sorted(load(base + path, args.rate, args.seconds))
                     if thread:
                         writer.stop(thread)
                     print(f"{path}: {len(latencies)} requests", flush=True)
@@ -200,6 +339,9 @@ def main() -> None:
                     }
         finally:
             writer.conn.close()
+    if beside is not None:
+        assert isinstance(beside_report, dict)
+        beside_report["its_own_api"] = live_api(beside, args.rate, args.seconds)
     print(
         json.dumps(
             {
@@ -210,10 +352,28 @@ def main() -> None:
                 "seconds": args.seconds,
                 "commit_every_s": args.commit_every,
                 **results,
+                **({"beside_stack": beside_report} if args.beside_stack else {}),
             },
             indent=2,
         )
     )
+
+
+def live_api(stack: DefaultStack, rate: float, seconds: float) -> dict[str, object]:
+    """The same open-loop load on the default stack's own API (its data, its processor's
+    commits), with the cores its processor used meanwhile; or why it could not be loaded."""
+    report: dict[str, object] = {"url": stack.api_url}
+    for path in ("/metrics/summary", "/metrics/windows?limit=100"):
+        try:
+            _get_ms(stack.api_url + path)
+        except OSError as exc:
+            report[path] = f"not answering: {exc}"
+            continue
+        load(stack.api_url + path, 20, 2)  # warm the pool
+        loaded, used = stack.cpu_during(lambda url=stack.api_url + path: load(url, rate, seconds))
+        report[path] = {**_summary(loaded), **used}  # type: ignore[arg-type]
+        print(f"default stack's API {path}: {report[path]}", flush=True)
+    return report
 
 
 if __name__ == "__main__":
