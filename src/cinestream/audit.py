@@ -314,32 +314,17 @@ def _stored(
     dict[str, int] | None, dict[tuple[str, int], dict[str, Any]], dict[tuple[str, int], int]
 ]:
     """The store's end offsets, its windows of the range and their late counts: one snapshot."""
-    from cinestream.store import schema
+    from cinestream.store import reads, schema
     from cinestream.store.connection import connect
 
     with connect(settings.resolved_database_url) as conn:
         schema.ensure_schema(conn)
-        with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            row = conn.execute("SELECT end_offsets FROM pipeline").fetchone()
-            rows = conn.execute(
-                "SELECT window_type, (extract(epoch FROM window_start) * 1000)::bigint, count, "
-                "avg_rating, p50_rating, p95_rating, top_movies FROM window_metrics "
-                "WHERE window_start >= to_timestamp(%s / 1000.0) "
-                "AND window_start < to_timestamp(%s / 1000.0)",
-                (start_ms, end_ms),
-            ).fetchall()
-            late = conn.execute(
-                "SELECT window_type, window_start_ms, late_count FROM window_state "
-                "WHERE window_start_ms >= %s AND window_start_ms < %s AND late_count > 0",
-                (start_ms, end_ms),
-            ).fetchall()
-    ends = None if row is None else {str(k): int(v) for k, v in (row[0] or {}).items()}
+        state, windows = reads.audit_snapshot(conn, start_ms, end_ms)
     stored = {
-        (wt, int(ws)): dict(zip(("count", *FIELDS[1:]), (c, a, p50, p95, top), strict=True))
-        for wt, ws, c, a, p50, p95, top in rows
+        (w.window_type, w.window_start_ms): {name: getattr(w, name) for name in FIELDS}
+        for w in windows
     }
-    return ends, stored, {(wt, int(ws)): int(n) for wt, ws, n in late}
+    return state.end_offsets, stored, state.late_counts
 
 
 def _published(

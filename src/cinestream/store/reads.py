@@ -213,12 +213,27 @@ def stream_snapshot(conn: psycopg.Connection[Any], start_ms: int, end_ms: int) -
     windows in ``[start_ms, end_ms)``, read in one consistent snapshot."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        row = conn.execute("SELECT end_offsets, watermark_ms FROM pipeline").fetchone()
-        late = conn.execute(
-            "SELECT window_type, window_start_ms, late_count FROM window_state "
-            "WHERE window_start_ms >= %s AND window_start_ms < %s AND late_count > 0",
-            (start_ms, end_ms),
-        ).fetchall()
+        return _stream_state(conn, start_ms, end_ms)
+
+
+def audit_snapshot(
+    conn: psycopg.Connection[Any], start_ms: int, end_ms: int
+) -> tuple[StreamSnapshot, list[WindowMetric]]:
+    """:func:`stream_snapshot` and the windows of every type starting in ``[start_ms, end_ms)``,
+    all read in one consistent snapshot (what ``cinestream audit`` compares)."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        state = _stream_state(conn, start_ms, end_ms)
+        return state, windows_between(conn, None, start_ms, end_ms)
+
+
+def _stream_state(conn: psycopg.Connection[Any], start_ms: int, end_ms: int) -> StreamSnapshot:
+    row = conn.execute("SELECT end_offsets, watermark_ms FROM pipeline").fetchone()
+    late = conn.execute(
+        "SELECT window_type, window_start_ms, late_count FROM window_state "
+        "WHERE window_start_ms >= %s AND window_start_ms < %s AND late_count > 0",
+        (start_ms, end_ms),
+    ).fetchall()
     offsets = None if row is None else {str(k): int(v) for k, v in (row[0] or {}).items()}
     return StreamSnapshot(
         offsets,
