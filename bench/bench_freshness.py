@@ -1,6 +1,6 @@
 """Freshness: how soon a rating produced now is counted by the API, at a steady rate.
 
-    .venv/bin/python bench/bench_freshness.py [--rate 1000] [--interval 1s] [--seconds 150]
+    .venv/bin/python bench/bench_freshness.py [--rates 20,1000] [--interval 1s] [--seconds 150]
 
 Starts its own Kafka and PostgreSQL (state in .state-bench-fresh, ports 29492/25632), the API
 (port 28400) and a continuous processor with the given trigger interval, then produces RATE
@@ -8,8 +8,10 @@ ratings/s stamped with the wall clock for SECONDS (after a 30 s warm-up) while p
 ``/metrics/windows`` every 50 ms. A rating counts as fresh once the API's total (the sum of the
 windows' counts) reaches the number of ratings produced up to it: its freshness is that moment
 minus the moment it was handed to the producer. One probe per RATE/4 ratings (four a second) gives
-p50, p95, p99 and the worst. The processor's CPU time over the measurement (utime + stime of
-its driver JVM and Python, from /proc) says what the interval costs.
+p50, p95, p99 and the worst. The processor's CPU over the measurement (utime + stime from /proc,
+in cores: its driver JVM and its Python processes, and their sum) says what the interval costs.
+Several rates (``--rates 20,1000``, the default: the live generator's and a busy one) are measured
+one after the other on the same processor, each after its own warm-up, and printed side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from peer_args import OneLineParser
 from stack import bench_stack
 
 API_PORT = 28400
@@ -42,19 +45,42 @@ os.environ.update(
 )
 
 
-def cpu_seconds(root: int) -> float:
-    """utime + stime of ``root`` and every process below it."""
+def cpu_seconds(root: int) -> dict[str, float]:
+    """utime + stime of ``root`` and every process below it: the JVM's (``java``) and the rest's
+    (the CLI, the driver's Python and its workers)."""
     from cinestream.local.processes import descendants
 
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    total = {"jvm": 0, "python": 0}
     for pid in {root, *descendants([root])}:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+        total["jvm" if name == "java" else "python"] += int(fields[11]) + int(fields[12])
+    return {part: ticks_ / ticks for part, ticks_ in total.items()}
+
+
+def rates(text: str) -> list[float]:
+    """A comma-separated list of rates > 0."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 20,1000, got {text!r}") from None
+    if not values or any(not 0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"every rate must be > 0, got {text!r}")
+    return values
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 class ApiTotals(threading.Thread):
@@ -118,13 +144,20 @@ def produce_steady(rate: float, seconds: float, stamps: list[float]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=1000)
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rates", type=rates, default=None, help="ratings/s, one after the other (20,1000)"
+    )
+    parser.add_argument("--rate", type=positive_float, default=None, help="one rate only")
     parser.add_argument("--interval", default="1s", help="the processor's trigger interval")
-    parser.add_argument("--seconds", type=float, default=150)
-    parser.add_argument("--warmup", type=float, default=30)
+    parser.add_argument("--seconds", type=positive_float, default=150)
+    parser.add_argument("--warmup", type=positive_float, default=30)
     args = parser.parse_args()
+    if args.rate is not None and args.rates is not None:
+        parser.error("give --rate or --rates, not both")
+    measured_rates = [args.rate] if args.rate is not None else (args.rates or [20.0, 1000.0])
 
+    results = []
     with bench_stack("bench-fresh", 29492, 25632, CINESTREAM_TRIGGER_INTERVAL=args.interval):
         from cinestream.settings import Settings
 
@@ -148,21 +181,35 @@ def main() -> None:
                 time.sleep(0.5)
             poller = ApiTotals(f"{settings.api_url}/metrics/windows")
             poller.start()
-            print(f"warm-up: {args.warmup:.0f}s at {args.rate:.0f} ratings/s ...")
-            warm: list[float] = []
-            produce_steady(args.rate, args.warmup, warm)
-            offset = len(warm)
-            while poller.first_time_at_least(offset) is None:
-                time.sleep(0.1)
-            print(f"measuring: {args.seconds:.0f}s, trigger interval {args.interval} ...")
-            cpu_before = cpu_seconds(processor.pid)
-            stamps: list[float] = []
-            produce_steady(args.rate, args.seconds, stamps)
-            cpu = cpu_seconds(processor.pid) - cpu_before
-            deadline = time.monotonic() + 60
-            while poller.first_time_at_least(offset + len(stamps)) is None:
-                assert time.monotonic() < deadline, "the API never counted every rating"
-                time.sleep(0.1)
+            produced = 0
+            for rate in measured_rates:
+                print(f"warm-up: {args.warmup:.0f}s at {rate:.0f} ratings/s ...", flush=True)
+                warm: list[float] = []
+                produce_steady(rate, args.warmup, warm)
+                produced += len(warm)
+                deadline = time.monotonic() + 120
+                while poller.first_time_at_least(produced) is None:
+                    assert time.monotonic() < deadline, "the API never caught up after warm-up"
+                    time.sleep(0.1)
+                print(
+                    f"measuring: {args.seconds:.0f}s at {rate:.0f} ratings/s, trigger interval "
+                    f"{args.interval} ...",
+                    flush=True,
+                )
+                cpu_before = cpu_seconds(processor.pid)
+                began = time.monotonic()
+                stamps: list[float] = []
+                produce_steady(rate, args.seconds, stamps)
+                elapsed = time.monotonic() - began
+                cpu_after = cpu_seconds(processor.pid)
+                cores = {k: (cpu_after[k] - cpu_before[k]) / elapsed for k in cpu_after}
+                deadline = time.monotonic() + 60
+                while poller.first_time_at_least(produced + len(stamps)) is None:
+                    assert time.monotonic() < deadline, "the API never counted every rating"
+                    time.sleep(0.1)
+                results.append(summarize(rate, args.interval, poller, produced, stamps, cores))
+                produced += len(stamps)
+                print(json.dumps(results[-1]), flush=True)
             poller.stop.set()
         finally:
             processor.terminate()
@@ -170,7 +217,40 @@ def main() -> None:
             api.terminate()
             api.wait(timeout=30)
 
-    step = max(1, int(args.rate / 4))
+    print()
+    print("| rate | trigger | probes | p50 | p95 | p99 | worst | processor cores (JVM + Python) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(
+            f"| {r['rate_per_s']:,.0f}/s | {r['trigger_interval']} | {r['probes']} "
+            f"| {r['p50_s']:.2f} s | {r['p95_s']:.2f} s | {r['p99_s']:.2f} s | {r['max_s']:.2f} s "
+            f"| {r['processor_cores']:.2f} ({r['processor_jvm_cores']:.2f} + "
+            f"{r['processor_python_cores']:.2f}) |"
+        )
+    print(
+        json.dumps(
+            {
+                "date": datetime.now(tz=UTC).strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+def summarize(
+    rate: float,
+    interval: str,
+    poller: ApiTotals,
+    offset: int,
+    stamps: list[float],
+    cores: dict[str, float],
+) -> dict:
+    """Freshness percentiles of one rate's probes (four a second) and the processor's cores."""
+    step = max(1, int(rate / 4))
     delays = []
     for k in range(step, len(stamps) + 1, step):
         seen = poller.first_time_at_least(offset + k)
@@ -181,12 +261,9 @@ def main() -> None:
     def pct(p: float) -> float:
         return delays[min(len(delays) - 1, max(0, int(-(-p * len(delays) // 1)) - 1))]
 
-    result = {
-        "date": datetime.now(tz=UTC).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
-        "rate_per_s": args.rate,
-        "trigger_interval": args.interval,
+    return {
+        "rate_per_s": rate,
+        "trigger_interval": interval,
         "ratings": len(stamps),
         "probes": len(delays),
         "p50_s": round(pct(0.50), 3),
@@ -194,9 +271,13 @@ def main() -> None:
         "p99_s": round(pct(0.99), 3),
         "max_s": round(delays[-1], 3),
         "mean_s": round(statistics.fmean(delays), 3),
-        "processor_cpu_share_of_one_core": round(cpu / args.seconds, 2),
+        # Cores over the measurement (1.0: one core busy the whole time), from /proc.
+        "processor_cores": round(cores["jvm"] + cores["python"], 2),
+        "processor_jvm_cores": round(cores["jvm"], 2),
+        "processor_python_cores": round(cores["python"], 2),
+        # The name the README's table used: the same number.
+        "processor_cpu_share_of_one_core": round(cores["jvm"] + cores["python"], 2),
     }
-    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
