@@ -147,9 +147,17 @@ def xdist_group(relpath: str) -> str | None:
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        relpath = item.path.relative_to(config.rootpath).as_posix()
-        if (group := xdist_group(relpath)) is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` with the groups above, by path. (xdist 3.8's own loadgroup reads
+    ``xdist_group`` marks into a nodeid suffix that pytest 9.2's ``Item.nodeid`` no longer
+    carries, so marked tests were spread over every worker.) Scopes run largest first."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PathGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid.split("::", 1)[0]) or nodeid
+
+    return PathGroups(config, log)
