@@ -19,14 +19,20 @@ log = logging.getLogger(__name__)
 
 
 def pid_alive(pid: int) -> bool:
-    """True while a process with this pid exists."""
+    """True while a process with this pid runs (a zombie, exited but not yet reaped by a parent
+    that is not us, does not: `down` would otherwise wait out its timeout for a daemon another
+    process had restarted, as the fault tests do)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 @dataclass
