@@ -98,10 +98,15 @@ def start_infra(settings: Settings) -> None:
         # Launched first and waited for last: the two JVMs start while Kafka and Spark do.
         hdfs.launch()
     LocalPostgres(settings).start()
-    if settings.uses_local_kafka:
-        LocalKafka(settings).start()
+    kafka = LocalKafka(settings) if settings.uses_local_kafka else None
+    if kafka is not None:
+        # The nodes elect their controller and register their brokers while Spark starts.
+        for node in kafka.nodes:
+            kafka.start_node(node)
     if settings.cluster and settings.uses_local_spark_cluster:
         LocalSpark(settings).start()
+    if kafka is not None:
+        kafka.wait_ready()
     if hdfs is not None:
         hdfs.wait_ready()
         log.info(
