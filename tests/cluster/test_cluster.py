@@ -515,14 +515,14 @@ def test_the_namenode_then_the_datanode_killed_mid_drain_lose_nothing(
     the daemon is back the drain resumes from the checkpoint on HDFS and ends exact."""
     from cinestream.local.hdfs import LocalHDFS
 
-    pipeline = _drain_pipeline("hdfs_kill", monkeypatch, batch=15_000)
+    pipeline = _drain_pipeline("hdfs_kill", monkeypatch)
     checkpoint = pipeline.settings.checkpoint_dir
     _produce_backlog(pipeline)
     hdfs = LocalHDFS(pipeline.settings)
 
     # The NameNode: the run fails; doctor names the unreachable NameNode and the fix.
     _, done_at_kill = _hdfs_fault(pipeline, "hdfs-namenode", "namenode-kill")
-    assert done_at_kill < DRAIN // 15_000, "the NameNode was killed after the drain ended"
+    assert done_at_kill < DRAIN // BATCH, "the NameNode was killed after the drain ended"
     doctor = _cli("doctor", env=pipeline.env)
     assert doctor.returncode == 1, doctor.stdout
     (line,) = [x for x in doctor.stdout.splitlines() if x.startswith("FAIL checkpoint")]
@@ -535,7 +535,7 @@ def test_the_namenode_then_the_datanode_killed_mid_drain_lose_nothing(
 
     # The DataNode, in the middle of the next run: the NameNode answers, the blocks do not.
     log, at_second_kill = _hdfs_fault(pipeline, "hdfs-datanode", "datanode-kill")
-    assert at_second_kill < DRAIN // 15_000, "the DataNode was killed after the drain ended"
+    assert at_second_kill < DRAIN // BATCH, "the DataNode was killed after the drain ended"
     doctor = _cli("doctor", env=pipeline.env)
     (line,) = [x for x in doctor.stdout.splitlines() if x.startswith("FAIL checkpoint")]
     assert f"the checkpoint's HDFS at {HDFS} failed" in line, doctor.stdout
@@ -547,8 +547,6 @@ def test_the_namenode_then_the_datanode_killed_mid_drain_lose_nothing(
     assert proc.wait(timeout=900) == 0, Path(proc.log_path).read_text()[-4000:]  # type: ignore[attr-defined]
     assert _batches(pipeline) > at_second_kill
     _assert_exact(pipeline)
-    with checkpoint_fs(checkpoint) as fs:
-        assert committed_batch(fs, checkpoint) is not None
 
     # reset --checkpoint-only deletes the checkpoint on HDFS; the store keeps every window.
     reset = _cli("reset", "--checkpoint-only", "--yes", env=pipeline.env)
