@@ -12,7 +12,10 @@ import pytest
 
 # One registration of the shared stack's fixtures for tests/integration and tests/dags: a second
 # (a conftest importing them again) would be a second session-scoped stack.
-from tests.shared_stack import pipeline, stack  # noqa: F401
+from tests.shared_stack import SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
+
+# Every Spark driver a test starts compiles with C1 only (tests/shared_stack.py says why).
+os.environ.setdefault("SPARK_SUBMIT_OPTS", SPARK_SUBMIT_OPTS)
 
 # Airflow is imported by some unit tests; keep its home out of the user's ~/airflow.
 os.environ.setdefault(

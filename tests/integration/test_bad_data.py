@@ -15,6 +15,7 @@ from cinestream.store import schema
 from cinestream.store.connection import connect
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute
+from tests.shared_stack import SPARK_SUBMIT_OPTS
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,7 @@ def test_a_flood_of_long_invalid_records_falls_back_to_the_spark_sink(pipeline: 
     long = b"[" + b"1," * 30_000 + b"1]"
     pipeline.produce_raw([(b"k-flood-%d" % i, long) for i in range(40)])
 
-    small_driver = {"SPARK_SUBMIT_OPTS": "-Dspark.driver.maxResultSize=1m"}
+    small_driver = {"SPARK_SUBMIT_OPTS": f"{SPARK_SUBMIT_OPTS} -Dspark.driver.maxResultSize=1m"}
     result = pipeline.process(extra_env=small_driver, check=True)
     assert "exceed spark.driver.maxResultSize" in result.stdout, result.stdout[-3000:]
     assert "40 invalid" in result.stdout

@@ -16,6 +16,7 @@ from cinestream.kafka.read import read_all
 from cinestream.schemas import DLQ_RAW_PREFIX_BYTES, RATINGS_MAX_MESSAGE_BYTES
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import events_from_messages, recompute
+from tests.shared_stack import SPARK_SUBMIT_OPTS
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +103,6 @@ def test_oversized_invalid_records_reach_the_dlq_through_the_spark_sink(
 ) -> None:
     # A driver that may collect less than one of their DLQ messages: Spark's Kafka sink writes
     # them, and its producer takes a DLQ record of any size the topic does.
-    small_driver = {"SPARK_SUBMIT_OPTS": "-Dspark.driver.maxResultSize=1m"}
+    small_driver = {"SPARK_SUBMIT_OPTS": f"{SPARK_SUBMIT_OPTS} -Dspark.driver.maxResultSize=1m"}
     stdout = _run_and_check(pipeline, extra_env=small_driver)
     assert "exceed spark.driver.maxResultSize" in stdout, stdout[-3000:]
