@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,8 +190,6 @@ class LocalHDFS:
 
     def _format(self) -> None:
         """Format the NameNode's storage once (on the first start)."""
-        import subprocess
-
         if (self.root / "name" / "current" / "VERSION").exists():
             return
         log.info("formatting the HDFS NameNode's storage in %s", self.root / "name")
