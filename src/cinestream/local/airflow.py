@@ -147,6 +147,11 @@ def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]
             settings.state_dir, "airflow_fernet_key", _new_fernet_key
         ),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        # The scheduler's and triggerer's own servers beside the api-server's port (Airflow's
+        # defaults 8793, 8794 and 8974 beside 8080), so that two stacks on one machine (`make
+        # up` and a test stack, say) do not fight over them; the health check on loopback only.
+        **side_ports(settings.airflow_port),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         # Task logs are their owner's only (Airflow's defaults, 0o775 and 0o664, are for tasks
         # impersonating other users, which this stack never does; Airflow chmods new files).
@@ -229,6 +234,16 @@ PARTS = {
     "quality": "cinestream_quality",
 }
 PIPELINE = "cinestream_pipeline"
+
+
+def side_ports(airflow_port: int) -> dict[str, str]:
+    """Airflow's task-log, trigger-log and scheduler health-check ports for an api-server on
+    ``airflow_port``: + 713, + 714 and + 894 (Airflow's defaults beside 8080)."""
+    return {
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(airflow_port + 713),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(airflow_port + 714),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(airflow_port + 894),
+    }
 
 
 class AirflowUnreachable(CinestreamError):

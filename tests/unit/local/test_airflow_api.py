@@ -33,3 +33,21 @@ def test_an_api_server_that_does_not_answer_is_one_line_naming_its_url_and_log(
     assert "\n" not in message
     assert f"api-server at {settings.airflow_url} does not answer (ConnectError" in message
     assert str(settings.log_dir / "airflow-api-server.log") in message
+
+
+def test_two_stacks_run_airflow_servers_on_ports_of_their_own(tmp_path: Path) -> None:
+    """The log servers and the scheduler's health check move with the api-server's port
+    (Airflow's own defaults beside 8080), so a test stack beside `make up` binds none of its."""
+    ports = {}
+    for airflow_port in (8080, 27080):
+        env = airflow.airflow_env(
+            Settings(state_dir=tmp_path / str(airflow_port), airflow_port=airflow_port)
+        )
+        ports[airflow_port] = {
+            env["AIRFLOW__API__PORT"],
+            env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"],
+            env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"],
+            env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"],
+        }
+    assert ports[8080] == {"8080", "8793", "8794", "8974"}
+    assert ports[27080] == {"27080", "27793", "27794", "27974"}
