@@ -32,21 +32,24 @@ pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = REPO / ".state-test-cluster"
+# Ports below 32768, outside Linux's range for outgoing connections (32768-60999 here): the fault
+# tests restart daemons, whose ports a client's socket could otherwise hold at that moment.
 ENV = {
     "CINESTREAM_STATE_DIR": str(STATE),
-    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:59092",
-    "CINESTREAM_SPARK_MASTER": "spark://127.0.0.1:57077",
-    "CINESTREAM_PG_PORT": "55432",
-    "CINESTREAM_API_PORT": "58000",
-    "CINESTREAM_DASHBOARD_PORT": "58501",
-    "CINESTREAM_AIRFLOW_PORT": "58080",
+    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:28092",
+    "CINESTREAM_SPARK_MASTER": "spark://127.0.0.1:28077",
+    "CINESTREAM_PG_PORT": "28432",
+    "CINESTREAM_API_PORT": "28000",
+    "CINESTREAM_DASHBOARD_PORT": "28501",
+    "CINESTREAM_AIRFLOW_PORT": "28280",  # its log servers on + 713/714 (28993/28994)
+    "CINESTREAM_HDFS_PORT": "28020",
     # No catch-up backfills on this stack (the live-platform tests cover them): fewer Spark
     # applications queueing for the two one-core workers while the faults run.
     "CINESTREAM_BACKFILL_CATCHUP": "1min",
 }
 BACKLOG = 40_400
-# The stack's HDFS (CINESTREAM_HDFS_PORT unset: the first Kafka port - 1072).
-HDFS = "hdfs://127.0.0.1:58020"
+# The stack's HDFS (CINESTREAM_HDFS_PORT above; by default the first Kafka port - 1072).
+HDFS = "hdfs://127.0.0.1:28020"
 CHECKPOINT = f"{HDFS}/cinestream/checkpoints/ratings_stream_processor"
 DRAIN = 150_000
 BATCH = 30_000
@@ -239,15 +242,15 @@ def test_seed_scenario_exact_on_the_cluster_profile(cluster: tuple[Any, Any]) ->
     # The checkpoints on the stack's HDFS: NameNode and DataNode listed with their URLs.
     assert status["checkpoint_dir"] == CHECKPOINT
     assert services["hdfs-namenode"].startswith("running"), services["hdfs-namenode"]
-    assert f"{HDFS}, UI http://127.0.0.1:58021" in services["hdfs-namenode"]
+    assert f"{HDFS}, UI http://127.0.0.1:28021" in services["hdfs-namenode"]
     assert "Operational, 1 live DataNode(s)" in services["hdfs-namenode"]
     assert services["hdfs-datanode"].startswith("running"), services["hdfs-datanode"]
-    assert "UI http://127.0.0.1:58023" in services["hdfs-datanode"]
+    assert "UI http://127.0.0.1:28023" in services["hdfs-datanode"]
     assert f"checkpoint  {CHECKPOINT}" in up.stdout
     client = status["kafka_client_config"]
     password = (STATE / "secrets" / "kafka_cinestream_password").read_text().strip()
     assert client == {
-        "bootstrap.servers": "127.0.0.1:59092,127.0.0.1:59093,127.0.0.1:59094",
+        "bootstrap.servers": "127.0.0.1:28092,127.0.0.1:28093,127.0.0.1:28094",
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "cinestream",
@@ -383,7 +386,7 @@ def test_the_cluster_takes_no_stranger_and_shows_no_secret(cluster: tuple[Any, A
     # Spark's RPC and web UIs, and Kafka's controller listeners, on the loopback address only.
     ports = [spark.port, *(d.ui_port for d in spark.daemons)]
     ports += [n.controller_port for n in LocalKafka(settings).nodes]
-    ports += list(range(58020, 58025))  # HDFS: NameNode RPC and UI, DataNode data, UI, IPC
+    ports += list(range(28020, 28025))  # HDFS: NameNode RPC and UI, DataNode data, UI, IPC
     for port in ports:
         assert _listening(port) == {"127.0.0.1"}, (port, _listening(port))
 
@@ -526,7 +529,7 @@ def test_the_namenode_then_the_datanode_killed_mid_drain_lose_nothing(
     doctor = _cli("doctor", env=pipeline.env)
     assert doctor.returncode == 1, doctor.stdout
     (line,) = [x for x in doctor.stdout.splitlines() if x.startswith("FAIL checkpoint")]
-    assert f"the HDFS NameNode of checkpoint {checkpoint} is not reachable at 127.0.0.1:58020" in (
+    assert f"the HDFS NameNode of checkpoint {checkpoint} is not reachable at 127.0.0.1:28020" in (
         line
     )
     assert "-> fix: start the HDFS NameNode and DataNode" in line

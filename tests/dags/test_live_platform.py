@@ -28,13 +28,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.dags]
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = REPO / ".state-test-live"
+# Ports below 32768, outside Linux's range for outgoing connections (32768-60999 here): a daemon
+# restarted in a fault test could otherwise find its port taken by some client's socket.
 ENV = {
     "CINESTREAM_STATE_DIR": str(STATE),
-    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:39092",
-    "CINESTREAM_PG_PORT": "35432",
-    "CINESTREAM_API_PORT": "38000",
-    "CINESTREAM_DASHBOARD_PORT": "38501",
-    "CINESTREAM_AIRFLOW_PORT": "38080",
+    "CINESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:27092",
+    "CINESTREAM_PG_PORT": "27432",
+    "CINESTREAM_API_PORT": "27000",
+    "CINESTREAM_DASHBOARD_PORT": "27501",
+    "CINESTREAM_AIRFLOW_PORT": "27080",
     "CINESTREAM_LIVE_RATE": "5",
     "CINESTREAM_TRIGGER_INTERVAL": "5s",
 }
