@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
 from cinestream.kafka import admin
@@ -14,7 +15,7 @@ from cinestream.local.postgres import server_gid
 from cinestream.local.processes import ManagedProcess
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
-from cinestream.store import reads, schema
+from cinestream.store import reads, reports, schema
 from cinestream.store.checkpoints import CheckpointLock, StoredCheckpoint, stored_checkpoint
 from cinestream.store.connection import connect
 from cinestream.stream.checkpoint import CheckpointFS, checkpoint_fs, is_local
@@ -185,6 +186,7 @@ def run_checks(settings: Settings) -> list[Check]:
         totals = reads.window_totals(conn, s.window_types[0])
         newest = reads.latest_window(conn, s.window_types[0], now_ms)
         ahead = reads.future_windows(conn, s.window_types[0], now_ms)
+        triage = reports.dlq_verdict(conn)
     windows, counted = totals.windows, totals.ratings
     latest = newest.window_end_ms if newest else None
     if windows and latest is not None:
@@ -242,7 +244,31 @@ def run_checks(settings: Settings) -> list[Check]:
             "read the reasons in the DLQ records and fix the producer",
         )
     )
+    checks.append(_triage_check(triage))
     return checks
+
+
+def _triage_check(verdict: dict[str, Any] | None) -> Check:
+    """The newest ``cinestream_dlq`` report: whether it marked the platform degraded."""
+    if verdict is None:
+        return Check("OK", "dlq-report", "no cinestream_dlq report yet")
+    share, threshold, report_id = verdict["share"], verdict["threshold"], verdict["id"]
+    if verdict["degraded"]:
+        return Check(
+            "WARN",
+            "dlq-report",
+            f"degraded: invalid records are {share:.2%} of the traffic over the last hour's "
+            f"DLQ reports (threshold {threshold:.2%}, CINESTREAM_DLQ_DEGRADED_SHARE); see DLQ "
+            f"report {report_id} in Browse -> Data quality (cinestream) "
+            f"(/cinestream-quality/dlq/{report_id})",
+            "read the report's reasons and producer keys and fix those producers",
+        )
+    return Check(
+        "OK",
+        "dlq-report",
+        f"latest cinestream_dlq report {report_id}: {share:.2%} invalid over the last hour "
+        f"(threshold {threshold:.2%})",
+    )
 
 
 def _checkpoint_checks(
