@@ -296,3 +296,21 @@ def test_the_checkpoint_is_on_hdfs() -> None:
     )
     assert spark_conf(settings)["spark.hadoop.dfs.replication"] == "1"
     assert env["HDFS-SITE.XML_dfs.replication"] == "1"
+
+
+def test_airflow_has_every_connection_the_local_stack_gives_it(tmp_path: Path) -> None:
+    """The DAGs name their connections; compose's Airflow must define each one the local stack
+    defines (the DLQ watcher's consumer in the triggerer too, with its own group)."""
+    from cinestream.local.airflow import connections
+    from cinestream.orchestration.dlq_triage import DLQ_WATCH_GROUP
+
+    wanted = set(connections(Settings(state_dir=tmp_path)))
+    services = compose()["services"]
+    for name in ("airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"):
+        defined = {v for v in services[name]["environment"] if v.startswith("AIRFLOW_CONN_")}
+        assert wanted <= defined, (name, sorted(wanted - defined))
+    watch = json.loads(
+        services["airflow-triggerer"]["environment"]["AIRFLOW_CONN_CINESTREAM_DLQ_WATCH"]
+    )
+    assert watch["extra"]["group.id"] == DLQ_WATCH_GROUP
+    assert watch["extra"]["security.protocol"] == "SASL_PLAINTEXT"
