@@ -232,6 +232,8 @@ PARTS = {
     "generator": "cinestream_generate",
     "backfill": "cinestream_backfill",
     "quality": "cinestream_quality",
+    "audit": "cinestream_audit",
+    "dlq": "cinestream_dlq",
 }
 PIPELINE = "cinestream_pipeline"
 

@@ -377,6 +377,8 @@ ROLES = {
     "generator": "runs the live generator",
     "backfill": "backfills each past hour",
     "quality": "validates what stream and backfill wrote",
+    "audit": "audits each past day against the topic, backfills the hours that differ",
+    "dlq": "reports invalid records as they reach the DLQ (asset watcher)",
 }
 
 
