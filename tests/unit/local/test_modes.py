@@ -123,6 +123,7 @@ def test_symbolic_links_are_neither_followed_nor_changed(tmp_path: Path) -> None
     (state / "logs").mkdir(parents=True, mode=0o700)
     state.chmod(0o700)
     outside = _put(tmp_path / "elsewhere" / "shared.log", 0o644)
+    outside.parent.chmod(0o755)  # a folder others may read, whatever the umask made it
     (state / "logs" / "shared.log").symlink_to(outside)
     (state / "secrets").symlink_to(outside.parent)
     assert modes.loose_paths(state) == []
