@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from cinestream.local import airflow
 from cinestream.timeparse import parse_instant
 from tests.reference import recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
@@ -69,7 +70,6 @@ def _stray_processes() -> list[str]:
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[tuple[Any, Any, subprocess.CompletedProcess[str]]]:
-    from cinestream.local import airflow
     from cinestream.settings import Settings
 
     _cli("down", timeout=300)
@@ -136,9 +136,11 @@ def test_make_up_leaves_airflow_running_the_live_platform(live) -> None:  # type
     assert "cinestream_pipeline: quality success" in up.stdout, up.stdout[-3000:]
     (first,) = _runs(api, "cinestream_pipeline")
     assert first["state"] == "success"
-    for dag_id in ("cinestream_stream", "cinestream_generate", "cinestream_backfill"):
+    # Every part of the live platform is active, the audit and the DLQ triage too.
+    for dag_id in airflow.PARTS.values():
         assert api.get(f"/dags/{dag_id}")["is_paused"] is False, dag_id
-    assert api.get("/dags/cinestream_quality")["is_paused"] is False
+    parts = set(airflow.PARTS.values())
+    assert {"cinestream_audit", "cinestream_dlq", "cinestream_quality"} <= parts
 
     # The processor runs under cinestream_stream and commits; the generator produces.
     assert _holder(settings).startswith("Airflow cinestream_stream.ratings_stream_processor")
