@@ -16,11 +16,6 @@ from tests.shared_stack import SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
 
 # Every Spark driver a test starts compiles with C1 only (tests/shared_stack.py says why).
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SPARK_SUBMIT_OPTS)
-# Everything the tests and the processes they start create is its owner's only, as under `up`
-# (umask 077): a test's `airflow dags test` or CLI call made with the usual 022 left 0755 folders
-# and 0644 files in a shared stack's state dir, and the state-dir tests that ran after it on the
-# same worker counted them.
-os.umask(0o077)
 
 # Airflow is imported by some unit tests; keep its home out of the user's ~/airflow.
 os.environ.setdefault(

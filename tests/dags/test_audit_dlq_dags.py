@@ -87,6 +87,9 @@ def watching_airflow() -> Iterator[tuple[str, dict[str, str]]]:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # As `up` starts Airflow: what it creates in the shared stack's state dir (task
+                # log folders) is its owner's only, or the state-dir tests after it count them.
+                umask=0o077,
             )
         )
     try:
