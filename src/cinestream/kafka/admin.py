@@ -211,15 +211,20 @@ def _wait_for(settings: Settings, done: Any, what: str, timeout_s: float = 60) -
 
 
 def topic_id(settings: Settings, topic: str) -> str | None:
-    """The topic's id (changes when it is deleted and recreated), or None if it is missing."""
+    """The topic's id (changes when it is deleted and recreated), or None if it is missing.
+    Any other failure (a timeout, a leader moving) is a CinestreamError, never taken for a
+    missing topic: callers compare ids to tell a recreated topic from the one they know."""
     from confluent_kafka import TopicCollection
 
     admin = admin_client(settings)
     futures = admin.describe_topics(TopicCollection([topic]))
     try:
         description = futures[topic].result()
-    except KafkaException:
-        return None
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return None
+        raise CinestreamError(f"could not describe topic {topic} ({exc}); is Kafka up?") from exc
     return str(description.topic_id)
 
 
