@@ -43,6 +43,22 @@ def test_a_checkpoint_restored_from_an_older_copy_stops_with_the_fix(pipeline: P
     )
     assert pipeline.total_counted() == 6_000  # nothing skipped, nothing doubled
 
+    # While a processor holds the checkpoint it moves every second (a read on HDFS takes
+    # seconds, so store and checkpoint are read batches apart): it compares the two itself, under
+    # its lock, at every commit. doctor and the DAGs' preflight leave the comparison to it.
+    from cinestream.orchestration.task_bodies import preflight_for
+    from cinestream.store.checkpoints import CheckpointLock
+
+    held = CheckpointLock(pipeline.settings.resolved_database_url, pipeline.settings.checkpoint_dir)
+    assert held.try_acquire()
+    try:
+        doctor = pipeline.cli("doctor").stdout.splitlines()
+        (line,) = [x for x in doctor if x.split()[1:2] == ["checkpoint"]]
+        assert line.startswith("OK") and "moves under the running processor" in line, line
+        assert "held by the running processor" in preflight_for(pipeline.settings)
+    finally:
+        held.release()
+
     # The named fix keeps every window: the processor resumes where the store's counts end.
     pipeline.cli("reset", "--yes", "--checkpoint-only", check=True)
     pipeline.produce_historical(500, start + 10 * MINUTE, MINUTE, seed=3)

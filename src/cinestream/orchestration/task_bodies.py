@@ -21,7 +21,7 @@ from cinestream.kafka import admin
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import reads, schema
-from cinestream.store.checkpoints import stored_checkpoint
+from cinestream.store.checkpoints import CheckpointLock, stored_checkpoint
 from cinestream.store.connection import connect
 
 log = logging.getLogger("cinestream.orchestration")
@@ -95,10 +95,24 @@ def clear_checkpoint(clear: bool) -> str:
 
 def preflight() -> str:
     """Fail with doctor's explanation when the processor would skip or double-count data."""
+
+    return preflight_for(task_settings())
+
+
+def preflight_for(settings: Settings) -> str:
+    """:func:`preflight` for ``settings``: the plan's summary, or why it was left to the
+    running processor."""
     from cinestream.stream.checkpoint import checkpoint_fs
     from cinestream.stream.start_plan import plan_start, unfinished_note
 
-    settings = task_settings()
+    holder = CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir).holder()
+    if holder is not None:
+        # The running processor moves the checkpoint under us (every second or so; a read on
+        # HDFS takes seconds) and compares it with the store itself, under its lock, at every
+        # commit; the processor this run starts plans again once it holds the lock.
+        message = f"checkpoint held by the running processor ({holder}): it checks it"
+        log.info("preflight: %s", message)
+        return message
     with connect(settings.resolved_database_url) as conn:
         schema.ensure_schema(conn)
         stored = stored_checkpoint(conn, settings.checkpoint_dir)
