@@ -295,9 +295,12 @@ def _read_ratings(settings: Settings, ranges: dict[int, tuple[int, int]], on_bat
     ends = {p: hi for p, (_, hi) in ranges.items()}
     total = sum(max(hi - lo, 0) for lo, hi in ranges.values())
     done, began, next_log = 0, time.monotonic(), PROGRESS_EVERY
-    for batch in read_batches(
-        settings, settings.ratings_topic, starts, ends, 60, "cinestream-audit"
-    ):
+    # Records deleted by retention while they are read are an error, not a silent jump forward
+    # (which would show their windows as differing).
+    batches = read_batches(
+        settings, settings.ratings_topic, starts, ends, 60, "cinestream-audit", "error"
+    )
+    for batch in batches:
         on_batch(batch)
         done += len(batch)
         if done >= next_log:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cinestream.errors import CinestreamError
 from cinestream.kafka.admin import (
@@ -54,6 +54,15 @@ def read_between(
     return read_offsets(settings, topic, starts, ends, timeout_s)
 
 
+# Errors a bounded read cannot wait out: said at once, not after a stall as "is Kafka up?".
+_READ_STOPPERS = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._AUTO_OFFSET_RESET,  # offset_reset="error": the records were deleted meanwhile
+}
+
+
 def read_offsets(
     settings: Settings,
     topic: str,
@@ -73,11 +82,14 @@ def read_batches(
     ends: Mapping[int, int],
     stall_s: float = 60,
     group_id: str = "cinestream-reader",
+    offset_reset: str = "earliest",
 ) -> Iterator[list[Any]]:
     """The messages of ``[starts[p], ends[p])`` of each partition, in batches as they arrive
     (up to 10,000; a partition without ``starts[p]`` reads nothing). A read that gets nothing for
     ``stall_s`` seconds, or a fatal client error, is a CinestreamError naming the topic, how far
-    it got and the partitions left; transient errors (a broker restarting) are waited out."""
+    it got and the partitions left; transient errors (a broker restarting) are waited out.
+    ``offset_reset="error"``: a start offset deleted by retention while being read is an error
+    (the default, ``earliest``, moves on to the first record left)."""
     wanted = {p: (starts.get(p, e), e) for p, e in ends.items() if e > starts.get(p, e)}
     if not wanted:
         return
@@ -88,11 +100,16 @@ def read_batches(
             **{
                 "group.id": group_id,
                 "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
+                "auto.offset.reset": offset_reset,
             },
         )
     )
     try:
+        # An assignment to a missing topic only waits: say it now.
+        listed = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if listed is None or (listed.error is not None and listed.error.code() in _READ_STOPPERS):
+            why = listed.error.str() if listed is not None and listed.error else "not listed"
+            raise CinestreamError(f"reading {topic}: the topic does not exist ({why})")
         consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in wanted.items()])
         remaining = {p: end for p, (_, end) in wanted.items()}
         done, heard = 0, time.monotonic()
@@ -100,8 +117,8 @@ def read_batches(
             keep = []
             for msg in consumer.consume(10_000, timeout=1.0):
                 if (error := msg.error()) is not None:
-                    if error.fatal():
-                        raise CinestreamError(f"reading {topic}: {error}")
+                    if error.fatal() or error.code() in _READ_STOPPERS:
+                        raise CinestreamError(f"reading {topic}: {error.str()}")
                     continue
                 partition, offset = msg.partition(), msg.offset()
                 if partition not in remaining or offset is None or offset >= remaining[partition]:
