@@ -286,7 +286,8 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     spark = LocalSpark(settings)  # the workers side by side (stateless: a short timeout)
     running = spark.running()
     spark.stop()
-    yield from running.items()
+    # A profile without them says nothing of Spark's daemons or HDFS, unless some ran.
+    yield from _said(running, settings.uses_local_spark_cluster)
     # HDFS (nothing writes checkpoints any more) and Kafka stop side by side.
     hdfs = LocalHDFS(settings)
     with ThreadPoolExecutor(1) as pool:
@@ -295,8 +296,16 @@ def down(settings: Settings) -> Iterator[tuple[str, bool]]:
         running = {n.name: kafka.process(n).pid() is not None for n in kafka.nodes}
         kafka.stop()
         yield from running.items()
-        yield from hdfs_stopped.result().items()
+        yield from _said(hdfs_stopped.result(), settings.uses_local_hdfs)
     yield "postgres", LocalPostgres(settings).stop()
+
+
+def _said(stopped: dict[str, bool], part_of_profile: bool) -> Iterator[tuple[str, bool]]:
+    """``down``'s lines for daemons of one kind: all of them in a profile that has them, else
+    only those that were running (left by another profile)."""
+    for name, was_running in stopped.items():
+        if was_running or part_of_profile:
+            yield name, was_running
 
 
 def reset_checkpoint(settings: Settings, *, accept_deleted: bool = False) -> Iterator[str]:
@@ -537,7 +546,8 @@ def where_to_look(settings: Settings) -> str:
             f"  logs        {settings.log_dir}",
             "  Airflow runs the platform: cinestream_stream (the processor), cinestream_generate",
             f"  ({settings.live_rate:g} ratings/s), cinestream_backfill (hourly), "
-            "cinestream_quality (on window_metrics)",
+            "cinestream_quality (on window_metrics),",
+            "  cinestream_audit (daily), cinestream_dlq (when invalid records arrive)",
             "  cinestream status      services and URLs",
             "  cinestream doctor      offsets, lag, windows; what to fix",
             "  cinestream topics list",
