@@ -62,7 +62,11 @@ def test_plugin_serves_the_data_docs(pipeline: Pipeline) -> None:
     assert view.status_code == 200
     for suite in ("window_metrics", "metrics_topic", "continuity", "ratings"):
         assert suite in view.text
-    assert "PASS" in view.text and "FAIL" not in view.text
+    # The latest results (the 24-hour strips below them also show other tests' failed runs on
+    # a shared stack, whose history tables a test's truncate keeps).
+    latest = view.text.split("Last 24 hours")[0]
+    assert "Last 24 hours" in view.text
+    assert "PASS" in latest and "FAIL" not in latest
     assert f"{PREFIX}/docs/" in view.text
     page = client.get("/docs/")
     assert page.status_code == 200
