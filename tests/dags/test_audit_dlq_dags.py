@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from tests.dags.conftest import AIRFLOW, airflow_run
 from tests.dags.test_dags_run import _state, dags_test
 from tests.reference import recompute
 from tests.shared_stack import TEST_STATE, Pipeline, assert_windows_equal
+from tests.stack_cli import wait_for as _wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
 
@@ -103,16 +103,6 @@ def watching_airflow() -> Iterator[tuple[str, dict[str, str]]]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-
-
-def _wait(check: Any, what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"{what} not within {timeout:.0f}s")
 
 
 def _invalid_records() -> list[tuple[bytes | None, bytes | None]]:
