@@ -27,6 +27,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
+from cinestream.orchestration.dlq_triage import VERDICT_MAX_AGE_S, verdict_state
 from cinestream.quality import docs_dir, read_summary
 from cinestream.settings import Settings
 
@@ -121,9 +122,10 @@ def strip(
     return f"<div class='strip'>{marks}</div>" if rows else "<em>no result</em>"
 
 
-def render_history(history: dict[str, list[dict[str, Any]]]) -> str:
+def render_history(history: dict[str, list[dict[str, Any]]], now: datetime | None = None) -> str:
     """The last 24 hours: a strip per suite, per audit phase and of the DLQ reports, then the
-    latest audit's differing windows and the latest DLQ report's verdict."""
+    latest audit's differing windows and the latest DLQ report's verdict (stale when it is too
+    old to hold, as in ``/metrics/health``)."""
     rows = []
     suites: dict[str, list[dict[str, Any]]] = {}
     for r in history.get("suites", []):
@@ -168,12 +170,25 @@ def render_history(history: dict[str, list[dict[str, Any]]]) -> str:
     )
     body = "<h2>Last 24 hours</h2><table><tr><th>check</th><th>results (oldest first)</th></tr>"
     body += "".join(rows) + "</table>"
-    if dlq and dlq[-1]["degraded"]:
+    state = (
+        verdict_state(dlq[-1]["degraded"], dlq[-1]["run_at"], now or datetime.now(tz=UTC))
+        if dlq
+        else None
+    )
+    if state == "degraded":
         last = dlq[-1]
         body += (
             f"<div class='banner'><b>DEGRADED</b>: invalid records are {last['share']:.2%} of "
             f"the traffic (threshold {last['threshold']:.2%}); "
             f"<a href='{PREFIX}/dlq/{last['id']}'>DLQ report {last['id']}</a></div>"
+        )
+    elif state == "stale":
+        last = dlq[-1]
+        body += (
+            f"<p><b>STALE</b>: the newest <a href='{PREFIX}/dlq/{last['id']}'>DLQ report "
+            f"{last['id']}</a> is more than {VERDICT_MAX_AGE_S // 3600} h old: its verdict "
+            f"({'degraded' if last['degraded'] else 'ok'}) no longer holds; is cinestream_dlq "
+            "paused or failing?</p>"
         )
     failed = [a for a in audits if not a["ok"]]
     if failed:

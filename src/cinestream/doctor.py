@@ -262,11 +262,25 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _triage_check(verdict: dict[str, Any] | None) -> Check:
-    """The newest ``cinestream_dlq`` report: whether it marked the platform degraded."""
+    """The newest ``cinestream_dlq`` report: whether it marked the platform degraded, or that
+    it is too old to say (cinestream_dlq has stopped reporting)."""
+    from cinestream.orchestration.dlq_triage import VERDICT_MAX_AGE_S, age_text, verdict_state
+
     if verdict is None:
         return Check("OK", "dlq-report", "no cinestream_dlq report yet")
     share, threshold, report_id = verdict["share"], verdict["threshold"], verdict["id"]
-    if verdict["degraded"]:
+    state = verdict_state(verdict["degraded"], verdict["run_at"], verdict["now"])
+    if state == "stale":
+        age = (verdict["now"] - verdict["run_at"]).total_seconds()
+        return Check(
+            "WARN",
+            "dlq-report",
+            f"stale: the newest cinestream_dlq report ({report_id}) is {age_text(age)} old "
+            f"(more than {VERDICT_MAX_AGE_S // 3600} h; it runs hourly): its verdict "
+            f"({'degraded' if verdict['degraded'] else 'ok'}) no longer holds",
+            "unpause cinestream_dlq in the Airflow UI (or `make up`) and read its latest run's log",
+        )
+    if state == "degraded":
         return Check(
             "WARN",
             "dlq-report",

@@ -11,6 +11,11 @@ The verdict: the platform is *degraded* when invalid records exceed
 ``CINESTREAM_DLQ_DEGRADED_SHARE`` of the traffic (valid + invalid records the store counted) over
 the reports of the last :data:`VERDICT_PERIOD_S` (this one included), so a report of a few
 seconds cannot clear a burst's verdict on its own, and an hour without invalid records does.
+
+A verdict expires: cinestream_dlq reports at least hourly, so a newest report older than
+:data:`VERDICT_MAX_AGE_S` means it has stopped (paused, failing, Airflow down). Its verdict no
+longer says how the data is, and readers (``/metrics/health``, the dashboard, ``doctor``, the
+quality view) show it as ``stale`` (:func:`verdict_state`), never as degraded (or ok) forever.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 log = logging.getLogger("cinestream.orchestration")
@@ -34,6 +40,9 @@ DLQ_WATCH_GROUP = "cinestream-dlq-watch"
 DEBOUNCE_S = 5.0
 # The verdict looks at the reports of this period.
 VERDICT_PERIOD_S = 3600
+# A newest report older than this is stale: two missed hourly runs (a module constant, not a
+# setting: it follows from the DAG's hourly schedule, which is not configurable either).
+VERDICT_MAX_AGE_S = 2 * 3600
 # How many groups a report keeps (the most frequent; the rest are summed as "others").
 TOP_GROUPS = 20
 _NO_KEY = "(no key)"
@@ -174,6 +183,22 @@ def verdict(recent: Sequence[tuple[int, int]], threshold: float) -> Verdict:
     valid = sum(v for _, v in recent)
     share = invalid_share(invalid, valid)
     return Verdict(invalid, valid, share, is_degraded(share, threshold))
+
+
+def verdict_state(
+    degraded: bool, made_at: datetime, now: datetime, max_age_s: float = VERDICT_MAX_AGE_S
+) -> str:
+    """``degraded`` or ``ok`` as the newest report said, or ``stale`` once it is older than
+    ``max_age_s`` (a report stamped after ``now``, a clock step, counts as fresh)."""
+    if (now - made_at).total_seconds() > max_age_s:
+        return "stale"
+    return "degraded" if degraded else "ok"
+
+
+def age_text(seconds: float) -> str:
+    """``3 h 05 min``, ``12 min``: how old a report is, for one-line messages."""
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 # --- the task -----------------------------------------------------------------------------------

@@ -148,12 +148,13 @@ def recent_dlq_counts(
 
 
 def dlq_verdict(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
-    """What ``/metrics/health`` shows of the newest DLQ report: id, time, share, threshold and
-    whether it marked the platform degraded (None before the first report). One indexed row."""
+    """What ``/metrics/health`` shows of the newest DLQ report: id, time, share, threshold,
+    whether it marked the platform degraded, and the database's ``now`` (how old it is is told by
+    the clock that stamped it); None before the first report. One indexed row."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT id, run_at, invalid, valid, share, threshold, degraded FROM dlq_reports "
-            "ORDER BY id DESC LIMIT 1"
+            "SELECT id, run_at, invalid, valid, share, threshold, degraded, now() AS now "
+            "FROM dlq_reports ORDER BY id DESC LIMIT 1"
         ).fetchone()
 
 

@@ -169,6 +169,60 @@ def test_health_names_what_is_down(pipeline: Pipeline, monkeypatch: pytest.Monke
     with TestClient(create_app(Settings())) as down:
         health = down.get("/metrics/health")
         assert health.status_code == 503 and health.json()["down"] == ["postgres"]
+        assert health.json()["status"] == "down"
+        assert health.json()["data"]["state"] == "unknown"
         summary = down.get("/metrics/summary")
         assert summary.status_code == 503
         assert "PostgreSQL is unavailable" in summary.json()["detail"]
+
+
+def test_health_keeps_the_dlq_verdict_apart_from_the_dependencies(
+    pipeline: Pipeline, client: TestClient
+) -> None:
+    """A degraded DLQ verdict is 200 with ``status`` ok and the verdict in ``data`` (a down
+    dependency is 503 with ``status`` down, above); two hours later it is stale, not degraded."""
+    import psycopg
+
+    from cinestream.store import reports, schema
+
+    report = reports.DlqReport(
+        source="cinestream_dlq/test",
+        dlq_topic=pipeline.settings.dlq_topic,
+        topic_id=None,
+        start_offsets={"0": 0},
+        end_offsets={"0": 100},
+        invalid=100,
+        valid=1000,
+        share=100 / 1100,
+        threshold=0.05,
+        degraded=True,
+        counted={"valid_total": 1000, "invalid_total": 100},
+        reasons=[],
+        keys=[],
+    )
+    with psycopg.connect(pipeline.settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        report_id = reports.record_dlq_report(conn, report)
+    try:
+        health = client.get("/metrics/health")
+        body = health.json()
+        assert health.status_code == 200, body
+        assert (body["status"], body["down"]) == ("ok", [])
+        assert "degraded" not in body  # the verdict is data's, not a second status
+        assert body["data"]["state"] == "degraded" and body["data"]["dlq_report"] == report_id
+        assert body["data"]["reason"].startswith("invalid records are 9.09% of the traffic")
+
+        # cinestream_dlq stopped reporting: the writer stamps now(), so the report is aged here.
+        pipeline.db(
+            "UPDATE dlq_reports SET run_at = now() - interval '2 hours 10 minutes' "
+            "WHERE id = %s RETURNING id",
+            (report_id,),
+        )
+        stale = client.get("/metrics/health")
+        data = stale.json()["data"]
+        assert stale.status_code == 200 and stale.json()["status"] == "ok"
+        assert (data["state"], data["verdict"]) == ("stale", "degraded"), data
+        assert data["reason"].startswith("the newest cinestream_dlq report is 2 h 10 min old")
+    finally:
+        # Other tests on this stack read the newest report (doctor): leave none of ours.
+        pipeline.db("DELETE FROM dlq_reports WHERE id = %s RETURNING id", (report_id,))
