@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
 from cinestream.audit import (
+    PENDING_WAIT_S,
     AuditReport,
+    Finding,
     Recomputed,
     compare_window,
     parse_rating,
+    publication_exact,
+    settle_publication,
     window_starts,
 )
 from cinestream.windows import parse_window_type
@@ -164,3 +170,121 @@ def test_the_report_fails_on_a_difference_not_on_what_it_cannot_confirm() -> Non
     assert (
         not report.ok and report.lines()[-1].startswith("FAIL") and "1 differ" in report.lines()[-1]
     )
+
+
+# --- the metrics topic while publication lags the commit ----------------------------------------
+def test_only_a_published_version_that_holds_still_across_the_read_is_compared_at_once() -> None:
+    assert publication_exact(KEY, {KEY: (3, 3)}, {KEY: (3, 3)})
+    assert publication_exact(KEY, {KEY: (3, 3)}, {KEY: (3, 4)})  # published again: same value
+    assert publication_exact(KEY, {}, {})  # no window anywhere: the topic must not have it
+    assert not publication_exact(KEY, {KEY: (4, 3)}, {KEY: (4, 4)})  # pending at the snapshot
+    assert not publication_exact(KEY, {KEY: (3, 3)}, {KEY: (4, 3)})  # changed during the read
+    assert not publication_exact(KEY, {}, {KEY: (1, 1)})  # created after the snapshot
+
+
+class ScriptedView:
+    """The store and the metrics topic as each successive look sees them (the last repeats)."""
+
+    def __init__(
+        self,
+        stores: list[tuple[dict[Any, Any], dict[Any, tuple[int, int]]]],
+        tails: list[dict[Any, Any]],
+    ) -> None:
+        self.stores, self.tails, self.looks = stores, tails, 0
+
+    def store_now(self) -> tuple[dict[Any, Any], dict[Any, tuple[int, int]]]:
+        self.looks += 1
+        return self.stores[min(self.looks, len(self.stores)) - 1]
+
+    def topic_tail(self) -> dict[Any, Any]:
+        return self.tails.pop(0) if self.tails else {}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _settle(
+    view: ScriptedView, snapshot: dict[Any, tuple[int, int]], published: dict[Any, Any]
+) -> tuple[list[Finding], int, Clock]:
+    w = _window(5)
+    clock = Clock()
+
+    def compare(key: Any, record: Mapping[str, Any] | None) -> list[Finding]:
+        return [
+            f
+            for f in compare_window(key, MIN, w, _row(w), record, 0, False)
+            if f.where != "postgres"
+        ]
+
+    findings, moved = settle_publication(
+        {KEY}, snapshot, published, compare, view, clock=clock, sleep=clock.sleep
+    )
+    return findings, moved, clock
+
+
+def test_a_window_committed_but_not_yet_published_is_waited_for_not_a_difference() -> None:
+    # The snapshot saw version 2 committed, 1 published: the topic's last record is version 1's.
+    now, older = _row(_window(5)), _row(_window(4))
+    published = {KEY: older}
+    view = ScriptedView(
+        [({KEY: now}, {KEY: (2, 1)}), ({KEY: now}, {KEY: (2, 1)}), ({KEY: now}, {KEY: (2, 2)})],
+        [{KEY: now}],  # what the publisher wrote meanwhile
+    )
+    findings, moved, clock = _settle(view, {KEY: (2, 1)}, published)
+    assert (findings, moved) == ([], 0)
+    assert published[KEY] == now and 0 < clock.now < PENDING_WAIT_S
+
+
+def test_a_window_the_publisher_never_catches_up_with_is_pending_not_a_difference() -> None:
+    now, older = _row(_window(5)), _row(_window(4))
+    view = ScriptedView([({KEY: now}, {KEY: (2, 1)})], [])
+    findings, moved, clock = _settle(view, {KEY: (2, 1)}, {KEY: older})
+    (pending,) = findings
+    assert pending.pending and not pending.confirmed and moved == 0
+    assert pending.line().startswith("PENDING tumbling_1min 2025-11-10T18:05:00.000Z metrics topic")
+    assert "PostgreSQL committed version 2, the topic has up to version 1" in pending.line()
+    assert clock.now >= PENDING_WAIT_S
+    report = AuditReport(T, T + MIN, windows=1, ratings=5, findings=findings)
+    assert report.ok and "(1 not yet in the metrics topic: PENDING)" in report.lines()[-1]
+
+
+def test_a_window_changed_after_the_snapshot_is_compared_with_its_newer_row() -> None:
+    # Published at the snapshot (version 1), then the stream committed and published version 2
+    # before the topic was read: the topic's record is version 2's, newer than the snapshot.
+    newer = _row(_window(7))
+    view = ScriptedView([({KEY: newer}, {KEY: (2, 2)})], [])
+    findings, moved, _ = _settle(view, {KEY: (1, 1)}, {KEY: newer})
+    assert (findings, moved) == ([], 1)
+    # ...and a topic record equal to neither is a difference, against the newer row.
+    view = ScriptedView([({KEY: newer}, {KEY: (2, 2)})], [])
+    bogus = {**newer, "p95_rating": 0.5}
+    (diff,) = _settle(view, {KEY: (1, 1)}, {KEY: bogus})[0]
+    assert diff.confirmed and diff.line().startswith("DIFF tumbling_1min")
+    assert (
+        "p95_rating 0.5 != " in diff.problem
+        and "changed after the audit's snapshot" in diff.problem
+    )
+
+
+def test_a_wrong_record_of_a_window_that_holds_still_is_still_a_difference() -> None:
+    # Pending at the snapshot; once published the topic holds a value that is not the window's.
+    w = _row(_window(5))
+    view = ScriptedView([({KEY: w}, {KEY: (2, 2)})], [{KEY: {**w, "count": 9}}])
+    (diff,) = _settle(view, {KEY: (2, 1)}, {KEY: _row(_window(4))})[0]
+    assert diff.confirmed and diff.where == "metrics topic" and "count 9 != 5" in diff.problem
+
+
+def test_a_window_that_keeps_changing_is_pending() -> None:
+    w = _row(_window(5))
+    stores = [({KEY: w}, {KEY: (v, v)}) for v in range(2, 200)]  # a new version at every look
+    findings, _, _ = _settle(ScriptedView(stores, []), {KEY: (1, 1)}, {KEY: _row(_window(4))})
+    (pending,) = findings
+    assert pending.pending and "kept changing while the topic was read" in pending.problem

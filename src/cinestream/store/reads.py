@@ -216,15 +216,32 @@ def stream_snapshot(conn: psycopg.Connection[Any], start_ms: int, end_ms: int) -
         return _stream_state(conn, start_ms, end_ms)
 
 
+# (version, published_version) of a window: a window with version > published_version is
+# committed to PostgreSQL and not yet written to the metrics topic.
+WindowVersions = dict[tuple[str, int], tuple[int, int]]
+
+
 def audit_snapshot(
     conn: psycopg.Connection[Any], start_ms: int, end_ms: int
-) -> tuple[StreamSnapshot, list[WindowMetric]]:
-    """:func:`stream_snapshot` and the windows of every type starting in ``[start_ms, end_ms)``,
-    all read in one consistent snapshot (what ``cinestream audit`` compares)."""
+) -> tuple[StreamSnapshot, list[WindowMetric], WindowVersions]:
+    """:func:`stream_snapshot`, the windows of every type starting in ``[start_ms, end_ms)`` and
+    their versions, all read in one consistent snapshot (what ``cinestream audit`` compares)."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         state = _stream_state(conn, start_ms, end_ms)
-        return state, windows_between(conn, None, start_ms, end_ms)
+        windows = windows_between(conn, None, start_ms, end_ms)
+        return state, windows, window_versions(conn, start_ms, end_ms)
+
+
+def window_versions(conn: psycopg.Connection[Any], start_ms: int, end_ms: int) -> WindowVersions:
+    """``(version, published_version)`` of every window of every type starting in
+    ``[start_ms, end_ms)`` (publication of committed windows to the metrics topic)."""
+    rows = conn.execute(
+        "SELECT window_type, window_start_ms, version, published_version FROM window_state "
+        "WHERE window_start_ms >= %s AND window_start_ms < %s",
+        (start_ms, end_ms),
+    ).fetchall()
+    return {(wt, int(ws)): (int(v), int(p)) for wt, ws, v, p in rows}
 
 
 def _stream_state(conn: psycopg.Connection[Any], start_ms: int, end_ms: int) -> StreamSnapshot:
