@@ -61,7 +61,7 @@ class Writer:
 
     def commit(self, n: int) -> None:
         """Commit the next ``n`` one-minute windows of 400 ratings each as one micro-batch."""
-        from cinestream.store.windows import BatchCommit, commit_batch
+        from cinestream.store.commit import BatchCommit, commit_batch
         from cinestream.stream.cells import BatchCells
 
         rows = []

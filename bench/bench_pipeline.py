@@ -56,7 +56,7 @@ from cinestream.kafka.produce import producer_config  # noqa: E402
 from cinestream.settings import Settings  # noqa: E402
 from cinestream.store import reads  # noqa: E402
 from cinestream.store.connection import connect  # noqa: E402
-from cinestream.stream.start_plan import request_stop  # noqa: E402
+from cinestream.stream.stop_files import request_stop  # noqa: E402
 from cinestream.stream.submit import spark_env, spark_submit_command  # noqa: E402
 
 

@@ -4,7 +4,7 @@
 
 Builds the cells of a drain's batch (RATINGS ratings over WINDOWS one-minute windows, movies
 drawn with a Zipf-like popularity, uniform half stars: the shape bench_pipeline.py's batches
-have) and commits two such batches through ``store.windows.commit_batch`` on a private
+have) and commits two such batches through ``store.commit.commit_batch`` on a private
 PostgreSQL: the first into new windows, the second into the next WINDOWS windows plus the last
 one of the first batch (as consecutive batches of a backlog do). Prints the wall time of every
 SQL statement of each commit, longest first.
@@ -70,7 +70,7 @@ def main() -> None:
 
     with bench_stack("bench-store", 29592, 25732):
         from cinestream.settings import Settings
-        from cinestream.store import windows as store_windows
+        from cinestream.store import commit as store_commit
         from cinestream.store.connection import connect
 
         settings = Settings()
@@ -87,9 +87,9 @@ def main() -> None:
                 handoff = time.monotonic() - began
                 timings.clear()
                 began = time.monotonic()
-                store_windows.commit_batch(
+                store_commit.commit_batch(
                     conn,
-                    store_windows.BatchCommit(
+                    store_commit.BatchCommit(
                         checkpoint="bench",
                         topic="bench",
                         topic_id=None,

@@ -245,7 +245,7 @@ def generate(
 
 def _run_spark_job(settings: Settings, script: str, args: list[str]) -> int:
     """Run a Spark job in the foreground; Ctrl-C / SIGTERM ask it to stop between batches."""
-    from cinestream.stream.start_plan import request_stop
+    from cinestream.stream.stop_files import request_stop
     from cinestream.stream.submit import spark_env, spark_submit_command
 
     proc = subprocess.Popen(spark_submit_command(settings, script, args), env=spark_env())

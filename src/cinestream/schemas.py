@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 # --- rating event (topic `ratings`) ------------------------------------------------------------
-RATING_FIELDS = ("user_id", "movie_id", "rating", "timestamp")
 MIN_ID = 1
 # Half stars 0.5 .. 5.0, stored internally as the integer number of half stars 1 .. 10.
 HALF_STARS = tuple(range(1, 11))

@@ -225,7 +225,7 @@ def test_trigger_with_params_through_the_rest_api(pipeline: Pipeline, airflow_db
 def test_pipeline_waits_for_the_live_processor_holding_the_checkpoint(
     pipeline: Pipeline, airflow_db: None
 ) -> None:
-    from cinestream.stream.start_plan import request_stop
+    from cinestream.stream.stop_files import request_stop
 
     live = pipeline.start_cli(
         "process", "--trigger", "continuous", "--interval", "2s", log_name="live"

@@ -694,7 +694,7 @@ class Walk:
 
     def prune(self) -> str:
         from cinestream.store.connection import connect
-        from cinestream.store.windows import prune_detail
+        from cinestream.store.retention import prune_detail
 
         now = int(time.time() * 1000)
         before_ms = now - self.rng.choice([HOUR, 6 * HOUR, DAY, 3 * DAY, 60 * DAY])
@@ -736,7 +736,7 @@ class Walk:
     def restart_postgres(self) -> str:
         from cinestream.local.postgres import LocalPostgres
         from cinestream.settings import Settings
-        from cinestream.stream.start_plan import request_stop
+        from cinestream.stream.stop_files import request_stop
 
         pg = LocalPostgres(Settings())
         if self.rng.random() < 0.5:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from cinestream.settings import Settings
+from cinestream.store.commit import BatchCommit, commit_batch
 from cinestream.store.connection import connect
-from cinestream.store.windows import BatchCommit, commit_batch
 from cinestream.stream.cells import BatchCells
 
 T = TypeVar("T")

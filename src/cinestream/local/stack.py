@@ -33,7 +33,7 @@ from cinestream.store import pipeline, schema
 from cinestream.store.checkpoints import CheckpointLock
 from cinestream.store.connection import connect, reachable
 from cinestream.stream.checkpoint import delete_checkpoint
-from cinestream.stream.start_plan import request_stop, stop_file
+from cinestream.stream.stop_files import checkpoint_stop_file, request_stop
 
 log = logging.getLogger("cinestream.stack")
 
@@ -245,7 +245,7 @@ def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
     else:
         log.warning("processor did not stop within %.0fs; terminating it", timeout_s)
     managed.stop(timeout_s=30)
-    stop_file(settings).unlink(missing_ok=True)
+    checkpoint_stop_file(settings).unlink(missing_ok=True)
     return True
 
 

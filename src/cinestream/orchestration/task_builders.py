@@ -173,7 +173,7 @@ def stream_task(
     task stops only its own processor. ``on_busy`` says what a run does when another processor
     holds the checkpoint after ``wait_for_lock_s``: fail (and retry), skip, or wait for that one
     to process what is in the topic."""
-    from cinestream_spark import CinestreamSparkSubmitOperator
+    from cinestream.orchestration.operators import CinestreamSparkSubmitOperator
 
     args = [
         "--trigger",
@@ -200,8 +200,7 @@ def backfill_task(task_id: str = "ratings_backfill") -> Any:
     """The backfill job over the run's data interval, updating the asset. It reads the records
     stamped from CINESTREAM_BACKFILL_MARGIN before the interval (everything when the topic's
     timestamps cannot be trusted)."""
-    from cinestream_spark import CinestreamSparkSubmitOperator
-
+    from cinestream.orchestration.operators import CinestreamSparkSubmitOperator
     from cinestream.settings import Settings
 
     args = [
@@ -255,9 +254,8 @@ AUDIT_PARAMS: dict[str, Param] = {
 
 def audit_tasks(task_id: str = "audit") -> None:
     """audit -> a backfill of each differing range (one mapped task per range) -> re-audit."""
-    from cinestream_spark import CinestreamSparkSubmitOperator
-
     from cinestream.orchestration import audit_tasks as bodies
+    from cinestream.orchestration.operators import CinestreamSparkSubmitOperator
     from cinestream.settings import Settings
 
     def source(dag_run: Any) -> str:

@@ -15,7 +15,7 @@ import psycopg
 from cinestream.metrics import WindowMetric
 from cinestream.store.connection import one
 from cinestream.store.schema import CHANGE_CHANNEL
-from cinestream.store.windows import (
+from cinestream.store.window_metrics import (
     METRIC_COLUMNS,
     MS_TO_TIMESTAMPTZ,
     TIMESTAMPTZ_TO_MS,

@@ -2,7 +2,7 @@
 
 Uses the same transforms as the stream (:mod:`cinestream.stream.transforms`), the same cells
 hand-off (:mod:`cinestream.stream.cells`) and the same metric derivation
-(:func:`cinestream.store.windows.finalize_windows`): one definition, two drivers.
+(:func:`cinestream.store.window_metrics.finalize_windows`): one definition, two drivers.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from cinestream.kafka.read import stamped_before_but_later
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import reads, schema
-from cinestream.store import windows as store_windows
+from cinestream.store import replace as store_replace
 from cinestream.store.connection import connect
+from cinestream.store.publication import publish_pending
 from cinestream.stream.cells import BatchCells, ratings_batch
 
 log = logging.getLogger("cinestream.backfill")
@@ -105,7 +106,7 @@ def run_backfill(
     written the first time)."""
     try:
         return backfill_once(spark, settings, start, end, lookback_ms)
-    except store_windows.BackfillRaced as exc:
+    except store_replace.BackfillRaced as exc:
         log.warning("%s; reading again", exc)
         return backfill_once(spark, settings, start, end, lookback_ms)
 
@@ -171,31 +172,9 @@ def backfill_once(
     closed, skipped = BatchCells.from_arrow(inside.toArrow()).without_windows_ending_after(
         closable_ms
     )
-    ratings = closed.ratings(settings.window_types[0])
     with connect(url, autocommit=True) as conn:
-        replaced = store_windows.replace_windows(
-            conn,
-            closed.to_csv(),
-            late_before=snapshot.late_counts,
-            stream_seen=snapshot.watermark_ms is not None,
-        )
-        for window_type, window_start_ms, recomputed, stored in replaced.kept:
-            log.warning(
-                "kept window %s %s as stored: the topic holds %d of its ratings now, the stream "
-                "had consumed %d (its count and late ratings; deleted by retention, or records "
-                "the read missed)",
-                window_type,
-                format_time(window_start_ms),
-                recomputed,
-                stored,
-            )
-        metrics = replaced.metrics
-        ratings -= sum(n for wt, _, n, _ in replaced.kept if wt == settings.window_types[0])
-        store_windows.record_backfill_run(
-            conn, start, end, windows=len(metrics), ratings=ratings, skipped_open=skipped
-        )
-        store_windows.publish_pending(conn, lambda m: publish_metrics(settings, m))
-    result = BackfillResult(len(metrics), ratings, skipped, time.monotonic() - began)
+        windows, ratings = _replace(conn, settings, closed, snapshot, (start, end), skipped)
+    result = BackfillResult(windows, ratings, skipped, time.monotonic() - began)
     log.info(
         "backfill wrote %d windows (%d ratings) to window_metrics and %s; %d windows still "
         "open were left to the stream; %.1fs",
@@ -206,3 +185,41 @@ def backfill_once(
         result.seconds,
     )
     return result
+
+
+def _replace(
+    conn: Any,
+    settings: Settings,
+    closed: BatchCells,
+    snapshot: reads.StreamSnapshot,
+    interval: tuple[datetime, datetime],
+    skipped: int,
+) -> tuple[int, int]:
+    """Replace the closed windows, record the run and publish them; (windows, ratings)."""
+    ratings = closed.ratings(settings.window_types[0])
+    replaced = store_replace.replace_windows(
+        conn,
+        closed.to_csv(),
+        late_before=snapshot.late_counts,
+        stream_seen=snapshot.watermark_ms is not None,
+    )
+    for window_type, window_start_ms, recomputed, stored in replaced.kept:
+        log.warning(
+            "kept window %s %s as stored: the topic holds %d of its ratings now, the stream "
+            "had consumed %d (its count and late ratings; deleted by retention, or records "
+            "the read missed)",
+            window_type,
+            format_time(window_start_ms),
+            recomputed,
+            stored,
+        )
+    ratings -= sum(n for wt, _, n, _ in replaced.kept if wt == settings.window_types[0])
+    store_replace.record_backfill_run(
+        conn,
+        *interval,
+        windows=len(replaced.metrics),
+        ratings=ratings,
+        skipped_open=skipped,
+    )
+    publish_pending(conn, lambda m: publish_metrics(settings, m))
+    return len(replaced.metrics), ratings

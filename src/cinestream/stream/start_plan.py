@@ -1,12 +1,11 @@
 """Where the processor starts, checked before it starts: the checkpoint against the topic and the
-store, the one rule about ``latest``, and the stop file that asks a running processor to stop."""
+store, and the one rule about ``latest``."""
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 from cinestream.errors import (
     CHECKPOINT_FIX,
@@ -17,7 +16,7 @@ from cinestream.errors import (
 )
 from cinestream.kafka import admin
 from cinestream.settings import Settings
-from cinestream.store.checkpoints import StoredCheckpoint, checkpoint_lock_id
+from cinestream.store.checkpoints import StoredCheckpoint
 from cinestream.store.pipeline import binding_problem
 from cinestream.stream.checkpoint import (
     CheckpointFS,
@@ -27,20 +26,9 @@ from cinestream.stream.checkpoint import (
     query_id,
 )
 
+log = logging.getLogger("cinestream.processor")
+
 LATEST_FIX = "unset CINESTREAM_STARTING_OFFSETS (earliest is the default)"
-
-
-def stop_file(settings: Settings) -> Path:
-    """Creating this file asks the processor on the configured checkpoint to stop gracefully."""
-    return settings.run_dir / f"processor-{checkpoint_lock_id(settings.checkpoint_dir)}.stop"
-
-
-def request_stop(settings: Settings) -> Path:
-    """Ask the processor on the configured checkpoint to stop after its current batch."""
-    path = stop_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(datetime.now(tz=UTC).isoformat())
-    return path
 
 
 @dataclass(frozen=True)
@@ -252,25 +240,55 @@ def plan_against(
             f"{topic!r}",
             CHECKPOINT_FIX,
         )
-    problems = []
-    # Every batch is committed to PostgreSQL, or recorded as handed off to the processor's
-    # background commit, before Spark marks it done. So the end of the last batch Spark calls
-    # done is where the store's counts end, or that one handed-off batch ahead of it (read
-    # again), or the two disagree (store restored or emptied, checkpoint restored or moved).
-    done = committed_batch(fs, settings.checkpoint_dir)
-    initial = initial_offsets(fs, settings.checkpoint_dir).get(topic, {})
-    position = (
-        initial
-        if done is None
-        else checkpoint_offsets(fs, settings.checkpoint_dir, done)[1].get(topic, {})
-    )
+    resume = _resume_position(settings, fs, stored, store_end, low)
+    problems = list(resume.problems)
+    lost = not store_end and resume.done is not None and resume.unfinished is None
+    disagree = lost or not _on(store_end, resume.position)
+    if disagree:
+        problems.append(_disagreement(store_end, resume.position, resume.done))
+    deleted = _offsets_problems(resume.position, ckpt, low, high, problems)
+    if problems:
+        raise CheckpointMismatch(
+            f"checkpoint {settings.checkpoint_dir} does not match topic {topic!r} and the store: "
+            + "; ".join(problems)
+            + ". Starting would skip or double-count data",
+            # Records gone from Kafka are gone whatever the checkpoint says: accept it, or not.
+            DELETED_FIX if deleted and not disagree else CHECKPOINT_FIX,
+        )
+    return plan(batch, {p: ckpt.get(p, low[p]) for p in high}, resume.unfinished)
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """Where Spark reads on from a checkpoint, as the store sees it."""
+
+    done: int | None  # the last batch Spark calls done
+    position: dict[int, int]  # where the store's counts should end
+    unfinished: int | None  # a done batch whose commit did not finish (read again)
+    problems: tuple[str, ...] = ()
+
+
+def _resume_position(
+    settings: Settings,
+    fs: CheckpointFS,
+    stored: StoredCheckpoint,
+    store_end: dict[str, int],
+    low: dict[int, int],
+) -> _Resume:
+    """Every batch is committed to PostgreSQL, or recorded as handed off to the processor's
+    background commit, before Spark marks it done. So the end of the last batch Spark calls done
+    is where the store's counts end, or that one handed-off batch ahead of it (read again), or
+    the two disagree (store restored or emptied, checkpoint restored or moved)."""
+    topic, location = settings.ratings_topic, settings.checkpoint_dir
+    done = committed_batch(fs, location)
+    initial = initial_offsets(fs, location).get(topic, {})
+    position = initial if done is None else checkpoint_offsets(fs, location, done)[1].get(topic, {})
+    problems: list[str] = []
     unfinished = None
     ahead = not store_end or not _on(store_end, position)
     if done is not None and stored.handed_off_batch == done and ahead:
         before = (
-            initial
-            if done == 0
-            else checkpoint_offsets(fs, settings.checkpoint_dir, done - 1)[1].get(topic, {})
+            initial if done == 0 else checkpoint_offsets(fs, location, done - 1)[1].get(topic, {})
         )
         if _on(store_end, before) and (store_end or done == 0):
             unfinished, position = done, before
@@ -286,20 +304,28 @@ def plan_against(
         # from its offset log, and the store recognises it as already committed.
         following = 0 if done is None else done + 1
         planned = None
-        if fs.exists(f"{settings.checkpoint_dir.rstrip('/')}/offsets/{following}"):
-            planned = checkpoint_offsets(fs, settings.checkpoint_dir, following)[1].get(topic)
+        if fs.exists(f"{location.rstrip('/')}/offsets/{following}"):
+            planned = checkpoint_offsets(fs, location, following)[1].get(topic)
         if (
             planned is not None
             and _on(store_end, planned)
             and stored.handed_off_batch == following
             and stored.last_batch_id == following
-            and stored.last_query_id in (None, query_id(fs, settings.checkpoint_dir))
+            and stored.last_query_id in (None, query_id(fs, location))
         ):
             position = planned
-    lost = not store_end and done is not None and unfinished is None
-    disagree = lost or not _on(store_end, position)
-    if disagree:
-        problems.append(_disagreement(store_end, position, done))
+    return _Resume(done, position, unfinished, tuple(problems))
+
+
+def _offsets_problems(
+    position: dict[int, int],
+    ckpt: dict[int, int],
+    low: dict[int, int],
+    high: dict[int, int],
+    problems: list[str],
+) -> bool:
+    """Append what keeps Spark from reading on from ``position`` (offsets deleted before they
+    were processed; a checkpoint beyond the topic); True when offsets were deleted."""
     # Spark reads on from the end of the last batch it calls done (a batch it planned after
     # that runs again from there): those offsets must still be in the topic.
     deleted = False
@@ -317,15 +343,7 @@ def plan_against(
             problems.append(
                 f"partition {p}: checkpoint at offset {offset} but the topic ends at {high[p]}"
             )
-    if problems:
-        raise CheckpointMismatch(
-            f"checkpoint {settings.checkpoint_dir} does not match topic {topic!r} and the store: "
-            + "; ".join(problems)
-            + ". Starting would skip or double-count data",
-            # Records gone from Kafka are gone whatever the checkpoint says: accept it, or not.
-            DELETED_FIX if deleted and not disagree else CHECKPOINT_FIX,
-        )
-    return plan(batch, {p: ckpt.get(p, low[p]) for p in high}, unfinished)
+    return deleted
 
 
 def _check_in_topic(
@@ -359,3 +377,59 @@ def _check_in_topic(
         raise CheckpointMismatch(
             f"{what} past the end of topic {topic!r} ({'; '.join(ahead)})", RECREATED_FIX
         )
+
+
+def log_plan(
+    plan: StartPlan, settings: Settings, trigger: str, interval: str, partitions: int
+) -> None:
+    """Say in the processor's log where it starts and what it reads and writes."""
+    s = settings
+    offsets = ", ".join(f"{s.ratings_topic}-{p}@{o}" for p, o in sorted(plan.start_offsets.items()))
+    ends = ", ".join(f"{s.ratings_topic}-{p}@{o}" for p, o in sorted(plan.end_offsets.items()))
+    if plan.resumed_batch is None and plan.from_store:
+        log.info(
+            "no checkpoint at %s: the store already holds topic %s up to %s, so the "
+            "processor resumes there (topic ends at %s; %d records to process)",
+            s.checkpoint_dir,
+            s.ratings_topic,
+            offsets,
+            ends,
+            plan.backlog,
+        )
+    elif plan.resumed_batch is None:
+        log.info(
+            "no checkpoint at %s: first run, starting from %s: %s (topic ends at %s; "
+            "%d records to process)",
+            s.checkpoint_dir,
+            s.starting_offsets,
+            offsets,
+            ends,
+            plan.backlog,
+        )
+        if plan.skipped_by_latest:
+            log.warning("%s", plan.latest_warning(s.ratings_topic))
+    else:
+        log.info(
+            "resuming from checkpoint %s after batch %d: %s (topic ends at %s; lag %d)",
+            s.checkpoint_dir,
+            plan.resumed_batch,
+            offsets,
+            ends,
+            plan.backlog,
+        )
+    log.info(
+        "kafka %s, topic %s (id %s) -> metrics %s, dlq %s; database %s; windows %s; "
+        "allowed lateness %ss; trigger %s%s; at most %d ratings (%d cells) a batch",
+        s.kafka_description,
+        s.ratings_topic,
+        plan.topic_id,
+        s.metrics_topic,
+        s.dlq_topic,
+        s.redacted_database_url(),
+        ",".join(s.window_types),
+        s.allowed_lateness_s,
+        trigger,
+        f" every {interval}" if trigger == "continuous" else "",
+        s.spark_max_offsets_per_trigger(partitions),
+        s.spark_max_offsets_per_trigger(partitions) * s.cells_per_rating,
+    )

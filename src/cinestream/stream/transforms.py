@@ -120,8 +120,32 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
     not_json = ~parsed_whole & syntax_only[_CORRUPT].isNotNull()
     utf8 = F.is_valid_utf8(raw)
     valid = valid & single_object & parsed_whole & utf8
-    # Branches are tried in order; the first (valid) one is the only one most records reach.
-    error = (
+    error = _reason(r, raw, valid, single_object, not_json)
+    return df.select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        "kafka_timestamp",
+        F.when(valid, user_id).alias("user_id"),
+        F.when(valid, movie_id).alias("movie_id"),
+        F.when(valid, half.cast("short")).alias("half_stars"),
+        F.when(valid, ts).alias("event_ms"),
+        error.alias("error"),
+    )
+
+
+def _reason(
+    r: Column, raw: Column, valid: Column, single_object: Column, not_json: Column
+) -> Column:
+    """Why a record is invalid (NULL when ``valid``): the first rule it breaks, in the SPEC's
+    order. Branches are tried in order; the first (valid) one is the only one most records
+    reach."""
+    user_id, movie_id = r["user_id"], r["movie_id"]
+    rating, ts = r["rating"], r["timestamp"]
+    half = rating * 2
+    return (
         F.when(valid, F.lit(None).cast("string"))
         .when(F.col("value").isNull(), F.lit("value is null (a tombstone), not a rating"))
         .when(~F.is_valid_utf8(raw), F.lit("value is not valid UTF-8"))
@@ -150,19 +174,6 @@ def parse_ratings(kafka_df: DataFrame) -> DataFrame:
         )
         .when(ts.isNull(), _field_error(r, raw, "timestamp", "an integer (epoch milliseconds)"))
         .otherwise(F.concat(F.lit(f"timestamp must be epoch milliseconds {_RANGE}, got "), ts))
-    )
-    return df.select(
-        "key",
-        "value",
-        "topic",
-        "partition",
-        "offset",
-        "kafka_timestamp",
-        F.when(valid, user_id).alias("user_id"),
-        F.when(valid, movie_id).alias("movie_id"),
-        F.when(valid, half.cast("short")).alias("half_stars"),
-        F.when(valid, ts).alias("event_ms"),
-        error.alias("error"),
     )
 
 

@@ -17,9 +17,9 @@ from cinestream.kafka.produce import new_producer, publish_dlq
 from cinestream.kafka.read import DlqReader, dlq_source, read_all
 from cinestream.settings import Settings
 from cinestream.store import schema
+from cinestream.store.commit import BatchCommit, commit_batch
 from cinestream.store.connection import connect
 from cinestream.store.dlq_outbox import DlqRow, publish_dlq_outbox
-from cinestream.store.windows import BatchCommit, commit_batch
 from cinestream.stream.cells import BatchCells
 from tests.integration.conftest import Pipeline
 

@@ -10,14 +10,11 @@ import pytest
 
 from cinestream.errors import CheckpointMismatch, ProcessorBusy
 from cinestream.store.checkpoints import CheckpointLock
+from cinestream.store.commit import BatchCommit, commit_batch
 from cinestream.store.connection import connect
+from cinestream.store.publication import publish_pending
 from cinestream.store.reads import stream_snapshot
-from cinestream.store.windows import (
-    BatchCommit,
-    commit_batch,
-    publish_pending,
-    replace_windows,
-)
+from cinestream.store.replace import replace_windows
 from cinestream.stream.cells import BatchCells
 from tests.integration.conftest import Pipeline
 
@@ -311,7 +308,7 @@ def test_a_backfill_never_shrinks_a_window_the_stream_counted(pipeline: Pipeline
 def test_a_backfill_that_found_no_stream_refuses_when_one_committed_meanwhile(
     pipeline: Pipeline,
 ) -> None:
-    from cinestream.store.windows import BackfillRaced
+    from cinestream.store.replace import BackfillRaced
 
     with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
         snapshot = stream_snapshot(conn, T0, T0 + W)
@@ -323,7 +320,7 @@ def test_a_backfill_that_found_no_stream_refuses_when_one_committed_meanwhile(
 
 
 def test_pruning_drops_old_detail_keeps_metrics_and_the_last_batch(pipeline: Pipeline) -> None:
-    from cinestream.store.windows import prune_detail
+    from cinestream.store.retention import prune_detail
 
     with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
         commit(conn, 0, cells((T0, 1, 8, 2), (T0 + 10 * W, 2, 6, 1)), T0 + 10 * W)
@@ -388,7 +385,7 @@ def test_a_pruned_window_of_late_ratings_keeps_its_late_count_for_the_backfill(
     # 1 of them for the backfill. Pruning used to delete its window_state row with the late
     # count: the backfill then replaced it with that 1 rating (the model walk, seed 20261201,
     # step 73: 29 late ratings, 1 left). Its state stays, and so does the window.
-    from cinestream.store.windows import prune_detail
+    from cinestream.store.retention import prune_detail
 
     with connect(pipeline.settings.resolved_database_url, autocommit=True) as conn:
         commit(conn, 0, cells((T0 + 10 * W, 1, 8, 2)), T0 + 10 * W)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cinestream.store.windows import next_watermark
+from cinestream.store.commit import next_watermark
 
 NOW = 1_764_000_000_000
 LATENESS = 120_000

@@ -1,4 +1,5 @@
-"""What Airflow needs beyond the providers for cinestream's Spark jobs.
+"""The operator of cinestream's Spark jobs (an ordinary package module: the DAGs import it; Airflow
+needs no plugin for an operator).
 
 ``CinestreamSparkSubmitOperator`` is the provider's SparkSubmitOperator with the behaviours a
 supervised stream processor needs:
@@ -19,19 +20,14 @@ supervised stream processor needs:
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
 from cinestream.errors import EXIT_PROCESSOR_BUSY
-
-try:
-    from airflow.sdk.exceptions import AirflowSkipException
-except ImportError:  # pragma: no cover - older task SDKs
-    from airflow.exceptions import AirflowSkipException
 
 
 class CinestreamSparkSubmitOperator(SparkSubmitOperator):
@@ -66,10 +62,15 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
 
     def _task_stop_file(self, context: Any) -> Path:
         from cinestream.settings import Settings
+        from cinestream.stream.stop_files import task_stop_file
 
         ti = context["ti"]
-        name = f"{ti.dag_id}.{ti.task_id}.{ti.run_id}.{ti.try_number}"
-        return Settings().run_dir / "airflow" / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".stop")
+        return task_stop_file(Settings(), ti.dag_id, ti.task_id, ti.run_id, ti.try_number)
+
+    def _exit_code(self) -> int | None:
+        """spark-submit's exit code once it has ended (None if it never started)."""
+        process = getattr(self._hook, "_submit_sp", None) if self._hook else None
+        return None if process is None else process.returncode
 
     def execute(self, context: Any) -> None:
         from cinestream.orchestration import task_bodies
@@ -113,7 +114,7 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
         try:
             super().execute(context)
         except Exception as exc:
-            if f"Error code is: {EXIT_PROCESSOR_BUSY}" not in str(exc) or self.on_busy == "fail":
+            if self._exit_code() != EXIT_PROCESSOR_BUSY or self.on_busy == "fail":
                 raise
             if self.on_busy == "skip":
                 raise AirflowSkipException(
