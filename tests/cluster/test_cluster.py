@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from cinestream.stream.checkpoint import checkpoint_fs, committed_batch
+from cinestream.stream.checkpoint import checkpoint_fs
+from cinestream.stream.checkpoint_log import committed_batch
 from tests.reference import recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
 from tests.stack_cli import run_cli

@@ -18,7 +18,7 @@ import pytest
 
 from cinestream.kafka.read import read_all
 from cinestream.store.connection import STORE_LOCK
-from cinestream.stream.checkpoint import latest_batch
+from cinestream.stream.checkpoint_log import latest_batch
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import events_from_messages, recompute
 

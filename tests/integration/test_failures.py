@@ -16,7 +16,7 @@ from cinestream.errors import CinestreamError
 from cinestream.local.kafka import LocalKafka
 from cinestream.local.postgres import LocalPostgres
 from cinestream.store.connection import STORE_LOCK
-from cinestream.stream.checkpoint import latest_batch
+from cinestream.stream.checkpoint_log import latest_batch
 from cinestream.stream.stop_files import request_stop
 from tests.integration.conftest import Pipeline, assert_windows_equal
 from tests.reference import recompute

@@ -40,7 +40,8 @@ from cinestream.store import checkpoints, schema
 from cinestream.store.connection import connect, retry_on_disconnect
 from cinestream.stream.batch_pass import BatchPass
 from cinestream.stream.cells import ratings_stream
-from cinestream.stream.checkpoint import HadoopFS, mark_not_done, storage_error
+from cinestream.stream.checkpoint import HadoopFS, storage_error
+from cinestream.stream.checkpoint_log import mark_not_done
 from cinestream.stream.committer import BatchCommitter
 from cinestream.stream.housekeeping import Housekeeping
 from cinestream.stream.publisher import Publisher

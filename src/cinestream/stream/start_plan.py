@@ -18,8 +18,8 @@ from cinestream.kafka import admin
 from cinestream.settings import Settings
 from cinestream.store.checkpoints import StoredCheckpoint
 from cinestream.store.pipeline import binding_problem
-from cinestream.stream.checkpoint import (
-    CheckpointFS,
+from cinestream.stream.checkpoint import CheckpointFS
+from cinestream.stream.checkpoint_log import (
     checkpoint_offsets,
     committed_batch,
     initial_offsets,

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from cinestream.errors import CinestreamError
-from cinestream.stream.checkpoint import (
-    LocalFS,
+from cinestream.stream.checkpoint import LocalFS
+from cinestream.stream.checkpoint_log import (
     checkpoint_offsets,
     committed_batch,
     latest_batch,
