@@ -10,7 +10,7 @@ import sys
 import time
 
 from cinestream.settings import Settings
-from cinestream.stream.cells import KAFKA_READ_OPTIONS, records_per_task
+from cinestream.stream.kafka_io import KAFKA_READ_OPTIONS, records_per_task
 from cinestream.stream.submit import job_session
 from cinestream.stream.transforms import parse_ratings, window_cells
 

@@ -23,7 +23,8 @@ from cinestream.store import reads, schema
 from cinestream.store import replace as store_replace
 from cinestream.store.connection import connect
 from cinestream.store.publication import publish_pending
-from cinestream.stream.cells import BatchCells, ratings_batch
+from cinestream.stream.cells import BatchCells
+from cinestream.stream.kafka_io import ratings_batch
 
 log = logging.getLogger("cinestream.backfill")
 

@@ -10,10 +10,11 @@ from typing import Any
 
 from cinestream.settings import Settings
 from cinestream.store import commit as store_commit
-from cinestream.stream.cells import BatchCells, write_dlq
+from cinestream.stream.cells import BatchCells
 from cinestream.stream.checkpoint import CheckpointFS
 from cinestream.stream.checkpoint_log import checkpoint_offsets, initial_offsets, query_id
 from cinestream.stream.committer import Handoff
+from cinestream.stream.kafka_io import write_dlq
 
 log = logging.getLogger("cinestream.processor")
 

@@ -39,11 +39,11 @@ from cinestream.settings import Settings
 from cinestream.store import checkpoints, schema
 from cinestream.store.connection import connect, retry_on_disconnect
 from cinestream.stream.batch_pass import BatchPass
-from cinestream.stream.cells import ratings_stream
 from cinestream.stream.checkpoint import HadoopFS, storage_error
 from cinestream.stream.checkpoint_log import mark_not_done
 from cinestream.stream.committer import BatchCommitter
 from cinestream.stream.housekeeping import Housekeeping
+from cinestream.stream.kafka_io import ratings_stream
 from cinestream.stream.publisher import Publisher
 from cinestream.stream.start_plan import StartPlan, log_plan, plan_start, unfinished_note
 from cinestream.stream.stop_files import checkpoint_stop_file

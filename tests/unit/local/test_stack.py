@@ -82,7 +82,7 @@ def test_the_cluster_nodes_and_their_broker_configs(tmp_path) -> None:  # type: 
 
 
 def test_a_large_kafka_read_is_split_over_twice_the_cores(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from cinestream.stream.cells import records_per_task
+    from cinestream.stream.kafka_io import records_per_task
 
     settings = Settings(state_dir=tmp_path)  # batches of 500,000; local[2]
     assert records_per_task(spark, settings) == 125_000
