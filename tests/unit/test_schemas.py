@@ -53,6 +53,6 @@ def test_any_record_ratings_accepts_fits_the_dlq_as_a_dlq_record() -> None:
     assert limits[settings.dlq_topic] >= RATINGS_MAX_MESSAGE_BYTES + DLQ_VALUE_MAX_BYTES + 1024
     assert DLQ_VALUE_MAX_BYTES >= 6 * DLQ_RAW_PREFIX_BYTES + 1024
     # The producers that write the DLQ (the driver's librdkafka one; Spark's sink sets its own
-    # kafka.max.request.size in cells.write_dlq) take a record that long.
+    # kafka.max.request.size in kafka_io.write_dlq) take a record that long.
     assert producer_config({})["message.max.bytes"] >= limits[settings.dlq_topic]
     assert limits[settings.dlq_topic] == DLQ_MAX_MESSAGE_BYTES
