@@ -8,6 +8,11 @@ Spark) and compares it with PostgreSQL and the `metrics` topic. The result is re
 (`audit_runs`) and shown in *Browse -> Data quality (cinestream)* with the differing windows.
 When windows differ, the backfill job replaces exactly the hours that hold them (one mapped task
 per stretch of hours) and those hours are audited again; the run fails if they still differ.
+
+What a backfill cannot repair is not backfilled, and the run ends failed with one line naming
+those windows and why: a window still open (the daily run first waits, up to 3 minutes past the
+allowed lateness, for the stream's watermark to close the day), a window where PostgreSQL holds
+more ratings than the topic still has (retention), a window only the `metrics` topic has.
 """
 
 from __future__ import annotations

@@ -204,9 +204,10 @@ def render_history(history: dict[str, list[dict[str, Any]]], now: datetime | Non
 
 
 def render_audit(run: dict[str, Any]) -> str:
-    """One audit step: its verdict, the ranges backfilled, and its lines (every DIFF)."""
+    """One audit step: its verdict, the ranges backfilled, and its lines (every DIFF, and the
+    OPEN and UNREPAIRABLE windows the run did not backfill)."""
     lines = "".join(
-        f"<li class='{'fail' if line.startswith(('DIFF', 'FAIL')) else ''}'>"
+        f"<li class='{'fail' if line.startswith(('DIFF', 'FAIL', 'OPEN', 'UNREP')) else ''}'>"
         f"<code>{escape(line)}</code></li>"
         for line in run["lines"]
     )

@@ -177,7 +177,7 @@ class Finding:
     pending: bool = False  # not a difference: committed, not yet published (implies unconfirmed)
     open: bool = False  # the window's end is after the watermark: the stream may still add to it
     stored: int | None = None  # PostgreSQL's count, its late ratings included; None: no row
-    recomputed: int = 0  # the ratings the topic holds for it
+    recomputed: int | None = None  # the ratings the topic holds for it; None: not compared so
 
     @property
     def tag(self) -> str:

@@ -187,6 +187,30 @@ def test_audit_repairs_a_window_and_the_dlq_watcher_reports_a_burst(
         dlq = httpx.get(f"{airflow_url}/cinestream-quality/dlq/{report_id}", headers=headers)
         assert "value is not a valid JSON object" in dlq.text and "producer-b" in dlq.text
 
+    # A window where PostgreSQL holds more ratings than the topic (as after retention): a
+    # backfill keeps such a window, so none runs for it, and the run fails with one line naming
+    # it and why (before: a backfill of its hour, then "the backfill did not repair ...").
+    more = h0 + 4 * MINUTE
+    counted = pipeline.db_windows()[format_time(more)]["count"]
+    assert pipeline.db(
+        "UPDATE window_metrics SET count = count + 5 WHERE window_type = 'tumbling_1min' "
+        "AND window_start = to_timestamp(%s) RETURNING count",
+        (more / 1000,),
+    ) == [(counted + 5,)]
+    left = dags_test("cinestream_audit", conf=conf)
+    assert _state(left) == "failed", left[-5000:]
+    assert (
+        f"not repaired: 1 window (tumbling_1min {format_time(more)}): PostgreSQL holds more "
+        "ratings than the topic still has" in left
+    ), left[-5000:]
+    assert "the backfill did not repair" not in left
+    assert pipeline.db_windows()[format_time(more)]["count"] == counted + 5  # left as it is
+    ((phase, repair, lines),) = pipeline.db(
+        "SELECT phase, repair, lines FROM audit_runs ORDER BY id DESC LIMIT 1"
+    )
+    assert (phase, repair) == ("audit", [])  # nothing backfilled, so nothing re-audited
+    assert lines[0].startswith(f"UNREPAIRABLE tumbling_1min {format_time(more)}: "), lines
+
 
 def _valid_events(pipeline: Pipeline) -> list[tuple[int, int, float, int]]:
     """The generator's ratings (the invalid ones are the two test producers')."""

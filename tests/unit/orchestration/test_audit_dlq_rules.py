@@ -10,15 +10,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from cinestream.audit import Finding
+from cinestream.audit import AuditReport, Finding
 from cinestream.errors import CinestreamError
-from cinestream.orchestration import dlq_triage
+from cinestream.orchestration import audit_tasks, dlq_triage
 from cinestream.orchestration.audit_tasks import (
     HOUR_MS,
     audit_range,
     backfill_arguments,
+    cannot_repair,
+    close_wait_s,
     differing_windows,
+    left_alone,
     repair_ranges,
+    unrepaired_line,
 )
 from cinestream.orchestration.dlq_triage import (
     counted_since,
@@ -34,6 +38,10 @@ from cinestream.orchestration.dlq_triage import (
 
 MIN = 60_000
 H0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 # --- audit --------------------------------------------------------------------------------------
@@ -223,3 +231,149 @@ def test_the_watcher_makes_one_event_per_burst(monkeypatch: pytest.MonkeyPatch) 
     assert dlq_triage.dlq_arrived(message(1)) is None
     now[0] += 0.2
     assert dlq_triage.dlq_arrived(message(2))["offset"] == 2
+
+
+# --- what the audit's repair leaves, and says ---------------------------------------------------
+def _diff(
+    start: int,
+    stored: int | None,
+    recomputed: int | None,
+    where: str = "postgres",
+    confirmed: bool = True,
+    open: bool = False,
+) -> Finding:
+    """A finding as compare_window makes them: PostgreSQL's count (late included) and the
+    topic's."""
+    return Finding(
+        "tumbling_1min",
+        start,
+        where,
+        "count",
+        "",
+        confirmed,
+        open=open,
+        stored=stored,
+        recomputed=recomputed,
+    )
+
+
+def test_a_backfill_repairs_closed_windows_that_hold_no_more_than_the_topic() -> None:
+    assert cannot_repair(_diff(H0, 999, 1000)) is None  # short in PostgreSQL
+    assert cannot_repair(_diff(H0, 1000, 1000)) is None  # a field altered, the count right
+    assert cannot_repair(_diff(H0, None, 1000)) is None  # missing in PostgreSQL
+    assert cannot_repair(_diff(H0, 1000, 1000, where="metrics topic")) is None
+    assert cannot_repair(_diff(H0, 1000, 1000, open=True)) == "open"
+    assert cannot_repair(_diff(H0, 1000, 900)) == "more"  # retention deleted 100 of its ratings
+    assert cannot_repair(_diff(H0, 12, 0)) == "more"  # the topic has none of them
+    assert cannot_repair(_diff(H0, None, 0, where="metrics topic")) == "topic-only"
+
+
+def test_open_and_larger_than_the_topic_windows_are_not_backfilled() -> None:
+    findings = [
+        _diff(H0 + 5 * MIN, 999, 1000),
+        _diff(H0 + HOUR_MS + 2 * MIN, 1000, 900),  # more than the topic: its hour not backfilled
+        _diff(H0 + 23 * HOUR_MS + 59 * MIN, 10, 11, open=True),
+        _diff(H0 + 2 * HOUR_MS, 5, 5, confirmed=False),  # UNVERIFIABLE
+    ]
+    assert differing_windows(findings, {"tumbling_1min": MIN}) == [(H0 + 5 * MIN, MIN)]
+    assert left_alone(findings) == {
+        "open": ["tumbling_1min 2025-12-01T23:59:00.000Z"],
+        "more": ["tumbling_1min 2025-12-01T01:02:00.000Z"],
+        "topic-only": [],
+    }
+
+
+def test_the_daily_run_waits_for_the_watermark_to_close_the_day_within_a_bound() -> None:
+    end, lateness = H0 + 24 * HOUR_MS, 120_000
+    # 00:00:05, the watermark at 23:58:03: wait, at most until 00:05:00.
+    assert close_wait_s(end, end - 117_000, end + 5_000, lateness) == 295.0
+    assert close_wait_s(end, end, end + 5_000, lateness) == 0  # closed
+    assert close_wait_s(end, None, end + 60_000, lateness) == 240.0  # no stream yet: bounded
+    assert close_wait_s(end, end - 117_000, end + 301_000, lateness) == 0  # past the bound
+    assert close_wait_s(end, end - 117_000, end - 1, lateness) == 0  # not ended: no waiting
+
+
+def test_the_run_ends_with_one_line_naming_what_it_left_and_why() -> None:
+    line = unrepaired_line(
+        {"more": ["tumbling_1min 2025-12-01T01:02:00.000Z"], "open": [], "topic-only": []}, [], 42
+    )
+    assert line == (
+        "not repaired: 1 window (tumbling_1min 2025-12-01T01:02:00.000Z): PostgreSQL holds more "
+        "ratings than the topic still has (retention deleted records, or a row was changed by "
+        "hand); a backfill keeps such a window, as it never throws away ratings Kafka no longer "
+        "holds: check those ratings' source, then correct the rows or accept them (audit 42, "
+        "Browse -> Data quality (cinestream))"
+    )
+    many = unrepaired_line({"open": [f"w{i}" for i in range(7)]}, ["x"], None)
+    assert many.startswith("not repaired: the backfill did not repair 1 window (x); 7 windows ")
+    assert "(w0, w1, w2, w3, w4 and 2 more): still open when audited" in many
+    assert "\n" not in many
+
+
+def test_audit_backfills_only_what_it_can_and_records_what_it_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = AuditReport(H0, H0 + 24 * HOUR_MS, closed_until_ms=H0 + 24 * HOUR_MS - 117_000)
+    report.findings = [
+        _diff(H0 + 5 * MIN, 999, 1000),
+        _diff(H0 + HOUR_MS + 2 * MIN, 1000, 900),
+        _diff(H0 + 23 * HOUR_MS + 59 * MIN, 10, 11, open=True),
+    ]
+    settings = SimpleNamespace(windows=[SimpleNamespace(name="tumbling_1min", size_ms=MIN)])
+    recorded: list[tuple[str, list[list[str]], list[str]]] = []
+    monkeypatch.setattr(audit_tasks, "_wait_for_close", lambda end_ms: None)
+    monkeypatch.setattr(audit_tasks, "_run", lambda lo, hi: (report, settings))
+    monkeypatch.setattr(
+        audit_tasks,
+        "_record",
+        lambda s, r, source, phase, repair, extra=None: (
+            recorded.append((phase, repair, extra)) or 7
+        ),
+    )
+    result = audit_tasks.audit({}, _dt(H0), _dt(H0 + 24 * HOUR_MS), "cinestream_audit/x")
+    assert result["repair"] == [["2025-12-01T00:00:00.000Z", "2025-12-01T01:00:00.000Z"]]
+    assert result["left"]["open"] == ["tumbling_1min 2025-12-01T23:59:00.000Z"]
+    assert result["left"]["more"] == ["tumbling_1min 2025-12-01T01:02:00.000Z"]
+    ((phase, _, extra),) = recorded
+    assert extra == [
+        "OPEN tumbling_1min 2025-12-01T23:59:00.000Z: differs while still open (watermark "
+        "2025-12-01T23:58:03.000Z): not backfilled",
+        "UNREPAIRABLE tumbling_1min 2025-12-01T01:02:00.000Z: PostgreSQL holds more ratings "
+        "than the topic: not backfilled",
+    ]
+
+
+def test_reaudit_fails_with_one_line_instead_of_backfilling_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = SimpleNamespace(windows=[SimpleNamespace(name="tumbling_1min", size_ms=MIN)])
+    hour = ["2025-12-01T00:00:00.000Z", "2025-12-01T01:00:00.000Z"]
+    # After the backfill: the repaired minute equals; the minute that holds more still differs.
+    after = AuditReport(H0, H0 + HOUR_MS)
+    after.findings = [_diff(H0 + 7 * MIN, 1000, 900)]
+    runs: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        audit_tasks, "_run", lambda lo, hi: runs.append((lo, hi)) or (after, settings)
+    )
+    monkeypatch.setattr(audit_tasks, "_record", lambda *a, **k: 8)
+    first = {"audit_id": 7, "repair": [hour], "left": {"open": [], "more": [], "topic-only": []}}
+    with pytest.raises(CinestreamError) as err:
+        audit_tasks.reaudit(first, "cinestream_audit/x")
+    assert runs == [(H0, H0 + HOUR_MS)]  # one re-audit of the backfilled hour, no loop
+    message = str(err.value)
+    assert (
+        message.startswith(
+            "not repaired: 1 window (tumbling_1min 2025-12-01T00:07:00.000Z): PostgreSQL holds more"
+        )
+        and "did not repair" not in message
+        and "\n" not in message
+    )
+    # Nothing repairable at all: no re-audit, the same one line from the first audit's findings.
+    runs.clear()
+    only = {"audit_id": 7, "repair": [], "left": {"more": ["tumbling_1min X"]}}
+    with pytest.raises(CinestreamError, match=r"^not repaired: 1 window \(tumbling_1min X\)"):
+        audit_tasks.reaudit(only, "cinestream_audit/x")
+    assert runs == []
+    # A clean re-audit of what was repaired, nothing left: success.
+    after.findings = []
+    assert audit_tasks.reaudit({**first}, "s") == {"repaired": 1}
