@@ -107,3 +107,124 @@ def test_quality_view_and_data_docs_render_offline(pipeline: Pipeline) -> None:
         server.should_exit = True  # type: ignore[attr-defined]
     assert blocked == [], blocked
     assert Path(pipeline.settings.state_dir / "gx").exists()
+
+
+def _seed_reports(pipeline: Pipeline) -> tuple[int, int, str]:
+    """An audit with a difference and a degraded DLQ report, written by the product's own
+    writers (what cinestream_audit's and cinestream_dlq's tasks call)."""
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from cinestream.schemas import format_time
+    from cinestream.store import reports, schema
+
+    hour = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    diff = (
+        f"DIFF tumbling_1min {format_time(hour)} postgres: count 999 != 1000 "
+        "(its ratings: p0 0..999)"
+    )
+    run = reports.AuditRun(
+        source="cinestream_audit/manual__quality_view_test",
+        phase="audit",
+        range_start=hour,
+        range_end=hour + timedelta(hours=1),
+        ok=False,
+        windows=60,
+        ratings=60_000,
+        differences=1,
+        repair=[[format_time(hour), format_time(hour + timedelta(hours=1))]],
+        lines=[diff, "FAIL audit [...]: 60 windows, 60000 ratings recomputed: 1 differ"],
+    )
+    report = reports.DlqReport(
+        source="cinestream_dlq/asset_triggered__quality_view_test",
+        dlq_topic=pipeline.settings.dlq_topic,
+        topic_id=None,
+        start_offsets={"0": 0},
+        end_offsets={"0": 100},
+        invalid=100,
+        valid=1000,
+        share=100 / 1100,
+        threshold=0.05,
+        degraded=True,
+        counted={"valid_total": 1000, "invalid_total": 100},
+        reasons=[
+            {
+                "reason": "rating must be one of 0.5, 1.0, ..., 5.0",
+                "count": 100,
+                "example": "rating must be one of 0.5, 1.0, ..., 5.0, got 7.0",
+            }
+        ],
+        keys=[
+            {
+                "key": "producer-q",
+                "count": 100,
+                "reasons": {"rating must be one of 0.5, 1.0, ..., 5.0": 100},
+            }
+        ],
+    )
+    with psycopg.connect(pipeline.settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        return reports.record_audit(conn, run), reports.record_dlq_report(conn, report), diff
+
+
+def test_quality_view_shows_an_audit_and_a_dlq_report_that_open(pipeline: Pipeline) -> None:
+    from fastapi import FastAPI
+    from playwright.sync_api import sync_playwright
+
+    audit_id, report_id, diff = _seed_reports(pipeline)
+    sys.path.insert(0, str(REPO / "plugins"))
+    try:
+        from cinestream_quality_docs import PREFIX, create_docs_app
+    finally:
+        sys.path.remove(str(REPO / "plugins"))
+    root = FastAPI()
+    root.mount(PREFIX, create_docs_app(settings=pipeline.settings))
+    port = _free_port()
+    server = _serve(root, port)
+    base = f"http://127.0.0.1:{port}{PREFIX}"
+    _wait_http(f"{base}/")
+    OUTPUT.mkdir(exist_ok=True)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{base}/")
+
+            def strip_of(label: str) -> Any:
+                cell = page.locator("td").filter(has_text=re.compile(f"^{label}$"))
+                return page.locator("tr").filter(has=cell)
+
+            # The audit strip: a red mark for the audit with a difference; it opens the audit.
+            mark = strip_of("audit").locator(f"a[href='{PREFIX}/audits/{audit_id}']")
+            assert mark.get_attribute("class") == "failed"
+            assert "1 differ" in (mark.get_attribute("title") or "")
+            page.screenshot(path=str(OUTPUT / "quality-view-history.png"), full_page=True)
+            mark.click()
+            page.wait_for_url(f"**{PREFIX}/audits/{audit_id}")
+            text = page.inner_text("body")
+            assert f"cinestream audit {audit_id}" in text and "FAIL" in text, text[:2000]
+            assert diff in text, text[:2000]
+
+            # The DLQ strip: a red mark for the degraded report, and the banner; both open it.
+            page.go_back()
+            mark = strip_of("DLQ reports").locator(f"a[href='{PREFIX}/dlq/{report_id}']")
+            assert mark.get_attribute("class") == "failed"
+            assert "100 invalid, share 9.09%" in (mark.get_attribute("title") or "")
+            banner = page.locator(".banner")
+            assert "DEGRADED" in banner.inner_text() and "9.09%" in banner.inner_text()
+            mark.click()
+            page.wait_for_url(f"**{PREFIX}/dlq/{report_id}")
+            text = page.inner_text("body")
+            assert f"cinestream DLQ report {report_id}" in text and "DEGRADED" in text
+            assert "rating must be one of 0.5, 1.0, ..., 5.0" in text and "producer-q" in text
+            page.screenshot(path=str(OUTPUT / "quality-view-dlq-report.png"), full_page=True)
+            page.go_back()
+            banner.get_by_role("link", name=f"DLQ report {report_id}").click()
+            page.wait_for_url(f"**{PREFIX}/dlq/{report_id}")
+            browser.close()
+    finally:
+        server.should_exit = True  # type: ignore[attr-defined]
+        # Other tests on this stack read the newest DLQ report (doctor, /metrics/health).
+        pipeline.db("DELETE FROM dlq_reports WHERE id = %s RETURNING id", (report_id,))
+        pipeline.db("DELETE FROM audit_runs WHERE id = %s RETURNING id", (audit_id,))
