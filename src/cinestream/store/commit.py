@@ -15,7 +15,7 @@ from cinestream.errors import CHECKPOINT_FIX, CheckpointMismatch, ProcessorBusy
 from cinestream.metrics import WindowMetric
 from cinestream.store import dlq_outbox, pipeline
 from cinestream.store.connection import begin_writer, require_no_open_transaction
-from cinestream.store.window_metrics import finalize_windows, stage_cells
+from cinestream.store.window_metrics import DETAIL_TABLES, finalize_windows, stage_cells
 
 
 @dataclass(frozen=True)
@@ -314,27 +314,16 @@ def _add_open_cells(conn: psycopg.Connection[Any]) -> None:
                updated_at = now()
         """
     )
-    conn.execute(
-        """
-        INSERT INTO window_rating_counts (window_type, window_start_ms, half_stars, count)
-        SELECT c.window_type, c.window_start_ms, c.half_stars, sum(c.n)
-        FROM batch_cells c JOIN batch_windows w
-          ON w.window_type = c.window_type AND w.window_start_ms = c.window_start_ms
-        WHERE NOT w.late
-        GROUP BY c.window_type, c.window_start_ms, c.half_stars
-        ON CONFLICT (window_type, window_start_ms, half_stars)
-        DO UPDATE SET count = window_rating_counts.count + EXCLUDED.count
-        """
-    )
-    conn.execute(
-        """
-        INSERT INTO window_movie_counts (window_type, window_start_ms, movie_id, count)
-        SELECT c.window_type, c.window_start_ms, c.movie_id, sum(c.n)
-        FROM batch_cells c JOIN batch_windows w
-          ON w.window_type = c.window_type AND w.window_start_ms = c.window_start_ms
-        WHERE NOT w.late
-        GROUP BY c.window_type, c.window_start_ms, c.movie_id
-        ON CONFLICT (window_type, window_start_ms, movie_id)
-        DO UPDATE SET count = window_movie_counts.count + EXCLUDED.count
-        """
-    )
+    for table, column in DETAIL_TABLES:
+        conn.execute(
+            f"""
+            INSERT INTO {table} (window_type, window_start_ms, {column}, count)
+            SELECT c.window_type, c.window_start_ms, c.{column}, sum(c.n)
+            FROM batch_cells c JOIN batch_windows w
+              ON w.window_type = c.window_type AND w.window_start_ms = c.window_start_ms
+            WHERE NOT w.late
+            GROUP BY c.window_type, c.window_start_ms, c.{column}
+            ON CONFLICT (window_type, window_start_ms, {column})
+            DO UPDATE SET count = {table}.count + EXCLUDED.count
+            """  # noqa: S608 - fixed names
+        )

@@ -15,6 +15,7 @@ from cinestream.metrics import WindowMetric
 from cinestream.store import pipeline
 from cinestream.store.connection import begin_writer, require_no_open_transaction
 from cinestream.store.window_metrics import (
+    DETAIL_TABLES,
     MS_TO_TIMESTAMPTZ,
     WindowKey,
     finalize_windows,
@@ -130,25 +131,16 @@ def _keep_windows_the_topic_lost(
 def _write_replacement(conn: psycopg.Connection[Any], late_before: Mapping[WindowKey, int]) -> None:
     """Replace the detail of every window left in ``batch_windows`` and close it by the
     backfill; its late count keeps only the late ratings the recomputation did not read."""
-    for table in ("window_rating_counts", "window_movie_counts"):
+    for table, column in DETAIL_TABLES:
         conn.execute(
             f"DELETE FROM {table} t USING batch_windows w "  # noqa: S608 - fixed names
             "WHERE t.window_type = w.window_type AND t.window_start_ms = w.window_start_ms"
         )
-    conn.execute(
-        """
-        INSERT INTO window_rating_counts (window_type, window_start_ms, half_stars, count)
-        SELECT window_type, window_start_ms, half_stars, sum(n) FROM batch_cells
-        GROUP BY window_type, window_start_ms, half_stars
-        """
-    )
-    conn.execute(
-        """
-        INSERT INTO window_movie_counts (window_type, window_start_ms, movie_id, count)
-        SELECT window_type, window_start_ms, movie_id, sum(n) FROM batch_cells
-        GROUP BY window_type, window_start_ms, movie_id
-        """
-    )
+        conn.execute(
+            f"INSERT INTO {table} (window_type, window_start_ms, {column}, count) "  # noqa: S608
+            f"SELECT window_type, window_start_ms, {column}, sum(n) FROM batch_cells "
+            f"GROUP BY window_type, window_start_ms, {column}"
+        )
     conn.execute(
         """
         INSERT INTO window_state (window_type, window_start_ms, window_end_ms, closed_by,

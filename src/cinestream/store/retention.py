@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from cinestream.store.connection import begin_writer, require_no_open_transaction
-from cinestream.store.window_metrics import MS_TO_TIMESTAMPTZ
+from cinestream.store.window_metrics import DETAIL_TABLES, MS_TO_TIMESTAMPTZ
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def prune_detail(conn: psycopg.Connection[Any], before_ms: int) -> Pruned:
             (before_ms,),
         )
         detail = 0
-        for table in ("window_rating_counts", "window_movie_counts"):
+        for table, _ in DETAIL_TABLES:
             detail += conn.execute(
                 f"DELETE FROM {table} t USING old_windows o "  # noqa: S608 - fixed names
                 "WHERE t.window_type = o.window_type AND t.window_start_ms = o.window_start_ms"

@@ -19,6 +19,10 @@ from cinestream.schemas import CELL_FIELDS
 
 WindowKey = tuple[str, int]  # (window_type, window_start_ms)
 
+# A window's detail, from which its metrics are derived: each table and the column that keys its
+# counts within a window (the histogram of half stars, the count per movie).
+DETAIL_TABLES = (("window_rating_counts", "half_stars"), ("window_movie_counts", "movie_id"))
+
 # The edge between the pipeline's epoch milliseconds and window_metrics' timestamptz columns,
 # both exact (integer milliseconds; extract() returns numeric).
 MS_TO_TIMESTAMPTZ = "(to_timestamp(0) + {} * interval '1 millisecond')"
