@@ -98,8 +98,58 @@ def test_dashboard_shows_the_apis_numbers(pipeline: Pipeline) -> None:
             for i in range(3):
                 assert charts.nth(i).locator("canvas, svg").count() >= 1
             page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+
+            # cinestream_dlq's verdict from /metrics/health's data: degraded is a red banner;
+            # the same report over two hours old is a warning that it no longer holds.
+            report_id = _record_degraded_report(pipeline)
+            try:
+                page.reload()
+                verdict = page.locator("[data-testid='dlq-verdict']")
+                verdict.wait_for(state="attached", timeout=60_000)
+                assert verdict.inner_text() == "degraded"
+                alert = page.get_by_text("Degraded: invalid records are 9.09%", exact=False)
+                assert alert.first.is_visible()
+                pipeline.db(
+                    "UPDATE dlq_reports SET run_at = now() - interval '3 hours' WHERE id = %s "
+                    "RETURNING id",
+                    (report_id,),
+                )
+                page.reload()
+                verdict = page.locator("[data-testid='dlq-verdict']")
+                verdict.wait_for(state="attached", timeout=60_000)
+                assert verdict.inner_text() == "stale"
+                assert page.get_by_text("no longer holds", exact=False).first.is_visible()
+                assert page.get_by_text("Degraded:", exact=False).count() == 0
+            finally:
+                pipeline.db("DELETE FROM dlq_reports WHERE id = %s RETURNING id", (report_id,))
             browser.close()
     finally:
         for proc in (api, ui):
             os.killpg(proc.pid, 15)
             proc.wait(30)
+
+
+def _record_degraded_report(pipeline: Pipeline) -> int:
+    """A degraded cinestream_dlq report, written by the product's writer."""
+    import psycopg
+
+    from cinestream.store import reports, schema
+
+    report = reports.DlqReport(
+        source="cinestream_dlq/dashboard_test",
+        dlq_topic=pipeline.settings.dlq_topic,
+        topic_id=None,
+        start_offsets={"0": 0},
+        end_offsets={"0": 100},
+        invalid=100,
+        valid=1000,
+        share=100 / 1100,
+        threshold=0.05,
+        degraded=True,
+        counted={"valid_total": 1000, "invalid_total": 100},
+        reasons=[],
+        keys=[],
+    )
+    with psycopg.connect(pipeline.settings.resolved_database_url) as conn:
+        schema.ensure_schema(conn)
+        return reports.record_dlq_report(conn, report)
