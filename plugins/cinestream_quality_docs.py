@@ -196,7 +196,9 @@ def render_history(history: dict[str, list[dict[str, Any]]], now: datetime | Non
         body += (
             f"<p>Latest audit with differences: <a href='{PREFIX}/audits/{last['id']}'>audit "
             f"{last['id']}</a> of [{_when(last['range_start'])}, {_when(last['range_end'])}): "
-            f"{last['differences']} windows differ; backfilled: "
+            f"{last['differences']} "
+            + ("window differs" if last["differences"] == 1 else "windows differ")
+            + "; backfilled: "
             + escape(", ".join(f"[{a}, {b})" for a, b in last["repair"]) or "nothing")
             + "</p>"
         )
