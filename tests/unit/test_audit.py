@@ -9,17 +9,15 @@ from typing import Any
 
 import pytest
 
-from cinestream.audit import (
+from cinestream.audit.compare import (
     PENDING_WAIT_S,
-    AuditReport,
     Finding,
-    Recomputed,
     compare_window,
-    parse_rating,
     publication_exact,
     settle_publication,
-    window_starts,
 )
+from cinestream.audit.rules import Recomputed, parse_rating, window_starts
+from cinestream.audit.run import AuditReport
 from cinestream.windows import parse_window_type
 from tests.reference import iso, recompute
 

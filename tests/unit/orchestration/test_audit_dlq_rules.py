@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cinestream.audit import AuditReport, Finding
+from cinestream.audit.compare import Finding
+from cinestream.audit.run import AuditReport
 from cinestream.errors import CinestreamError
 from cinestream.orchestration import audit_tasks, dlq_triage
 from cinestream.orchestration.audit_tasks import (
