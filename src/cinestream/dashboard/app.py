@@ -44,26 +44,13 @@ st.title("cinestream — movie ratings, live")
 window_type = st.selectbox("Window type", settings.window_types, index=0)
 
 
-@st.fragment(run_every=REFRESH_S)
-def live() -> None:
-    """The part of the page that refreshes: KPIs, charts, top movies."""
-    try:
-        summary = fetch("/metrics/summary")
-        windows = fetch("/metrics/windows", window_type=window_type, limit=120)
-        top = fetch("/metrics/top-movies", minutes=60, limit=10)
-    except (httpx.HTTPError, RuntimeError) as exc:
-        st.error(
-            f"The metrics API at {settings.api_url} is not answering: {exc}. "
-            "Start it with `cinestream api` (or `make up`)."
-        )
-        return
-
+def dlq_verdict() -> None:
+    """cinestream_dlq's verdict: too many invalid records (the quality view has the report), or
+    none that still holds (the newest report is too old). It never hides the numbers."""
     try:
         data = httpx.get(f"{settings.api_url}/metrics/health", timeout=5).json().get("data")
     except (httpx.HTTPError, ValueError):
         data = None
-    # cinestream_dlq's verdict: too many invalid records (the quality view has the report), or
-    # none that still holds (the newest report is too old). It never hides the numbers below.
     notice = data_notice(data, f"{settings.airflow_url}/cinestream-quality/")
     if notice is not None:
         level, text = notice
@@ -74,18 +61,9 @@ def live() -> None:
             unsafe_allow_html=True,
         )
 
-    future = summary.get("future_windows") or {}
-    if future.get("windows"):
-        # A producer's clock ahead of ours: reported, never drawn as the live state.
-        st.warning(
-            f"{future['ratings']:,} ratings in {future['windows']:,} windows from "
-            f"{future['from']} to {future['to']} are stamped ahead of the wall clock; they are "
-            "left out of the live view (`cinestream doctor` says more)."
-        )
-    if summary["latest_window"] is None:
-        st.info(summary.get("hint", "No windows yet."))
-        return
 
+def kpis(summary: dict[str, Any]) -> None:
+    """The last hour's KPIs and the latest window."""
     hour = summary["last_hour"] or {}
     latest = summary["latest_window"]
     cols = st.columns(5)
@@ -115,6 +93,54 @@ def live() -> None:
     with cols[4]:
         kpi("Windows stored", summary["windows"], "{:,}", "windows")
 
+
+def pipeline_health(summary: dict[str, Any]) -> None:
+    """Lag, invalid and late ratings, and the newest window's age."""
+    pipe = summary["pipeline"]
+    st.subheader("Pipeline health")
+    health_cols = st.columns(4)
+    with health_cols[0]:
+        kpi("Consumer lag", pipe["consumer_lag"], "{:,}", "lag")
+    with health_cols[1]:
+        kpi("Invalid (DLQ)", pipe["dlq_count"], "{:,}", "dlq")
+    with health_cols[2]:
+        kpi("Late ratings", pipe["late_ratings"], "{:,}", "late")
+    with health_cols[3]:
+        kpi("Newest window age", pipe["newest_window_age_s"], "{:,.0f} s", "age")
+    st.caption(
+        f"Refreshes every {REFRESH_S}s from {settings.api_url} · "
+        f"{json.dumps({'kafka': pipe['kafka']})}"
+    )
+
+
+@st.fragment(run_every=REFRESH_S)
+def live() -> None:
+    """The part of the page that refreshes: KPIs, charts, top movies."""
+    try:
+        summary = fetch("/metrics/summary")
+        windows = fetch("/metrics/windows", window_type=window_type, limit=120)
+        top = fetch("/metrics/top-movies", minutes=60, limit=10)
+    except (httpx.HTTPError, RuntimeError) as exc:
+        st.error(
+            f"The metrics API at {settings.api_url} is not answering: {exc}. "
+            "Start it with `cinestream api` (or `make up`)."
+        )
+        return
+
+    dlq_verdict()
+    future = summary.get("future_windows") or {}
+    if future.get("windows"):
+        # A producer's clock ahead of ours: reported, never drawn as the live state.
+        st.warning(
+            f"{future['ratings']:,} ratings in {future['windows']:,} windows from "
+            f"{future['from']} to {future['to']} are stamped ahead of the wall clock; they are "
+            "left out of the live view (`cinestream doctor` says more)."
+        )
+    if summary["latest_window"] is None:
+        st.info(summary.get("hint", "No windows yet."))
+        return
+
+    kpis(summary)
     frame = pd.DataFrame(windows)
     if not frame.empty:
         frame["window_start"] = pd.to_datetime(frame["window_start"])
@@ -133,21 +159,7 @@ def live() -> None:
         movies["movie"] = movies["movie_id"].map(lambda m: f"movie {m}")
         st.bar_chart(movies, x="movie", y="ratings", horizontal=True, sort="-ratings")
 
-    pipe = summary["pipeline"]
-    st.subheader("Pipeline health")
-    health_cols = st.columns(4)
-    with health_cols[0]:
-        kpi("Consumer lag", pipe["consumer_lag"], "{:,}", "lag")
-    with health_cols[1]:
-        kpi("Invalid (DLQ)", pipe["dlq_count"], "{:,}", "dlq")
-    with health_cols[2]:
-        kpi("Late ratings", pipe["late_ratings"], "{:,}", "late")
-    with health_cols[3]:
-        kpi("Newest window age", pipe["newest_window_age_s"], "{:,.0f} s", "age")
-    st.caption(
-        f"Refreshes every {REFRESH_S}s from {settings.api_url} · "
-        f"{json.dumps({'kafka': pipe['kafka']})}"
-    )
+    pipeline_health(summary)
 
 
 live()
