@@ -2,12 +2,17 @@
 # One node of the compose Kafka cluster: a KRaft broker+controller whose broker listener takes
 # SASL/SCRAM-SHA-512 only (clients and the other brokers alike); the controller listener takes
 # SASL/PLAIN with the brokers' own identity (SCRAM cannot work there: its credentials live in the
-# metadata the controllers serve), and stays inside the compose network. The SCRAM credentials of the brokers and of cinestream's clients go
-# into the metadata log when the storage is formatted (once: --ignore-formatted), so the cluster
-# authenticates from its first start. Same settings as `cinestream up --cluster` on one machine.
+# metadata the controllers serve), and stays inside the compose network. The SCRAM credentials of
+# the brokers and of each cinestream role (cinestream-admin, -generator, -processor, -reader,
+# -auditor: src/cinestream/kafka/acls.py) go into the metadata log when the storage is formatted
+# (once: --ignore-formatted), so the cluster authenticates from its first start. StandardAuthorizer
+# refuses what no ACL allows; the brokers' user and the admin are super users, the ACLs of the
+# other roles are created by the kafka-setup service (`cinestream topics create`, as the admin).
+# Same settings as `cinestream up --cluster` on one machine.
 set -eu
 : "${KAFKA_NODE_ID:?}" "${KAFKA_CLUSTER_ID:?}" "${KAFKA_BROKER_PASSWORD:?}"
-: "${CINESTREAM_KAFKA_SASL_USERNAME:?}" "${CINESTREAM_KAFKA_SASL_PASSWORD:?}"
+: "${KAFKA_ADMIN_PASSWORD:?}" "${KAFKA_GENERATOR_PASSWORD:?}" "${KAFKA_PROCESSOR_PASSWORD:?}"
+: "${KAFKA_READER_PASSWORD:?}" "${KAFKA_AUDITOR_PASSWORD:?}"
 KAFKA_HOME=${KAFKA_HOME:-/opt/kafka}
 DATA=${KAFKA_DATA_DIR:-/var/lib/kafka/data}
 HOST=${KAFKA_ADVERTISED_HOST:-kafka-$KAFKA_NODE_ID}
@@ -37,6 +42,9 @@ listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=$LOGIN required user
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=$PLAIN required username="kafka-broker" password="$KAFKA_BROKER_PASSWORD" user_kafka-broker="$KAFKA_BROKER_PASSWORD";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:kafka-broker;User:cinestream-admin
 log.dirs=$DATA
 auto.create.topics.enable=false
 default.replication.factor=3
@@ -50,11 +58,11 @@ unclean.leader.election.enable=false
 group.initial.rebalance.delay.ms=0
 log.message.timestamp.before.max.ms=9223372036854775807
 PROPERTIES
-# What the healthcheck's kafka-broker-api-versions.sh connects with.
+# What the healthcheck's kafka-broker-api-versions.sh connects with (the brokers' own user).
 cat > "$CONF/client.properties" <<PROPERTIES
 security.protocol=SASL_PLAINTEXT
 sasl.mechanism=$MECHANISM
-sasl.jaas.config=$LOGIN required username="$CINESTREAM_KAFKA_SASL_USERNAME" password="$CINESTREAM_KAFKA_SASL_PASSWORD";
+sasl.jaas.config=$LOGIN required username="kafka-broker" password="$KAFKA_BROKER_PASSWORD";
 PROPERTIES
 
 # The storage tool's arguments hold the SCRAM passwords: java reads them from a private argument
@@ -63,12 +71,14 @@ PROPERTIES
 quoted() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g'; }
 if [ ! -f "$DATA/meta.properties" ]; then
   ARGS="$CONF/format.args"
-  BROKER_PASSWORD=$(quoted "$KAFKA_BROKER_PASSWORD")
-  CLIENT_PASSWORD=$(quoted "$CINESTREAM_KAFKA_SASL_PASSWORD")
   cat > "$ARGS" <<ARGUMENTS
 kafka.tools.StorageTool format --ignore-formatted -t "$KAFKA_CLUSTER_ID" -c "$CONF/server.properties"
---add-scram "$MECHANISM=[name=kafka-broker,password=$BROKER_PASSWORD]"
---add-scram "$MECHANISM=[name=$CINESTREAM_KAFKA_SASL_USERNAME,password=$CLIENT_PASSWORD]"
+--add-scram "$MECHANISM=[name=kafka-broker,password=$(quoted "$KAFKA_BROKER_PASSWORD")]"
+--add-scram "$MECHANISM=[name=cinestream-admin,password=$(quoted "$KAFKA_ADMIN_PASSWORD")]"
+--add-scram "$MECHANISM=[name=cinestream-generator,password=$(quoted "$KAFKA_GENERATOR_PASSWORD")]"
+--add-scram "$MECHANISM=[name=cinestream-processor,password=$(quoted "$KAFKA_PROCESSOR_PASSWORD")]"
+--add-scram "$MECHANISM=[name=cinestream-reader,password=$(quoted "$KAFKA_READER_PASSWORD")]"
+--add-scram "$MECHANISM=[name=cinestream-auditor,password=$(quoted "$KAFKA_AUDITOR_PASSWORD")]"
 ARGUMENTS
   "$JAVA" -Xmx256m -cp "$KAFKA_HOME/libs/*" "@$ARGS" || { rm -f "$ARGS"; exit 1; }
   rm -f "$ARGS"

@@ -148,10 +148,13 @@ def status(as_json: bool) -> None:
 @click.argument("action", type=click.Choice(["create", "delete", "list"]))
 def topics(action: str) -> None:
     """Create, delete or list the ratings, metrics and DLQ topics."""
-    from cinestream.kafka import admin
+    from cinestream.kafka import acls, admin
 
     settings = _settings()
     if action == "create":
+        # The principals' ACLs (where they are cinestream's own: SASL), then the topics.
+        for line in acls.provision(settings):
+            click.echo(f"ACL: {line}")
         created = admin.create_topics(settings)
         click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
     elif action == "delete":
@@ -211,7 +214,7 @@ def generate(
         raise click.UsageError("--start and --span go together")
     if start is not None and count is None:
         raise click.UsageError("historical event times (--start/--span) need --count")
-    settings = _settings()
+    settings = _settings().for_kafka_role("generator")
     from cinestream.kafka.admin import list_topics
 
     if settings.ratings_topic not in list_topics(settings):
@@ -303,7 +306,7 @@ def process(
     stop_: bool,
 ) -> None:
     """Run the stream processor (spark_jobs/ratings_stream_processor.py)."""
-    settings = _settings()
+    settings = _settings().for_kafka_role("processor")
     if stop_:
         from cinestream.local import stack
 
@@ -338,7 +341,7 @@ def backfill(start: datetime, end: datetime, lookback: str) -> None:
         raise click.BadParameter("--end must be after --start", param_hint="--end")
     if lookback != "all":
         _duration(None, None, lookback)
-    settings = _settings()
+    settings = _settings().for_kafka_role("processor")
     code = _run_spark_job(
         settings,
         "ratings_backfill.py",
@@ -357,7 +360,7 @@ def validate(start: datetime | None, end: datetime | None) -> None:
 
     if start and end and end <= start:
         raise click.BadParameter("--end must be after --start", param_hint="--end")
-    report = run(_settings(), start, end, log_results=False)
+    report = run(_settings().for_kafka_role("auditor"), start, end, log_results=False)
     for line in report.lines():
         click.echo(line)
     if not report.success or report.nothing_checked:
@@ -374,7 +377,8 @@ def audit(start: datetime, end: datetime) -> None:
 
     if end <= start:
         raise click.BadParameter("--end must be after --start", param_hint="--end")
-    report = run_audit(_settings(), int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+    settings = _settings().for_kafka_role("auditor")
+    report = run_audit(settings, int(start.timestamp() * 1000), int(end.timestamp() * 1000))
     for line in report.lines():
         click.echo(line)
     if not report.ok:

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
+from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable, first_line
 from cinestream.kafka import admin
 from cinestream.kafka.read import edge_event_times
 from cinestream.local import modes
@@ -94,6 +94,60 @@ def permission_checks(settings: Settings) -> list[Check]:
     return checks
 
 
+def principal_checks(settings: Settings) -> list[Check]:
+    """Where the principals are cinestream's own (kafka/acls.py), one line per role: that its
+    user authenticates and that the cluster holds every ACL it needs (FAIL naming the missing
+    ones). Nothing on a cluster without them (the single-node profile: PLAINTEXT)."""
+    from cinestream.kafka import acls
+
+    if not acls.managed(settings):
+        return []
+    fix = "cinestream topics create  (creates every role's ACLs; `cinestream up` also the users)"
+    try:
+        present: dict[str, set[acls.Grant]] | None = acls.present_grants(settings)
+        unlisted = ""
+    except Exception as exc:  # noqa: BLE001 (any refusal or failure is said on the line)
+        present, unlisted = None, first_line(exc)
+    missing = acls.missing_grants(acls.acl_table(settings), present or {})
+    checks = []
+    for role, grants in acls.acl_table(settings).items():
+        role_settings = settings.for_kafka_role(role)
+        principal = f"User:{role_settings.resolved_kafka_sasl_username}"
+        try:
+            admin.list_topics(role_settings)
+        except (ServiceUnavailable, ValueError) as exc:
+            users = "cinestream up  (creates every role's user a cluster formatted before lacks)"
+            checks.append(Check("FAIL", "principal", f"{role} ({principal}): {exc}", users))
+            continue
+        if role == acls.ADMIN:
+            checks.append(Check("OK", "principal", f"{role} ({principal}): a super user"))
+        elif present is None:
+            checks.append(
+                Check(
+                    "WARN",
+                    "principal",
+                    f"{role} ({principal}) authenticates; its ACLs could not be listed as "
+                    f"User:{settings.resolved_kafka_sasl_username} ({unlisted})",
+                    "run doctor as the admin (CINESTREAM_KAFKA_ROLE=admin)",
+                )
+            )
+        elif missing.get(role):
+            lacks = ", ".join(str(g) for g in missing[role])
+            checks.append(
+                Check(
+                    "FAIL",
+                    "principal",
+                    f"{role} ({principal}) is refused what it needs: no ACL allows {lacks}",
+                    fix,
+                )
+            )
+        else:
+            checks.append(
+                Check("OK", "principal", f"{role} ({principal}): its {len(grants)} ACLs in place")
+            )
+    return checks
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in order: the state dir's permissions, Kafka, topics, ratings, PostgreSQL,
     checkpoint, processor, metrics, late ratings, DLQ."""
@@ -106,6 +160,7 @@ def run_checks(settings: Settings) -> list[Check]:
     except ServiceUnavailable as exc:
         return [*checks, Check("FAIL", "kafka", str(exc), exc.fix or "cinestream up")]
     checks.append(Check("OK", "kafka", f"{s.kafka_description} reachable"))
+    checks += principal_checks(s)
     missing = [t.name for t in admin.topic_specs(s) if t.name not in topics]
     if missing:
         checks.append(

@@ -196,6 +196,7 @@ def generate(
     from confluent_kafka import KafkaError, Producer
     from tqdm import tqdm
 
+    from cinestream.kafka.acls import CLIENT_FAILURES, KafkaRefused, refused_by, refused_line
     from cinestream.kafka.produce import producer_config
 
     model = LatentFactorModel(params)
@@ -215,7 +216,9 @@ def generate(
             report.delivered += 1
         else:
             report.failed += 1
-            report.errors[err.str()] = report.errors.get(err.str(), 0) + 1
+            # A refusal by the authorizer: one line naming the principal (kafka/acls.py).
+            why = refused_line(kafka, err, "WRITE", "topic", topic) or err.str()
+            report.errors[why] = report.errors.get(why, 0) + 1
 
     producer = Producer(producer_config(kafka))
     bar = tqdm(
@@ -241,6 +244,11 @@ def generate(
         if remaining:
             report.failed += remaining
             report.errors["not delivered within 120s"] = remaining
+    except CLIENT_FAILURES as exc:
+        line = refused_by(exc, kafka, "WRITE", "topic", topic)
+        if line is None:
+            raise
+        raise KafkaRefused(line) from exc
     finally:
         bar.close()
         report.seconds = time.monotonic() - began

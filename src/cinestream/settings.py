@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = ""
+    # Which principal this process connects as when no user name is set (kafka/acls.py: admin,
+    # generator, processor, reader, auditor); entry points pick theirs with for_kafka_role.
+    kafka_role: str = "admin"
+    # User -> password of the role principals (JSON), for a cluster whose passwords are not in
+    # the state dir (compose); each process is given only the ones of the roles it runs.
+    kafka_sasl_passwords: dict[str, str] = {}
     # A PEM file of the CA that signed the brokers' certificates (SASL_SSL / SSL).
     kafka_ssl_ca_location: str = ""
     ratings_topic: str = "ratings"
@@ -210,6 +216,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(SECURITY_PROTOCOLS)}")
         return value
 
+    @field_validator("kafka_role")
+    @classmethod
+    def _check_kafka_role(cls, value: str) -> str:
+        from cinestream.kafka.acls import ROLES
+
+        if value not in ROLES:
+            raise ValueError(f"must be one of {', '.join(ROLES)}")
+        return value
+
     @field_validator("kafka_sasl_mechanism")
     @classmethod
     def _check_sasl_mechanism(cls, value: str) -> str:
@@ -309,8 +324,17 @@ class Settings(BaseSettings):
 
     @property
     def resolved_kafka_sasl_username(self) -> str:
-        """The clients' SASL user: configured, else the local cluster's (empty for a remote one)."""
-        return self.kafka_sasl_username or (KAFKA_CLIENT_USER if self.uses_local_kafka else "")
+        """The clients' SASL user: configured, else the principal of CINESTREAM_KAFKA_ROLE."""
+        from cinestream.kafka.acls import principal_user
+
+        return self.kafka_sasl_username or principal_user(self.kafka_role)
+
+    def for_kafka_role(self, role: str) -> Settings:
+        """These settings connecting to Kafka as ``role``'s principal (kafka/acls.py)."""
+        from cinestream.kafka.acls import principal_user
+
+        principal_user(role)  # an unknown role fails here, not at the first connection
+        return self.model_copy(update={"kafka_role": role})
 
     @property
     def kafka_description(self) -> str:
@@ -325,13 +349,14 @@ class Settings(BaseSettings):
     def kafka_sasl_credentials(self) -> tuple[str, str]:
         """(user, password) of the clients: configured, else the local cluster's generated ones."""
         user = self.resolved_kafka_sasl_username
-        password = self.kafka_sasl_password
+        password = self.kafka_sasl_password or self.kafka_sasl_passwords.get(user, "")
         if not password and self.uses_local_kafka:
             password = stored_secret(self.state_dir, f"kafka_{user}_password")
         if not user or not password:
             raise ValueError(
-                "Kafka uses SASL but CINESTREAM_KAFKA_SASL_USERNAME / "
-                "CINESTREAM_KAFKA_SASL_PASSWORD are not set"
+                f"Kafka uses SASL but no password of user {user!r} is set: set "
+                "CINESTREAM_KAFKA_SASL_PASSWORDS (a JSON object user -> password) or "
+                "CINESTREAM_KAFKA_SASL_USERNAME / CINESTREAM_KAFKA_SASL_PASSWORD"
             )
         return user, password
 
@@ -482,8 +507,6 @@ SASL_LOGIN_MODULES = {
     "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
 }
 LOCAL_HOSTS = ("127.0.0.1:", "localhost:")
-# The local cluster's client user (its password is generated into the state dir).
-KAFKA_CLIENT_USER = "cinestream"
 
 
 def jaas_config(mechanism: str, user: str, password: str) -> str:

@@ -162,7 +162,7 @@ def _drain_pipeline(name: str, monkeypatch: pytest.MonkeyPatch, batch: int = BAT
     """Topics, a checkpoint on HDFS and a database of one fault test (topics replicated three
     times, the window tables empty), at most ``batch`` ratings a micro-batch so that the drain
     spans several batches."""
-    from cinestream.kafka import admin
+    from cinestream.kafka import acls, admin
     from cinestream.settings import Settings
     from cinestream.store import schema
     from cinestream.store.connection import connect
@@ -180,6 +180,9 @@ def _drain_pipeline(name: str, monkeypatch: pytest.MonkeyPatch, batch: int = BAT
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
+    # The roles' ACLs for this test's topics (as `cinestream topics create` makes them): the
+    # drains run as the processor's principal, which may touch nothing else.
+    acls.ensure_acls(settings)
     assert admin.create_topics(settings) == [
         settings.ratings_topic,
         settings.metrics_topic,
@@ -231,7 +234,7 @@ def test_seed_scenario_exact_on_the_cluster_profile(cluster: tuple[Any, Any]) ->
 
     settings, up = cluster
     assert "cinestream_pipeline: quality success" in up.stdout, up.stdout[-3000:]
-    assert "SASL_PLAINTEXT, SCRAM-SHA-512 as cinestream" in up.stdout
+    assert "SASL_PLAINTEXT, SCRAM-SHA-512 as cinestream-admin" in up.stdout
 
     status = json.loads(_cli("status", "--json").stdout)
     assert status["profile"] == "cluster"
@@ -249,12 +252,12 @@ def test_seed_scenario_exact_on_the_cluster_profile(cluster: tuple[Any, Any]) ->
     assert "UI http://127.0.0.1:28023" in services["hdfs-datanode"]
     assert f"checkpoint  {CHECKPOINT}" in up.stdout
     client = status["kafka_client_config"]
-    password = (STATE / "secrets" / "kafka_cinestream_password").read_text().strip()
+    password = (STATE / "secrets" / "kafka_cinestream-admin_password").read_text().strip()
     assert client == {
         "bootstrap.servers": "127.0.0.1:28092,127.0.0.1:28093,127.0.0.1:28094",
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": "cinestream",
+        "sasl.username": "cinestream-admin",
         "sasl.password": password,
     }
 
@@ -356,7 +359,7 @@ def test_a_client_without_credentials_is_refused(cluster: tuple[Any, Any]) -> No
     bad = _cli("doctor", env={"CINESTREAM_KAFKA_SASL_PASSWORD": "not-the-password"})
     assert bad.returncode == 1
     (line,) = [x for x in bad.stdout.splitlines() if x.startswith("FAIL kafka")]
-    assert "refused the credentials of user 'cinestream'" in line and "SCRAM-SHA-512" in line
+    assert "refused the credentials of user 'cinestream-admin'" in line and "SCRAM-SHA-512" in line
 
 
 def _listening(port: int) -> set[str]:
@@ -398,7 +401,7 @@ def test_the_cluster_takes_no_stranger_and_shows_no_secret(cluster: tuple[Any, A
         for p in (STATE / "secrets").iterdir()
         if p.is_file() and "." not in p.name
     }
-    assert {"spark_auth_secret", "kafka_cinestream_password"} <= set(secrets), sorted(secrets)
+    assert {"spark_auth_secret", "kafka_cinestream-processor_password"} <= set(secrets)
     seen = 0
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -431,6 +434,112 @@ def test_the_cluster_takes_no_stranger_and_shows_no_secret(cluster: tuple[Any, A
     )
     assert stranger.returncode != 0
     assert "SaslMessage" in stranger.stdout + stranger.stderr, stranger.stderr[-3000:]
+
+
+def test_each_principal_may_do_its_job_and_nothing_else(cluster: tuple[Any, Any]) -> None:
+    """Issue 20: StandardAuthorizer and one principal per role. The pipeline ran end to end with
+    them (the seed scenario above: Airflow's generator, the processor's Spark jobs, the API);
+    here each refusal is one line naming principal, operation and resource, and doctor names a
+    principal whose ACLs are gone."""
+    import httpx
+    from confluent_kafka.admin import AclBindingFilter
+
+    from cinestream.generator import ModelParams, generate
+    from cinestream.kafka import acls, admin
+
+    settings, _ = cluster
+    role = {r: settings.for_kafka_role(r) for r in acls.ROLES}
+    # Every role's user authenticates and holds its ACLs.
+    doctor = _cli("doctor")
+    lines = [x for x in doctor.stdout.splitlines() if x.split()[1:2] == ["principal"]]
+    assert len(lines) == len(acls.ROLES) and all(x.startswith("OK") for x in lines), lines
+
+    # The Spark jobs read and wrote as the processor's principal (their drivers log it).
+    logs = STATE / "airflow" / "logs"
+    assert any(
+        "SCRAM-SHA-512 as cinestream-processor" in f.read_text(errors="replace")
+        for f in logs.rglob("*.log")
+    )
+
+    # The processor cannot create topics, nor write ratings.
+    with pytest.raises(acls.KafkaRefused) as refused:
+        admin.create_topics(role["processor"].model_copy(update={"ratings_topic": "acl_probe"}))
+    assert str(refused.value).startswith(
+        "Kafka refused CREATE on topic 'acl_probe' to principal User:cinestream-processor "
+        "(TOPIC_AUTHORIZATION_FAILED)"
+    )
+    report = generate(
+        kafka=role["processor"].kafka_client_config,
+        topic=settings.ratings_topic,
+        params=ModelParams(users=5, movies=5, seed=1),
+        count=3,
+        progress=False,
+    )
+    assert report.delivered == 0
+    assert list(report.errors) == [
+        acls.refusal(
+            "cinestream-processor", "WRITE", "topic", "ratings", "TOPIC_AUTHORIZATION_FAILED"
+        )
+    ]
+    # The API's principal may not produce at all; from the command line, one line.
+    with pytest.raises(
+        acls.KafkaRefused, match="WRITE on topic 'ratings' to principal User:cinestream-reader"
+    ):
+        generate(
+            kafka=role["reader"].kafka_client_config,
+            topic=settings.ratings_topic,
+            params=ModelParams(users=5, movies=5, seed=1),
+            count=3,
+            progress=False,
+        )
+    cli = _cli(
+        "topics",
+        "create",
+        env={"CINESTREAM_KAFKA_ROLE": "auditor", "CINESTREAM_RATINGS_TOPIC": "acl_probe"},
+    )
+    assert cli.returncode == 1
+    assert "Kafka refused CREATE on topic 'acl_probe' to principal User:cinestream-auditor" in (
+        cli.stdout + cli.stderr
+    )
+
+    # A principal without its ACLs is refused, the API says so, doctor names it; topics create
+    # puts the ACLs back.
+    client = admin.admin_client(settings)
+    gone = AclBindingFilter("ANY", None, "ANY", "User:cinestream-reader", None, "ANY", "ANY")
+    deleted = [b for f in client.delete_acls([gone]).values() for b in f.result()]
+    topics = (settings.ratings_topic, settings.metrics_topic, settings.dlq_topic)
+    assert len(deleted) == len(acls.role_grants("reader", *topics))
+    try:
+
+        def reader_refused() -> str | None:
+            try:
+                admin.partition_offsets(role["reader"], settings.ratings_topic)
+            except acls.KafkaRefused as exc:
+                return str(exc)
+            return None
+
+        line = _wait(reader_refused, "the reader refused once its ACLs are gone", 60)
+        assert line.startswith(
+            "Kafka refused DESCRIBE on topic 'ratings' to principal User:cinestream-reader"
+        ), line
+
+        def health_names_the_refusal() -> bool:
+            body = httpx.get("http://127.0.0.1:28000/metrics/health", timeout=10).json()
+            return "User:cinestream-reader" in json.dumps(body)
+
+        _wait(health_names_the_refusal, "/metrics/health naming the refused principal", 60)
+        doctor = _cli("doctor")
+        assert doctor.returncode == 1
+        (line,) = [x for x in doctor.stdout.splitlines() if "principal" in x and "reader" in x]
+        assert line.startswith("FAIL principal   reader (User:cinestream-reader) is refused"), line
+        assert "DESCRIBE on topic ratings" in line and "cinestream topics create" in line
+    finally:
+        restored = _cli("topics", "create")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "ACL: User:cinestream-reader (reader) may DESCRIBE on topic ratings" in restored.stdout
+    doctor = _cli("doctor")
+    lines = [x for x in doctor.stdout.splitlines() if x.split()[1:2] == ["principal"]]
+    assert all(x.startswith("OK") for x in lines), lines
 
 
 def test_a_broker_killed_mid_drain_loses_nothing(

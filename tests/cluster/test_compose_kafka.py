@@ -27,6 +27,7 @@ CONTROLLER = 26192
 @pytest.fixture
 def compose_kafka(tmp_path: Path) -> Iterator[Any]:
     from cinestream.jars import jars
+    from cinestream.kafka.acls import ROLES, principal_user
     from cinestream.local.kafka import LOG4J2, new_cluster_id
     from cinestream.settings import Settings
 
@@ -45,15 +46,15 @@ def compose_kafka(tmp_path: Path) -> Iterator[Any]:
             f'-cp {classpath} {main} "$@"\n'
         )
         path.chmod(0o755)
-    password = secrets.token_urlsafe(18)
+    passwords = {role: secrets.token_urlsafe(18) for role in ROLES}
+    broker_password = secrets.token_urlsafe(18)
     common = {
         "KAFKA_HOME": str(home),
         "KAFKA_CLUSTER_ID": new_cluster_id(),
-        "KAFKA_BROKER_PASSWORD": secrets.token_urlsafe(18),
+        "KAFKA_BROKER_PASSWORD": broker_password,
         "KAFKA_ADVERTISED_HOST": "127.0.0.1",
         "KAFKA_VOTERS": ",".join(f"{i}@127.0.0.1:{CONTROLLER + i - 1}" for i in (1, 2, 3)),
-        "CINESTREAM_KAFKA_SASL_USERNAME": "cinestream",
-        "CINESTREAM_KAFKA_SASL_PASSWORD": password,
+        **{f"KAFKA_{role.upper()}_PASSWORD": password for role, password in passwords.items()},
     }
     procs = []
     for i in (1, 2, 3):
@@ -81,8 +82,11 @@ def compose_kafka(tmp_path: Path) -> Iterator[Any]:
         state_dir=tmp_path / "state",
         kafka_bootstrap=",".join(f"127.0.0.1:{PORT + i}" for i in range(3)),
         kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_sasl_username="cinestream",
-        kafka_sasl_password=password,
+        # Each role's principal, as compose's containers get them (the admin when none is chosen).
+        kafka_sasl_passwords={
+            "kafka-broker": broker_password,  # lets `up`'s user check run here too
+            **{principal_user(r): password for r, password in passwords.items()},
+        },
         replication_factor=3,
         ratings_topic="compose_ratings",
         metrics_topic="compose_metrics",
@@ -114,7 +118,15 @@ def test_the_compose_brokers_take_scram_clients_only_and_replicate(compose_kafka
     # The script keeps its secrets private.
     assert (folder / "conf-1" / "server.properties").stat().st_mode & 0o077 == 0
 
+    # The processor may not create topics (StandardAuthorizer); the set-up job (topics create, as
+    # the admin: a super user) creates the ACLs, then the topics.
+    from cinestream.kafka import acls
+
+    with pytest.raises(acls.KafkaRefused, match="CREATE on topic 'compose_ratings' to principal "):
+        admin.create_topics(settings.for_kafka_role("processor"))
+    assert len(acls.provision(settings)) == sum(len(g) for g in acls.acl_table(settings).values())
     assert admin.create_topics(settings) == ["compose_ratings", "compose_metrics", "compose_dlq"]
+    assert admin.partition_offsets(settings.for_kafka_role("reader"), "compose_ratings")
     client = admin.admin_client(settings)
     topics = client.list_topics(timeout=10).topics
     for name in ("compose_ratings", "compose_metrics", "compose_dlq"):
@@ -131,5 +143,5 @@ def test_the_compose_brokers_take_scram_clients_only_and_replicate(compose_kafka
     with pytest.raises(ServiceUnavailable, match="requires authentication"):
         admin.list_topics(plain)
     wrong = settings.model_copy(update={"kafka_sasl_password": "not-the-password"})
-    with pytest.raises(ServiceUnavailable, match="refused the credentials of user 'cinestream'"):
+    with pytest.raises(ServiceUnavailable, match="refused the credentials of user 'cinestream-"):
         admin.list_topics(wrong)

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
+from cinestream.kafka.acls import ROLES, principal_user
 from cinestream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +127,7 @@ def test_every_environment_variable_is_read_by_someone() -> None:
 
 def test_three_brokers_replicated_and_authenticated() -> None:
     services = compose()["services"]
-    brokers = {n: s for n, s in services.items() if n.startswith("kafka")}
+    brokers = {n: s for n, s in services.items() if n.startswith("kafka-")}
     assert sorted(brokers) == ["kafka-1", "kafka-2", "kafka-3"]
     assert sorted(s["environment"]["KAFKA_NODE_ID"] for s in brokers.values()) == ["1", "2", "3"]
     for name, broker in brokers.items():
@@ -149,37 +150,99 @@ def test_three_brokers_replicated_and_authenticated() -> None:
         "sasl.mechanism.controller.protocol=PLAIN",
         # The storage tool's passwords reach java through a private argument file, not argv.
         '"@$ARGS"',
+        # Every request is authorized; the brokers' user and the admin are the super users.
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        "super.users=User:kafka-broker;User:cinestream-admin",
     ):
         assert line in script, line
     assert "PLAINTEXT://:" not in script.replace("SASL_PLAINTEXT://:", "")
     assert "CONTROLLER:PLAINTEXT," not in script and "kafka-storage.sh" not in script
 
-    # Every client of the deployment connects to the three brokers with SCRAM credentials.
-    for name in ("api", "dashboard", "airflow-scheduler"):
-        env = services[name]["environment"]
-        settings = Settings(
-            profile="single",
-            **{
-                k.removeprefix("CINESTREAM_").lower(): v
-                for k, v in env.items()
-                if k.startswith("CINESTREAM_") and k != "CINESTREAM_STATE_DIR"
-            },
-        )
+    # The brokers format their storage with every principal of kafka/acls.py.
+    for user in ["kafka-broker", *(principal_user(role) for role in ROLES)]:
+        assert f'--add-scram "$MECHANISM=[name={user},password=' in script, user
+
+
+def _settings_of(service: dict[str, Any], role: str | None = None) -> Settings:
+    """The Settings a container's CINESTREAM_* give (as ``role``'s principal, when given)."""
+    env = service["environment"]
+    settings = Settings(
+        profile="single",
+        **{
+            # A JSON object in the environment, as pydantic-settings reads it there.
+            k.removeprefix("CINESTREAM_").lower(): json.loads(v) if str(v).startswith("{") else v
+            for k, v in env.items()
+            if k.startswith("CINESTREAM_") and k != "CINESTREAM_STATE_DIR"
+        },
+    )
+    return settings.for_kafka_role(role) if role else settings
+
+
+# Which roles' passwords each container holds, and its own principal (kafka/acls.py).
+CONTAINER_ROLES = {
+    "airflow-scheduler": {"admin", "generator", "processor", "auditor"},
+    "airflow-triggerer": {"admin", "generator", "processor", "auditor"},
+    "api": {"reader"},
+    "dashboard": set(),  # it reads the API only
+    "setup-kafka": {"admin"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINER_ROLES))
+def test_each_container_gets_only_its_principals_credentials(name: str) -> None:
+    services = compose()["services"]
+    for role in ROLES:
+        settings = _settings_of(services[name], role)
+        user = principal_user(role)
+        if role not in CONTAINER_ROLES[name]:
+            with pytest.raises(ValueError, match=f"no password of user '{user}'"):
+                settings.kafka_client_config  # noqa: B018
+            continue
+        password = f"xkafka_{role}_password"
         assert settings.kafka_client_config == {
             "bootstrap.servers": "kafka-1:9092,kafka-2:9092,kafka-3:9092",
             "security.protocol": "SASL_PLAINTEXT",
             "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": "cinestream",
-            "sasl.password": "xcinestream_kafka_password",
-        }, name
+            "sasl.username": user,
+            "sasl.password": password,
+        }, (name, role)
         assert (settings.replication_factor, settings.resolved_min_insync_replicas) == (3, 2)
-        assert (
-            'password="xcinestream_kafka_password"'
-            in (settings.spark_kafka_options["kafka.sasl.jaas.config"])
-        )
-    extra = json.loads(services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KAFKA_DEFAULT"])
-    assert extra["extra"]["security.protocol"] == "SASL_PLAINTEXT"
-    assert extra["extra"]["sasl.password"] == "xcinestream_kafka_password"
+        jaas = settings.spark_kafka_options["kafka.sasl.jaas.config"]
+        assert f'username="{user}" password="{password}"' in jaas
+    # What a process of the container connects as when its code picks no role.
+    default = _settings_of(services[name]).kafka_role
+    assert default == ("reader" if name == "api" else "admin"), (name, default)
+    assert not any(
+        f"xkafka_{role}_password" in str(value)
+        for role in set(ROLES) - CONTAINER_ROLES[name]
+        for value in services[name]["environment"].values()
+    ), name
+
+
+def test_the_airflow_connections_use_their_principals() -> None:
+    env = compose()["services"]["airflow-scheduler"]["environment"]
+    for variable, role in (
+        ("AIRFLOW_CONN_KAFKA_DEFAULT", "admin"),
+        ("AIRFLOW_CONN_CINESTREAM_KAFKA_GENERATOR", "generator"),
+        ("AIRFLOW_CONN_CINESTREAM_DLQ_WATCH", "auditor"),
+    ):
+        extra = json.loads(env[variable])["extra"]
+        assert extra["security.protocol"] == "SASL_PLAINTEXT"
+        assert extra["sasl.username"] == principal_user(role), variable
+        assert extra["sasl.password"] == f"xkafka_{role}_password", variable
+
+
+def test_the_acls_are_created_before_anything_connects() -> None:
+    services = compose()["services"]
+    setup = services["setup-kafka"]
+    assert setup["command"] == ["cinestream", "topics", "create"]
+    assert setup["restart"] == "no"
+    assert all(spec["condition"] == "service_healthy" for spec in setup["depends_on"].values())
+    # The Airflow components start after airflow-init, which starts after the set-up.
+    for name in ("api", "airflow-init"):
+        condition = services[name]["depends_on"]["setup-kafka"]["condition"]
+        assert condition == "service_completed_successfully", name
 
 
 def test_spark_is_not_published_and_authenticates() -> None:

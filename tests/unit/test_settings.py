@@ -135,16 +135,27 @@ def test_the_cluster_profile_recorded_in_the_state_dir(tmp_path) -> None:  # typ
     assert (s.replication_factor, s.resolved_min_insync_replicas) == (3, 2)
     assert (s.spark_master, s.spark_cores_max) == ("spark://127.0.0.1:7077", 1)
     config = s.kafka_client_config  # generates the password on first use
-    password = (tmp_path / "secrets" / "kafka_cinestream_password").read_text()
+    # Nothing chosen: the admin principal (the CLI's operator); each role has its own user.
+    secret = tmp_path / "secrets" / "kafka_cinestream-admin_password"
+    password = secret.read_text()
     assert config["security.protocol"] == "SASL_PLAINTEXT"
-    assert (config["sasl.mechanism"], config["sasl.username"]) == ("SCRAM-SHA-512", "cinestream")
+    assert (config["sasl.mechanism"], config["sasl.username"]) == (
+        "SCRAM-SHA-512",
+        "cinestream-admin",
+    )
     assert config["sasl.password"] == password and len(password) >= 32
-    assert (tmp_path / "secrets" / "kafka_cinestream_password").stat().st_mode & 0o077 == 0
+    assert secret.stat().st_mode & 0o077 == 0
     assert s.spark_kafka_options["kafka.sasl.jaas.config"] == (
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="cinestream" password="{password}";'
+        f'username="cinestream-admin" password="{password}";'
     )
-    assert s.kafka_description.endswith("(SASL_PLAINTEXT, SCRAM-SHA-512 as cinestream)")
+    assert s.kafka_description.endswith("(SASL_PLAINTEXT, SCRAM-SHA-512 as cinestream-admin)")
+    processor = s.for_kafka_role("processor").kafka_client_config
+    assert processor["sasl.username"] == "cinestream-processor"
+    assert processor["sasl.password"] == (
+        (tmp_path / "secrets" / "kafka_cinestream-processor_password").read_text()
+    )
+    assert processor["sasl.password"] != password
     # Explicit settings win over the profile's defaults.
     s = Settings(state_dir=tmp_path, replication_factor=2, spark_master="local[2]")
     assert (s.replication_factor, s.resolved_min_insync_replicas, s.spark_master) == (
@@ -162,8 +173,14 @@ def test_remote_sasl_needs_credentials_and_quotes_them(tmp_path) -> None:  # typ
         kafka_sasl_mechanism="plain",
         kafka_ssl_ca_location="/etc/ca.pem",
     )
-    with pytest.raises(ValueError, match="CINESTREAM_KAFKA_SASL_USERNAME"):
+    with pytest.raises(ValueError, match="no password of user 'cinestream-admin'"):
         s.kafka_client_config  # noqa: B018
+    # The role principals' passwords given (compose): each role connects as its own user.
+    given = s.model_copy(update={"kafka_sasl_passwords": {"cinestream-reader": "r"}})
+    reader = given.for_kafka_role("reader").kafka_client_config
+    assert (reader["sasl.username"], reader["sasl.password"]) == ("cinestream-reader", "r")
+    with pytest.raises(ValueError, match="CINESTREAM_KAFKA_SASL_PASSWORDS"):
+        given.for_kafka_role("processor").kafka_client_config  # noqa: B018
     s = s.model_copy(update={"kafka_sasl_username": "u", "kafka_sasl_password": 'p"w\\x'})
     assert s.kafka_client_config["ssl.ca.location"] == "/etc/ca.pem"
     options = s.spark_kafka_options

@@ -32,7 +32,8 @@ POOL_SIZE = 8
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app: a read-only pool, the store cache, the Kafka view, the routes."""
-    settings = settings or Settings()
+    # Kafka as the reader principal: it may describe what /metrics/health and the lag need.
+    settings = (settings or Settings()).for_kafka_role("reader")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

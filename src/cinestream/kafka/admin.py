@@ -177,6 +177,7 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
             log.info("created topic %s", name)
         except KafkaException as exc:
             if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: a concurrent create won
+                _raise_if_refused(settings, exc.args[0], "CREATE", name)
                 raise CinestreamError(f"could not create topic {name}: {exc.args[0]}") from exc
     _wait_for(settings, lambda topics: all(t.topic in topics for t in wanted), "created")
     return created
@@ -196,10 +197,35 @@ def delete_topics(
             future.result()
         except KafkaException as exc:
             if exc.args[0].code() != 3:  # UNKNOWN_TOPIC_OR_PART: already gone
+                _raise_if_refused(settings, exc.args[0], "DELETE", name)
                 raise CinestreamError(f"could not delete topic {name}: {exc.args[0]}") from exc
     _wait_for(settings, lambda topics: not any(n in topics for n in present), "deleted", timeout_s)
     log.info("deleted topics %s", ", ".join(present))
     return present
+
+
+def _raise_if_refused(settings: Settings, error: Any, operation: str, topic: str) -> None:
+    """Raise the one-line refusal (kafka/acls.py) when ``error`` is an authorization failure."""
+    from cinestream.kafka.acls import KafkaRefused, refused_line
+
+    line = refused_line(settings.kafka_client_config, error, operation, "topic", topic)
+    if line is not None:
+        raise KafkaRefused(line)
+
+
+def refused_describe(settings: Settings, topic: str) -> None:
+    """For a topic the metadata does not list: raise the refusal when it exists but this
+    principal may not describe it (Kafka leaves such topics out of a full listing)."""
+    errors: list[KafkaError] = []
+    client = AdminClient(
+        client_config(settings, **{"socket.timeout.ms": 5000, "error_cb": errors.append})
+    )
+    try:
+        listed = client.list_topics(topic, timeout=5).topics.get(topic)
+    except KafkaException:
+        return
+    if listed is not None and listed.error is not None:
+        _raise_if_refused(settings, listed.error, "DESCRIBE", topic)
 
 
 def _wait_for(settings: Settings, done: Any, what: str, timeout_s: float = 60) -> None:
@@ -265,6 +291,7 @@ def partition_offsets(settings: Settings, topic: str) -> list[PartitionOffsets]:
     """Low and high watermarks of every partition of ``topic`` (empty list if it is missing)."""
     topics = list_topics(settings)
     if topic not in topics:
+        refused_describe(settings, topic)
         return []
     consumer = Consumer(
         client_config(settings, **{"group.id": "cinestream-inspector", "enable.auto.commit": False})

@@ -9,6 +9,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from cinestream.errors import ServiceUnavailable
+from cinestream.kafka import acls
 from cinestream.metrics import WindowMetric
 from cinestream.schemas import DLQ_MAX_MESSAGE_BYTES, metric_key
 from cinestream.settings import Settings
@@ -48,25 +49,39 @@ def new_producer(settings: Settings) -> Producer:
 
 
 def _produce_all(
-    producer: Producer, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+    producer: Producer,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    settings: Settings | None = None,
 ) -> tuple[int, list[str], dict[int, int]]:
     """Produce every (key, value) and wait for all deliveries: (undelivered, first errors, the
-    end offset after the delivered records per partition written to)."""
+    end offset after the delivered records per partition written to). A refusal by the
+    authorizer is reported as its one line naming the principal (kafka/acls.py)."""
     failures: list[str] = []
     ends: dict[int, int] = {}
 
     def on_delivery(err: Any, msg: Any) -> None:
         if err is not None:
-            failures.append(err.str())
+            connection = settings.kafka_client_config if settings is not None else {}
+            failures.append(
+                acls.refused_line(connection, err, "WRITE", "topic", topic) or err.str()
+            )
             return
         partition, offset = msg.partition(), msg.offset()
         if partition is not None and offset is not None and offset >= 0:
             ends[partition] = max(ends.get(partition, 0), offset + 1)
 
-    for key, value in records:
-        producer.produce(topic, value, key, on_delivery=on_delivery)
-        producer.poll(0)
-    remaining = producer.flush(FLUSH_TIMEOUT_S)
+    try:
+        for key, value in records:
+            producer.produce(topic, value, key, on_delivery=on_delivery)
+            producer.poll(0)
+        remaining = producer.flush(FLUSH_TIMEOUT_S)
+    except acls.CLIENT_FAILURES as exc:
+        connection = settings.kafka_client_config if settings is not None else {}
+        line = acls.refused_by(exc, connection, "WRITE", "topic", topic)
+        if line is None:
+            raise
+        raise acls.KafkaRefused(line) from exc
     if remaining:
         # Not reported within the timeout (should not happen): drop what is still queued so it
         # can never arrive after a newer version; the caller retries the whole publication.
@@ -91,6 +106,7 @@ def publish_metrics(
             )
             for metric in metrics
         ),
+        settings,
     )
     if lost:
         raise ServiceUnavailable(
@@ -111,7 +127,7 @@ def publish_dlq(
     if not records:
         return {}
     lost, errors, ends = _produce_all(
-        producer or new_producer(settings), settings.dlq_topic, records
+        producer or new_producer(settings), settings.dlq_topic, records, settings
     )
     if lost:
         raise ServiceUnavailable(

@@ -63,6 +63,17 @@ _READ_STOPPERS = {
 }
 
 
+def _raise_if_refused(settings: Settings, error: Any, topic: str, group: str) -> None:
+    """The one-line refusal (kafka/acls.py) of a read this principal may not do."""
+    from cinestream.kafka.acls import KafkaRefused, refused_line
+
+    if error is not None:
+        connection = settings.kafka_client_config
+        line = refused_line(connection, error, "READ", "topic", topic, group)
+        if line is not None:
+            raise KafkaRefused(line)
+
+
 def read_offsets(
     settings: Settings,
     topic: str,
@@ -109,6 +120,7 @@ def read_batches(
         listed = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if listed is None or (listed.error is not None and listed.error.code() in _READ_STOPPERS):
             why = listed.error.str() if listed is not None and listed.error else "not listed"
+            _raise_if_refused(settings, listed.error if listed else None, topic, group_id)
             raise CinestreamError(f"reading {topic}: the topic does not exist ({why})")
         consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in wanted.items()])
         remaining = {p: end for p, (_, end) in wanted.items()}
@@ -118,6 +130,7 @@ def read_batches(
             for msg in consumer.consume(10_000, timeout=1.0):
                 if (error := msg.error()) is not None:
                     if error.fatal() or error.code() in _READ_STOPPERS:
+                        _raise_if_refused(settings, error, topic, group_id)
                         raise CinestreamError(f"reading {topic}: {error.str()}")
                     continue
                 partition, offset = msg.partition(), msg.offset()

@@ -21,6 +21,7 @@ from cinestream.local.modes import private_file
 from cinestream.local.processes import ManagedProcess
 from cinestream.net import port_open
 from cinestream.orchestration.dlq_triage import DLQ_WATCH_GROUP
+from cinestream.orchestration.task_bodies import GENERATOR_CONN_ID
 from cinestream.settings import (
     REPO_ROOT,
     Settings,
@@ -73,12 +74,23 @@ def connections(settings: Settings) -> dict[str, str]:
     db = urlsplit(settings.resolved_database_url)
     master = settings.spark_master
     return {
+        # cinestream_setup's and cinestream_reset's topic administration: the admin principal.
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
             {
                 "conn_type": "kafka",
                 "extra": {
-                    **settings.kafka_client_config,
+                    **settings.for_kafka_role("admin").kafka_client_config,
                     "group.id": "airflow",
+                    "socket.timeout.ms": 10000,
+                },
+            }
+        ),
+        # The generators' ProduceToTopicOperator: may write the ratings topic only.
+        "AIRFLOW_CONN_" + GENERATOR_CONN_ID.upper(): json.dumps(
+            {
+                "conn_type": "kafka",
+                "extra": {
+                    **settings.for_kafka_role("generator").kafka_client_config,
                     "socket.timeout.ms": 10000,
                 },
             }
@@ -89,7 +101,7 @@ def connections(settings: Settings) -> dict[str, str]:
             {
                 "conn_type": "kafka",
                 "extra": {
-                    **settings.kafka_client_config,
+                    **settings.for_kafka_role("auditor").kafka_client_config,
                     "group.id": DLQ_WATCH_GROUP,
                     "auto.offset.reset": "earliest",
                     "enable.auto.commit": "false",

@@ -1,9 +1,11 @@
 """The local stack's Kafka: KRaft broker+controller nodes as plain Java processes.
 
-The single profile runs one node (``kafka``) with a PLAINTEXT listener. The cluster profile runs
-three (``kafka-1`` .. ``kafka-3``): each a broker and a controller voter, clients and brokers
-authenticating with SASL/SCRAM-SHA-512 on the broker listener, the controller listener on the
-loopback address only, replication factor 3 and ``min.insync.replicas`` 2 by default.
+The single profile runs one node (``kafka``) with PLAINTEXT listeners on the loopback address, no
+users and no authorizer. The cluster profile runs three (``kafka-1`` .. ``kafka-3``): each a
+broker and a controller voter, clients and brokers authenticating with SASL/SCRAM-SHA-512 on the
+broker listener and the nodes with SASL/PLAIN (their own identity) on the controller listener,
+both on the loopback address; ``StandardAuthorizer`` with the ACLs of ``kafka/acls.py``;
+replication factor 3 and ``min.insync.replicas`` 2 by default.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from cinestream.errors import CinestreamError
 from cinestream.jars import jars
+from cinestream.kafka import acls
 from cinestream.kafka.admin import broker_ready, cluster_brokers
 from cinestream.local.processes import ManagedProcess, wait_until
 from cinestream.net import host_port, port_open
@@ -25,8 +28,9 @@ from cinestream.settings import Settings, jaas_config, stored_secret
 
 log = logging.getLogger(__name__)
 
-# The brokers' own SCRAM user (inter-broker traffic); clients use KAFKA_CLIENT_USER.
-BROKER_USER = "kafka-broker"
+# The brokers' own user (inter-broker and controller traffic; a super user); each client role
+# has its own (kafka/acls.py).
+BROKER_USER = acls.BROKER_USER
 # Controller ports sit this far above the broker ports in the cluster profile.
 CONTROLLER_PORT_OFFSET = 100
 # How long `down` waits for the last node of a cluster before SIGKILL (see LocalKafka.stop).
@@ -108,21 +112,43 @@ def broker_properties(
         ]
     mechanism = settings.kafka_sasl_mechanism
     password = stored_secret(settings.state_dir, f"kafka_{BROKER_USER}_password")
+    plain = jaas_config("PLAIN", BROKER_USER, password).removesuffix(";")
+    super_users = acls.super_users()
+    if settings.kafka_sasl_username:
+        # One user configured for every part (no role principals): it may do everything.
+        super_users.append(f"User:{settings.kafka_sasl_username}")
     return [
         *lines,
-        # Clients and brokers authenticate on the one broker listener; the controller listener
-        # (no SCRAM there: the credentials live in the metadata it serves) is on loopback only.
+        # Clients and brokers authenticate on the one broker listener (SCRAM). The controller
+        # listener cannot use SCRAM (its credentials live in the metadata it serves): the nodes
+        # authenticate there with SASL/PLAIN as the brokers' own user, the only user it knows,
+        # so nobody else on this machine reaches the controllers as an anonymous super user.
         f"listeners=SASL_PLAINTEXT://{node.host}:{node.port},"
         f"CONTROLLER://{node.host}:{node.controller_port}",
         f"advertised.listeners=SASL_PLAINTEXT://{node.host}:{node.port}",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
         "inter.broker.listener.name=SASL_PLAINTEXT",
         f"sasl.enabled.mechanisms={mechanism}",
         f"sasl.mechanism.inter.broker.protocol={mechanism}",
         f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config="
         + jaas_config(mechanism, BROKER_USER, password),
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        f"listener.name.controller.plain.sasl.jaas.config={plain} "
+        + f"user_{BROKER_USER}="
+        + _jaas_quoted(password)
+        + ";",
+        # Every request is authorized against the ACLs in the metadata (kafka/acls.py); what no
+        # ACL allows is refused. The brokers' user and the admin are super users.
+        f"authorizer.class.name={acls.AUTHORIZER}",
+        "allow.everyone.if.no.acl.found=false",
+        "super.users=" + ";".join(super_users),
         "",
     ]
+
+
+def _jaas_quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 LOG4J2 = "\n".join(
@@ -218,8 +244,9 @@ class LocalKafka:
                     self.settings.state_dir, f"kafka_{BROKER_USER}_password"
                 ),
             }
-            user, password = self.settings.kafka_sasl_credentials()
-            users[user] = password
+            for role in acls.ROLES:
+                user, password = self.settings.for_kafka_role(role).kafka_sasl_credentials()
+                users[user] = password
             for name, secret in users.items():
                 args += ["--add-scram", f"{mechanism}=[name={name},password={secret}]"]
         java = self._java("kafka.tools.StorageTool", *args)

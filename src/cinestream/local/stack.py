@@ -13,7 +13,7 @@ from typing import Any
 
 from cinestream.errors import CinestreamError, first_line
 from cinestream.jars import jars
-from cinestream.kafka import admin
+from cinestream.kafka import acls, admin
 from cinestream.local import airflow, modes
 from cinestream.local.hdfs import LocalHDFS
 from cinestream.local.kafka import LocalKafka
@@ -115,6 +115,8 @@ def start_infra(settings: Settings) -> None:
             hdfs.ui_url(hdfs.namenode),
             settings.checkpoint_dir,
         )
+    # Users and ACLs before the topics: the parts started next connect as their own principals.
+    acls.provision(settings)
     created = admin.create_topics(settings)
     if created:
         log.info("created topics %s", ", ".join(created))

@@ -213,7 +213,7 @@ def _run(start_ms: int, end_ms: int) -> tuple[Any, Any]:
     from cinestream.audit import run_audit
     from cinestream.orchestration.task_bodies import task_settings
 
-    settings = task_settings()
+    settings = task_settings(kafka_role="auditor")
     report = run_audit(settings, start_ms, end_ms)
     for line in report.lines():
         quiet = line.startswith(("OK", "NOTE", "UNVERIFIABLE", "PENDING"))

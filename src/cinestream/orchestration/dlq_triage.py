@@ -222,7 +222,7 @@ def triage(source: str, triggering_asset_events: Mapping[Any, Sequence[Any]] | N
     from cinestream.store import reads, reports, schema
     from cinestream.store.connection import connect
 
-    settings = task_settings()
+    settings = task_settings(kafka_role="auditor")
     fired = fired_at(triggering_asset_events)
     if fired is not None:
         # The watcher made no event for records it consumed within DEBOUNCE_S of this one: read

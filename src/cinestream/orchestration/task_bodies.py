@@ -28,6 +28,8 @@ log = logging.getLogger("cinestream.orchestration")
 
 WINDOW_METRICS_ASSET = "cinestream://metrics/window_metrics"
 METRICS_DB_CONN_ID = "cinestream_metrics_db"
+# The generators' Kafka connection: the generator principal (kafka_default is the admin's).
+GENERATOR_CONN_ID = "cinestream_kafka_generator"
 _delivered = {"ok": 0, "failed": 0}
 
 
@@ -42,9 +44,10 @@ def metrics_db_url(conn_id: str = METRICS_DB_CONN_ID) -> str:
     return f"postgresql://{auth}@{conn.host}:{conn.port or 5432}/{conn.schema or ''}"
 
 
-def task_settings(conn_id: str = METRICS_DB_CONN_ID) -> Settings:
-    """The Settings of a task: ``CINESTREAM_*`` as everywhere, the database from Airflow."""
-    return Settings(database_url=metrics_db_url(conn_id))
+def task_settings(conn_id: str = METRICS_DB_CONN_ID, kafka_role: str = "admin") -> Settings:
+    """The Settings of a task: ``CINESTREAM_*`` as everywhere, the database from Airflow, Kafka
+    as ``kafka_role``'s principal (kafka/acls.py)."""
+    return Settings(database_url=metrics_db_url(conn_id)).for_kafka_role(kafka_role)
 
 
 def _admin(kafka_conn_id: str) -> Any:
@@ -67,9 +70,15 @@ def check_broker(kafka_conn_id: str = "kafka_default") -> dict[str, Any]:
 
 
 def create_topics(kafka_conn_id: str = "kafka_default") -> list[str]:
-    """Create the missing topics through the Kafka connection; log each one's layout."""
+    """Create the missing topics and the principals' ACLs (where the principals are cinestream's
+    own) through the Kafka connection (the admin's); log each topic's layout."""
+    from cinestream.kafka import acls
+
     settings = Settings()
-    created = admin.create_topics(settings, admin=_admin(kafka_conn_id))
+    client = _admin(kafka_conn_id)
+    if acls.managed(settings):
+        acls.ensure_acls(settings, admin=client)
+    created = admin.create_topics(settings, admin=client)
     for spec in admin.topic_specs(settings):
         log.info(
             "topic %s: %d partitions, config %s (%s)",
@@ -96,7 +105,7 @@ def clear_checkpoint(clear: bool) -> str:
 def preflight() -> str:
     """Fail with doctor's explanation when the processor would skip or double-count data."""
 
-    return preflight_for(task_settings())
+    return preflight_for(task_settings(kafka_role="processor"))
 
 
 def preflight_for(settings: Settings) -> str:
@@ -202,8 +211,8 @@ def spark_job_kwargs(script: str, args: list[str]) -> dict[str, Any]:
     """SparkSubmitOperator arguments for a job in spark_jobs/ (same conf as the CLI)."""
     from cinestream.stream.submit import (
         connector_jars,
+        job_env,
         job_path,
-        python_env,
         spark_conf,
         spark_properties_file,
     )
@@ -219,7 +228,7 @@ def spark_job_kwargs(script: str, args: list[str]) -> dict[str, Any]:
         "jars": connector_jars(),
         "driver_memory": settings.spark_driver_memory,
         "name": script.removesuffix(".py"),
-        "env_vars": python_env(),
+        "env_vars": job_env(),
     }
 
 
@@ -292,7 +301,7 @@ def run_quality(start: str | None = None, end: str | None = None) -> dict[str, A
     from cinestream.timeparse import parse_instant
 
     report = validate(
-        task_settings(),
+        task_settings(kafka_role="auditor"),
         parse_instant(start) if start else None,
         parse_instant(end) if end else None,
     )
@@ -335,7 +344,7 @@ def record_quality_history(report: Any, start: str | None, end: str | None) -> N
 
 def ratings_end_offsets() -> dict[int, int]:
     """The end offset of each partition of ``ratings`` now (what a run has to process)."""
-    settings = Settings()
+    settings = Settings().for_kafka_role("processor")
     return {p.partition: p.high for p in admin.partition_offsets(settings, settings.ratings_topic)}
 
 

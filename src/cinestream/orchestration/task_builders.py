@@ -145,14 +145,15 @@ def setup_tasks(clear_checkpoint_param: str = "clear_checkpoint") -> tuple[Any, 
 
 
 def generate_task(task_id: str = "produce_ratings") -> Any:
-    """The ``ProduceToTopicOperator`` that writes generated ratings through ``kafka_default``."""
+    """The ``ProduceToTopicOperator`` that writes generated ratings through the generator's
+    connection (its principal may write the ratings topic only)."""
     from airflow.providers.apache.kafka.operators.produce import ProduceToTopicOperator
 
     from cinestream.settings import Settings
 
     return ProduceToTopicOperator(
         task_id=task_id,
-        kafka_config_id="kafka_default",
+        kafka_config_id=task_bodies.GENERATOR_CONN_ID,
         topic=Settings().ratings_topic,
         producer_function="cinestream.orchestration.task_bodies.rating_messages",
         producer_function_kwargs={name: "{{ params." + name + " }}" for name in GENERATE_PARAMS},

@@ -123,9 +123,19 @@ def spark_submit_command(settings: Settings, script: str, args: list[str]) -> li
     return [*cmd, str(job_path(script)), *args]
 
 
+# The principal every Spark job of cinestream (processor, backfill) reads and writes Kafka as.
+JOB_KAFKA_ROLE = "processor"
+
+
+def job_env() -> dict[str, str]:
+    """What a job's driver needs in its environment: :func:`python_env`, and the processor's
+    Kafka principal (``CINESTREAM_KAFKA_ROLE``; kafka/acls.py)."""
+    return {**python_env(), "CINESTREAM_KAFKA_ROLE": JOB_KAFKA_ROLE}
+
+
 def spark_env() -> dict[str, str]:
-    """This process's environment plus :func:`python_env`, for launching spark-submit."""
-    return {**os.environ, **python_env()}
+    """This process's environment plus :func:`job_env`, for launching spark-submit."""
+    return {**os.environ, **job_env()}
 
 
 def job_session(app_name: str, settings: Settings) -> Any:
