@@ -16,7 +16,7 @@ from cinestream.local.processes import ManagedProcess
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import reads, reports, schema
-from cinestream.store.checkpoints import CheckpointLock, StoredCheckpoint, stored_checkpoint
+from cinestream.store.checkpoint_lock import CheckpointLock, StoredCheckpoint, stored_checkpoint
 from cinestream.store.connection import connect
 from cinestream.stream.checkpoint import CheckpointFS, checkpoint_fs, is_local
 from cinestream.stream.start_plan import LATEST_FIX, plan_start

@@ -112,7 +112,7 @@ def _runs(api: Any, dag_id: str, **filters: str) -> list[dict[str, Any]]:
 
 
 def _holder(settings: Any) -> str:
-    from cinestream.store.checkpoints import CheckpointLock
+    from cinestream.store.checkpoint_lock import CheckpointLock
 
     return CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir).holder() or ""
 

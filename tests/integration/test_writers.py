@@ -47,7 +47,7 @@ def test_a_checkpoint_restored_from_an_older_copy_stops_with_the_fix(pipeline: P
     # seconds, so store and checkpoint are read batches apart): it compares the two itself, under
     # its lock, at every commit. doctor and the DAGs' preflight leave the comparison to it.
     from cinestream.orchestration.task_bodies import preflight_for
-    from cinestream.store.checkpoints import CheckpointLock
+    from cinestream.store.checkpoint_lock import CheckpointLock
 
     held = CheckpointLock(pipeline.settings.resolved_database_url, pipeline.settings.checkpoint_dir)
     assert held.try_acquire()

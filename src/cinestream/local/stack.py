@@ -30,7 +30,7 @@ from cinestream.local.spark import LocalSpark
 from cinestream.net import port_open
 from cinestream.settings import Settings, private_dir, written_once
 from cinestream.store import pipeline, schema
-from cinestream.store.checkpoints import CheckpointLock
+from cinestream.store.checkpoint_lock import CheckpointLock
 from cinestream.store.connection import connect, reachable
 from cinestream.stream.checkpoint import delete_checkpoint
 from cinestream.stream.stop_files import checkpoint_stop_file, request_stop

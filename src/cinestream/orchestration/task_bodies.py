@@ -21,7 +21,7 @@ from cinestream.kafka import admin
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import reads, schema
-from cinestream.store.checkpoints import CheckpointLock, stored_checkpoint
+from cinestream.store.checkpoint_lock import CheckpointLock, stored_checkpoint
 from cinestream.store.connection import connect
 
 log = logging.getLogger("cinestream.orchestration")

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
 from cinestream.store import commit as store_commit
-from cinestream.store.checkpoints import CheckpointLock
+from cinestream.store.checkpoint_lock import CheckpointLock
 from cinestream.store.connection import retry_on_disconnect
 from cinestream.stream.housekeeping import Housekeeping
 from cinestream.stream.publisher import Publisher

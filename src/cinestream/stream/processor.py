@@ -36,7 +36,7 @@ from typing import Any
 
 from cinestream.errors import CheckpointMismatch, CinestreamError, ProcessorBusy
 from cinestream.settings import Settings
-from cinestream.store import checkpoints, schema
+from cinestream.store import checkpoint_lock, schema
 from cinestream.store.connection import connect, retry_on_disconnect
 from cinestream.stream.batch_pass import BatchPass
 from cinestream.stream.checkpoint import HadoopFS, storage_error
@@ -115,7 +115,7 @@ class StreamProcessor:
         self.own_stop_file = own_stop_file
         self.fs = HadoopFS(spark)
         self.url = settings.resolved_database_url
-        self.lock = checkpoints.CheckpointLock(self.url, settings.checkpoint_dir)
+        self.lock = checkpoint_lock.CheckpointLock(self.url, settings.checkpoint_dir)
         self.session = StoreSession(self.url)
         self.publisher = Publisher(settings, self.session)
         self.committer = BatchCommitter(
@@ -173,7 +173,7 @@ class StreamProcessor:
     def _plan(self) -> StartPlan:
         """Check the checkpoint against the topic and the store (at start and every restart)."""
         with connect(self.url) as conn:
-            stored = checkpoints.stored_checkpoint(conn, self.settings.checkpoint_dir)
+            stored = checkpoint_lock.stored_checkpoint(conn, self.settings.checkpoint_dir)
         plan = plan_start(self.settings, self.fs, stored)
         if plan.unfinished_batch is not None:
             deleted = mark_not_done(self.fs, self.settings.checkpoint_dir, plan.unfinished_batch)

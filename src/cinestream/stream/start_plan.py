@@ -16,7 +16,7 @@ from cinestream.errors import (
 )
 from cinestream.kafka import admin
 from cinestream.settings import Settings
-from cinestream.store.checkpoints import StoredCheckpoint
+from cinestream.store.checkpoint_lock import StoredCheckpoint
 from cinestream.store.pipeline import binding_problem
 from cinestream.stream.checkpoint import CheckpointFS
 from cinestream.stream.checkpoint_log import (
@@ -160,7 +160,7 @@ def preflight(settings: Settings) -> StartPlan | None:
     from urllib.parse import urlsplit
 
     from cinestream.store import schema
-    from cinestream.store.checkpoints import CheckpointLock, stored_checkpoint
+    from cinestream.store.checkpoint_lock import CheckpointLock, stored_checkpoint
     from cinestream.store.connection import connect
     from cinestream.stream.checkpoint import LocalFS
 

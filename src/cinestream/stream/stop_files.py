@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cinestream.settings import Settings
-from cinestream.store.checkpoints import checkpoint_lock_id
+from cinestream.store.checkpoint_lock import checkpoint_lock_id
 
 
 def checkpoint_stop_file(settings: Settings) -> Path:

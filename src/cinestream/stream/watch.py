@@ -16,7 +16,7 @@ from pyspark.errors import StreamingQueryException
 
 from cinestream.errors import ProcessorBusy, ServiceUnavailable
 from cinestream.settings import Settings
-from cinestream.store.checkpoints import CheckpointLock
+from cinestream.store.checkpoint_lock import CheckpointLock
 
 log = logging.getLogger("cinestream.processor")
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cinestream.errors import CheckpointMismatch, ProcessorBusy
-from cinestream.store.checkpoints import CheckpointLock
+from cinestream.store.checkpoint_lock import CheckpointLock
 from cinestream.store.commit import BatchCommit, commit_batch
 from cinestream.store.connection import connect
 from cinestream.store.publication import publish_pending

@@ -10,7 +10,7 @@ import pytest
 
 from cinestream.errors import CheckpointMismatch
 from cinestream.settings import Settings
-from cinestream.store.checkpoints import StoredCheckpoint
+from cinestream.store.checkpoint_lock import StoredCheckpoint
 from cinestream.store.pipeline import PipelineBinding
 from cinestream.stream.checkpoint import LocalFS
 from cinestream.stream.start_plan import TopicState, plan_against
