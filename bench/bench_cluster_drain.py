@@ -60,12 +60,12 @@ def drain(count: int, label: str, **env: str) -> dict[str, Any]:
     from cinestream.settings import Settings
     from cinestream.store import reads, schema
     from cinestream.store.connection import connect
-    from cinestream.stream.checkpoint import delete_local_checkpoint
+    from cinestream.stream.checkpoint import delete_checkpoint
     from cinestream.stream.submit import spark_env, spark_submit_command
 
     os.environ.update(env)
     settings = Settings()
-    delete_local_checkpoint(settings.checkpoint_dir)
+    delete_checkpoint(settings.checkpoint_dir)
     with connect(settings.resolved_database_url) as conn:
         schema.truncate_all(conn)
     cmd = spark_submit_command(

@@ -273,7 +273,9 @@ class StreamProcessor:
             max_duration_s=self.max_duration_s,
         )
         stopped = watch.watch(query, began)
-        if watch.lost_lock is not None:
+        # A batch that failed while the query stopped keeps its own error (as it did when the
+        # watch set the lost lock first and the batch overwrote it).
+        if watch.lost_lock is not None and self._fatal is None:
             self._fatal = watch.lost_lock
         return stopped
 
