@@ -498,9 +498,8 @@ def test_each_principal_may_do_its_job_and_nothing_else(cluster: tuple[Any, Any]
         env={"CINESTREAM_KAFKA_ROLE": "auditor", "CINESTREAM_RATINGS_TOPIC": "acl_probe"},
     )
     assert cli.returncode == 1
-    assert "Kafka refused CREATE on topic 'acl_probe' to principal User:cinestream-auditor" in (
-        cli.stdout + cli.stderr
-    )
+    refusal = "Kafka refused CREATE on topic 'acl_probe' to principal User:cinestream-auditor"
+    assert refusal in cli.stdout, cli.stdout[-2000:]
 
     # A principal without its ACLs is refused, the API says so, doctor names it; topics create
     # puts the ACLs back.
@@ -508,7 +507,10 @@ def test_each_principal_may_do_its_job_and_nothing_else(cluster: tuple[Any, Any]
     gone = AclBindingFilter("ANY", None, "ANY", "User:cinestream-reader", None, "ANY", "ANY")
     deleted = [b for f in client.delete_acls([gone]).values() for b in f.result()]
     topics = (settings.ratings_topic, settings.metrics_topic, settings.dlq_topic)
-    assert len(deleted) == len(acls.role_grants("reader", *topics))
+    # (the reader's ACLs of the stack's topics, and those topics create made for acl_probe)
+    assert {(b.name, b.operation.name) for b in deleted} >= {
+        (g.name, g.operation) for g in acls.role_grants("reader", *topics)
+    }
     try:
 
         def reader_refused() -> str | None:
@@ -535,11 +537,15 @@ def test_each_principal_may_do_its_job_and_nothing_else(cluster: tuple[Any, Any]
         assert "DESCRIBE on topic ratings" in line and "cinestream topics create" in line
     finally:
         restored = _cli("topics", "create")
-        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert restored.returncode == 0, restored.stdout[-2000:]
     assert "ACL: User:cinestream-reader (reader) may DESCRIBE on topic ratings" in restored.stdout
-    doctor = _cli("doctor")
-    lines = [x for x in doctor.stdout.splitlines() if x.split()[1:2] == ["principal"]]
-    assert all(x.startswith("OK") for x in lines), lines
+
+    def principals_ok() -> bool:
+        doctor = _cli("doctor")
+        lines = [x for x in doctor.stdout.splitlines() if x.split()[1:2] == ["principal"]]
+        return len(lines) == len(acls.ROLES) and all(x.startswith("OK") for x in lines)
+
+    _wait(principals_ok, "doctor: every principal OK again", 60, 5)
 
 
 def test_a_broker_killed_mid_drain_loses_nothing(

@@ -158,6 +158,7 @@ class KafkaRefused(ServiceUnavailable):
     """The broker refused this principal an operation (no ACL allows it): :func:`refusal`."""
 
 
+SECURITY_DISABLED = 54  # what a broker without an authorizer answers to an ACL request
 AUTHORIZATION_ERRORS = {29: "topic", 30: "group", 31: "cluster", 53: "transactional id"}
 
 
@@ -305,7 +306,16 @@ def ensure_acls(settings: Settings, admin: Any = None) -> list[str]:
         for acl, future in admin.create_acls(bindings, request_timeout=30).items():
             try:
                 future.result(timeout=60)
-            except Exception as exc:  # noqa: BLE001
+            except KafkaException as exc:
+                if exc.args and getattr(exc.args[0], "code", lambda: None)() == SECURITY_DISABLED:
+                    # Brokers started before this release, without an authorizer: they keep
+                    # running as they are until restarted with the configuration up writes.
+                    log.warning(
+                        "the running Kafka brokers have no authorizer (started before it was "
+                        "configured): no ACLs created; `cinestream down` then `cinestream up` "
+                        "restarts them with StandardAuthorizer and creates them"
+                    )
+                    return []
                 raise CinestreamError(f"could not create the Kafka ACL {acl}: {exc}") from exc
     for line in lines:
         log.info("Kafka ACL: %s", line)

@@ -314,11 +314,16 @@ class LocalKafka:
     def wait_ready(self, timeout_s: float = 120) -> None:
         """Wait until every node runs and the cluster's metadata lists every broker."""
         wanted = {n.node_id for n in self.nodes}
+        # Asked as the brokers' own user: on a cluster formatted before a role's user existed,
+        # up creates that user only once the cluster answers.
+        probe = self.settings
+        if self.settings.kafka_uses_sasl and not self.settings.kafka_sasl_username:
+            probe = self.settings.model_copy(update={"kafka_sasl_username": BROKER_USER})
         wait_until(
             lambda: (
                 all(self.process(n).pid() is not None for n in self.nodes)
-                and broker_ready(self.settings)
-                and cluster_brokers(self.settings) >= wanted
+                and broker_ready(probe)
+                and cluster_brokers(probe) >= wanted
             ),
             "Kafka" if len(self.nodes) == 1 else f"Kafka ({len(self.nodes)} brokers)",
             timeout_s,
