@@ -143,3 +143,68 @@ def test_only_cinestreams_own_principals_are_managed(tmp_path) -> None:  # type:
     sasl = Settings(state_dir=tmp_path, kafka_security_protocol="SASL_PLAINTEXT")
     assert acls.managed(sasl)
     assert not acls.managed(sasl.model_copy(update={"kafka_sasl_username": "someone"}))
+
+
+class _Future:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+    def result(self, timeout: float | None = None) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class _Admin:
+    """An AdminClient stand-in: records the ACLs asked for, answers with ``error``."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.asked: list[object] = []
+
+    def create_acls(self, bindings: list[object], request_timeout: float) -> dict[object, _Future]:
+        self.asked += bindings
+        return {b: _Future(self.error) for b in bindings}
+
+
+def test_ensure_acls_asks_for_every_roles_acls_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(state_dir=tmp_path, kafka_security_protocol="SASL_PLAINTEXT")
+    fake = _Admin()
+    lines = acls.ensure_acls(settings, admin=fake)
+    table = acls.acl_table(settings)
+    assert len(fake.asked) == len(lines) == sum(len(g) for g in table.values())
+    assert "User:cinestream-generator (generator) may WRITE on topic ratings" in lines
+    assert {b.principal for b in fake.asked} == {  # type: ignore[attr-defined]
+        f"User:cinestream-{role}" for role in ("generator", "processor", "reader", "auditor")
+    }
+
+
+def test_brokers_without_an_authorizer_are_a_warning_not_a_failure(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from confluent_kafka import KafkaError, KafkaException
+
+    settings = Settings(state_dir=tmp_path, kafka_security_protocol="SASL_PLAINTEXT")
+    disabled = KafkaException(KafkaError(acls.SECURITY_DISABLED))
+    assert acls.ensure_acls(settings, admin=_Admin(disabled)) == []
+    assert "no authorizer" in caplog.text
+    refused = KafkaException(KafkaError(KafkaError.CLUSTER_AUTHORIZATION_FAILED))
+    with pytest.raises(Exception, match="could not create the Kafka ACL"):
+        acls.ensure_acls(settings, admin=_Admin(refused))
+
+
+def test_a_producers_fatal_refusal_is_found_under_the_systemerror() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    fatal = KafkaException(KafkaError(KafkaError.CLUSTER_AUTHORIZATION_FAILED))
+    try:
+        try:
+            raise fatal
+        except KafkaException as exc:
+            raise SystemError("callback") from exc
+    except SystemError as wrapped:
+        line = acls.refused_by(
+            wrapped, {"sasl.username": "cinestream-reader"}, "WRITE", "topic", "ratings"
+        )
+    assert line is not None
+    assert line.startswith(
+        "Kafka refused WRITE on topic 'ratings' to principal User:cinestream-reader"
+    )
+    assert acls.refused_by(ValueError("x"), {}, "WRITE", "topic", "ratings") is None

@@ -79,6 +79,22 @@ def test_the_cluster_nodes_and_their_broker_configs(tmp_path) -> None:  # type: 
         assert line in lines, line
     (jaas,) = [x for x in lines if x.startswith("listener.name.sasl_plaintext.scram-sha-512.")]
     assert 'username="kafka-broker"' in jaas
+    # Issue 20: every request authorized; the controller listener takes the brokers' identity
+    # only (SASL/PLAIN), never an anonymous principal; the single node has neither.
+    for line in (
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        "super.users=User:kafka-broker;User:cinestream-admin",
+        "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.mechanism.controller.protocol=PLAIN",
+    ):
+        assert line in lines, line
+    (plain,) = [x for x in lines if x.startswith("listener.name.controller.plain.")]
+    password = (tmp_path / "c" / "secrets" / "kafka_kafka-broker_password").read_text()
+    assert f'username="kafka-broker" password="{password}" user_kafka-broker="{password}";' in plain
+    assert not any(
+        "authorizer" in line for line in broker_properties(single, node, [node], tmp_path)
+    )
 
 
 def test_a_large_kafka_read_is_split_over_twice_the_cores(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
