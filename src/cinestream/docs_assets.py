@@ -12,7 +12,6 @@ without a way out.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import sys
@@ -82,7 +81,9 @@ EXTERNAL = re.compile(r"""(?:src|<link[^>]*href)=["'](https?://[^"']+)["']""")
 
 def assets_dir() -> Path:
     """Where ``make install`` put the fetched packages (``CINESTREAM_DOCS_ASSETS`` overrides)."""
-    override = os.environ.get("CINESTREAM_DOCS_ASSETS")
+    from cinestream.settings import Settings
+
+    override = Settings().docs_assets
     return Path(override) if override else Path(sys.prefix) / "share" / "cinestream" / "docs-assets"
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
-import secrets
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cinestream.kafka.sasl import SASL_LOGIN_MODULES, jaas_config
+from cinestream.local.secrets import local_db_password, stored_secret
+from cinestream.net import redact_url
 from cinestream.windows import WindowSpec, parse_window_type
 
 # The repository root when cinestream runs from a checkout (src layout); the local stack keeps
@@ -147,6 +146,11 @@ class Settings(BaseSettings):
     # Share of the traffic (valid + invalid records) that may be invalid in one cinestream_dlq
     # report before the platform is marked degraded (/metrics/health, the dashboard).
     dlq_degraded_share: float = Field(default=0.05, ge=0, le=1)
+    # The Airflow task process that started this processor (its operator sets it): the processor
+    # stops between batches when that process is gone.
+    supervisor_pid: str = ""
+    # Where the Data Docs' scripts and styles are; empty: where `make install` put them.
+    docs_assets: str = ""
 
     @field_validator("window_types", mode="before")
     @classmethod
@@ -460,20 +464,6 @@ class Settings(BaseSettings):
         """Pid and stop files of the local stack."""
         return self.state_dir / "run"
 
-    def first_start_time(self) -> datetime:
-        """When the stack first started: CINESTREAM_FIRST_START, else recorded in the state dir
-        the first time anyone asks (`up` does). The backfill's catchup is bounded from it."""
-        from cinestream.timeparse import parse_instant
-
-        if self.first_start:
-            return parse_instant(self.first_start)
-        return parse_instant(
-            written_once(
-                self.state_dir / "first_start",
-                lambda: datetime.now(tz=UTC).isoformat(timespec="seconds"),
-            )
-        )
-
     @property
     def log_dir(self) -> Path:
         """Log files of the local stack's processes."""
@@ -501,86 +491,10 @@ class Settings(BaseSettings):
 
 PROFILES = ("single", "cluster")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
-SASL_LOGIN_MODULES = {
-    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
-    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
-    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
-}
 LOCAL_HOSTS = ("127.0.0.1:", "localhost:")
 
 
-def jaas_config(mechanism: str, user: str, password: str) -> str:
-    """A JAAS login line for Kafka's Java clients (Spark's connector, the brokers)."""
-
-    def quoted(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    module = SASL_LOGIN_MODULES[mechanism]
-    return f"{module} required username={quoted(user)} password={quoted(password)};"
-
-
-_PASSWORD_PARAM = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)")
-
-
-def redact_url(url: str) -> str:
-    """A libpq URL or keyword string with every password shown as ``***``: in the user-info
-    (``user:secret@``), as a query parameter (``?password=secret``) or as a keyword
-    (``host=db password=secret``)."""
-    text = _PASSWORD_PARAM.sub(lambda m: m.group(1) + "***", url)
-    if "://" in text:
-        parts = urlsplit(text)
-        if parts.password:
-            user = parts.username or ""
-            host = parts.netloc.rsplit("@", 1)[-1]
-            text = parts._replace(netloc=f"{user}:***@{host}").geturl()
-    return text
-
-
-def stored_secret(
-    state_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)
-) -> str:
-    """A local stack secret, generated once into ``<state dir>/secrets/<name>`` (mode 600)."""
-    return written_once(private_dir(state_dir / "secrets") / name, make)
-
-
-def private_dir(path: Path) -> Path:
-    """The directory ``path``; when missing, it is created with its missing parents (the state
-    dir, the first time) readable by its owner only (0700). An existing one is left as it is."""
-    missing = []
-    folder = path
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:  # made by another process meanwhile
-            continue
-        folder.chmod(0o700)  # whatever the umask left of it
-    return path
-
-
-def written_once(path: Path, make: Callable[[], str]) -> str:
-    """The content of ``path``, written by ``make()`` the first time (mode 600; a directory it
-    creates for it, 700)."""
-    if not path.exists():
-        private_dir(path.parent)
-        # Written private under a unique name, then linked into place: never readable by others,
-        # never seen half-written, and two processes starting at once agree on one value.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(make())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip()
-
-
-def local_db_password(state_dir: Path, role: str = "cinestream") -> str:
-    """Password of a local stack role, generated once per state dir."""
-    name = "postgres_password" if role == "cinestream" else f"postgres_{role}_password"
-    return stored_secret(state_dir, name, lambda: secrets.token_urlsafe(18))
+def airflow_context() -> dict[str, str]:
+    """The Airflow task running this process, as its operator exports it (``AIRFLOW_CTX_*``;
+    empty outside Airflow)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CTX_")}

@@ -168,7 +168,7 @@ def test_make_up_leaves_airflow_running_the_live_platform(live) -> None:  # type
     backfills = _runs(api, "cinestream_backfill")
     assert not [r for r in backfills if r["state"] == "failed"], backfills
     # The bound comes from the first start `up` recorded in this stack's state dir (not from
-    # settings.first_start_time(), which a CINESTREAM_FIRST_START would answer by itself).
+    # local.secrets.first_start_time(), which a CINESTREAM_FIRST_START would answer by itself).
     recorded = STATE / "first_start"
     assert recorded.exists(), f"`cinestream up` recorded no first start in {recorded}"
     first_start = parse_instant(recorded.read_text().strip()).timestamp()

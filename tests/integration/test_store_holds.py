@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from cinestream.kafka import admin
-from cinestream.settings import local_db_password
+from cinestream.local.secrets import local_db_password
 from cinestream.store.schema import SUPERUSER
 from tests.integration.conftest import TEST_STATE, Pipeline, assert_windows_equal
 from tests.reference import recompute

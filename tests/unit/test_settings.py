@@ -63,7 +63,7 @@ def test_an_empty_state_dir_is_refused_not_taken_as_the_current_directory(monkey
     ],
 )
 def test_no_form_of_database_url_shows_its_password(monkeypatch, url: str) -> None:  # type: ignore[no-untyped-def]
-    from cinestream.settings import redact_url
+    from cinestream.net import redact_url
 
     monkeypatch.setenv("CINESTREAM_DATABASE_URL", url)
     for shown in (redact_url(url), Settings().redacted_database_url()):

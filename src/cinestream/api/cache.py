@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from cinestream.errors import first_line
-from cinestream.settings import redact_url
+from cinestream.net import redact_url
 from cinestream.store import reads
 
 log = logging.getLogger(__name__)

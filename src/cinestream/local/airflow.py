@@ -19,16 +19,11 @@ from urllib.parse import quote, urlsplit
 from cinestream.errors import CinestreamError
 from cinestream.local.modes import private_file
 from cinestream.local.processes import ManagedProcess
+from cinestream.local.secrets import local_db_password, private_dir, stored_secret
 from cinestream.net import port_open
 from cinestream.orchestration.dlq_triage import DLQ_WATCH_GROUP
 from cinestream.orchestration.task_bodies import GENERATOR_CONN_ID
-from cinestream.settings import (
-    REPO_ROOT,
-    Settings,
-    local_db_password,
-    private_dir,
-    stored_secret,
-)
+from cinestream.settings import REPO_ROOT, Settings
 from cinestream.store.schema import AIRFLOW_ROLE
 from cinestream.stream.submit import python_env
 

@@ -25,8 +25,9 @@ import httpx
 from cinestream.errors import CinestreamError
 from cinestream.jars import jars
 from cinestream.local.processes import ManagedProcess, wait_until
+from cinestream.local.secrets import private_dir
 from cinestream.net import port_open
-from cinestream.settings import Settings, private_dir
+from cinestream.settings import Settings
 
 log = logging.getLogger(__name__)
 

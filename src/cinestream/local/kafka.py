@@ -22,9 +22,11 @@ from cinestream.errors import CinestreamError
 from cinestream.jars import jars
 from cinestream.kafka import acls
 from cinestream.kafka.admin import broker_ready, cluster_brokers
+from cinestream.kafka.sasl import jaas_config
 from cinestream.local.processes import ManagedProcess, wait_until
+from cinestream.local.secrets import stored_secret
 from cinestream.net import host_port, port_open
-from cinestream.settings import Settings, jaas_config, stored_secret
+from cinestream.settings import Settings
 
 log = logging.getLogger(__name__)
 

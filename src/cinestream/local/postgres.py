@@ -13,8 +13,9 @@ from urllib.parse import quote
 from cinestream.errors import CinestreamError
 from cinestream.local.modes import let_group_through
 from cinestream.local.processes import ManagedProcess, pid_alive
+from cinestream.local.secrets import local_db_password, private_dir
 from cinestream.net import port_open
-from cinestream.settings import Settings, local_db_password, private_dir
+from cinestream.settings import Settings
 from cinestream.store.schema import AIRFLOW_ROLE, READER_ROLE, SUPERUSER, ensure_local_databases
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cinestream.errors import CinestreamError
-from cinestream.settings import Settings, private_dir
+from cinestream.local.secrets import private_dir
+from cinestream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ from cinestream.local.processes import (
     processes_with_env,
     prune_logs,
 )
+from cinestream.local.secrets import first_start_time, private_dir, written_once
 from cinestream.local.spark import LocalSpark
 from cinestream.net import port_open
-from cinestream.settings import Settings, private_dir, written_once
+from cinestream.settings import Settings
 from cinestream.store import pipeline, schema
 from cinestream.store.checkpoint_lock import CheckpointLock
 from cinestream.store.connection import connect, reachable
@@ -147,7 +148,7 @@ def _up(settings: Settings, *, backlog: int, backlog_span_s: float | None, wait_
         log.info("deleted %d log files older than %s", pruned, settings.retention)
     start_infra(settings)
     start_serving(settings)
-    first = settings.first_start_time()
+    first = first_start_time(settings)
     log.info(
         "stack first started %s: cinestream_backfill catches up from %s before it",
         first.isoformat(),

@@ -40,11 +40,12 @@ BACKFILL_START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 def backfill_catchup_from() -> pendulum.DateTime:
     """Where the scheduler's catchup of the backfill starts: CINESTREAM_BACKFILL_CATCHUP before
     the stack's first start, on the hour (a fixed point, so every parse of the DAG agrees)."""
+    from cinestream.local.secrets import first_start_time
     from cinestream.settings import Settings
     from cinestream.timeparse import parse_duration_ms
 
     settings = Settings()
-    first = settings.first_start_time().timestamp()
+    first = first_start_time(settings).timestamp()
     start = first - parse_duration_ms(settings.backfill_catchup) / 1000
     return pendulum.from_timestamp(start - start % 3600, tz="UTC")
 

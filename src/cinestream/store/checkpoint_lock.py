@@ -24,10 +24,13 @@ PROCESSOR_APPLICATION = "cinestream-processor"
 def runner_label() -> str:
     """Who runs this process: the Airflow task (its operator exports ``AIRFLOW_CTX_*``) or the
     host and pid of a process started by hand."""
-    dag, run = os.environ.get("AIRFLOW_CTX_DAG_ID"), os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
+    from cinestream.settings import airflow_context
+
+    context = airflow_context()
+    dag, run = context.get("AIRFLOW_CTX_DAG_ID"), context.get("AIRFLOW_CTX_DAG_RUN_ID")
     if dag and run:
-        task = os.environ.get("AIRFLOW_CTX_TASK_ID", "?")
-        tries = os.environ.get("AIRFLOW_CTX_TRY_NUMBER", "?")
+        task = context.get("AIRFLOW_CTX_TASK_ID", "?")
+        tries = context.get("AIRFLOW_CTX_TRY_NUMBER", "?")
         return f"Airflow {dag}.{task}, run {run}, try {tries}"
     return f"pid {os.getpid()} on {socket.gethostname()}"
 

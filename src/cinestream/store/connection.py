@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from cinestream.errors import ServiceUnavailable, first_line
-from cinestream.settings import redact_url
+from cinestream.net import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ run over a backlog leaves every window complete.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -269,7 +268,7 @@ class StreamProcessor:
             self._stop,
             self.committer.failed,
             stop_files,
-            supervisor_pid=os.environ.get("CINESTREAM_SUPERVISOR_PID", ""),
+            supervisor_pid=self.settings.supervisor_pid,
             max_duration_s=self.max_duration_s,
         )
         stopped = watch.watch(query, began)

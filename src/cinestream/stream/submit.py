@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from cinestream.jars import jars
-from cinestream.settings import REPO_ROOT, Settings, stored_secret
+from cinestream.local.secrets import stored_secret
+from cinestream.settings import REPO_ROOT, Settings
 
 SPARK_JOBS_DIR = REPO_ROOT / "spark_jobs"
 LOG4J2 = REPO_ROOT / "infra" / "spark" / "log4j2.properties"

@@ -217,8 +217,8 @@ def test_up_names_the_first_paths_and_counts_the_rest(
 
 
 def test_a_new_state_dir_is_created_private_by_whatever_creates_it_first(tmp_path: Path) -> None:
+    from cinestream.local.secrets import local_db_password, private_dir
     from cinestream.local.stack import choose_profile
-    from cinestream.settings import local_db_password, private_dir
 
     by_secret, by_profile = tmp_path / "a" / "state", tmp_path / "b"
     local_db_password(by_secret)
