@@ -35,7 +35,7 @@ def bench_stack(
         }
     )
     from cinestream.kafka import admin
-    from cinestream.local.kafka import LocalKafka
+    from cinestream.local.kafka_nodes import LocalKafka
     from cinestream.local.postgres import LocalPostgres
     from cinestream.local.spark import LocalSpark
     from cinestream.settings import Settings

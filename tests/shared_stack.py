@@ -47,7 +47,7 @@ SPARK_SUBMIT_OPTS = "-XX:TieredStopAtLevel=1"
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
-    from cinestream.local.kafka import LocalKafka
+    from cinestream.local.kafka_nodes import LocalKafka
     from cinestream.local.postgres import LocalPostgres
     from cinestream.local.processes import ManagedProcess
     from cinestream.settings import Settings

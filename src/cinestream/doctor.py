@@ -154,13 +154,63 @@ def run_checks(settings: Settings) -> list[Check]:
     s = settings
     checks: list[Check] = permission_checks(s)
     now_ms = int(time.time() * 1000)
-    # --- Kafka ------------------------------------------------------------------------------
     try:
         topics = admin.list_topics(s)
     except ServiceUnavailable as exc:
         return [*checks, Check("FAIL", "kafka", str(exc), exc.fix or "cinestream up")]
     checks.append(Check("OK", "kafka", f"{s.kafka_description} reachable"))
     checks += principal_checks(s)
+    seen = _topic_checks(s, topics, now_ms, checks)
+    try:
+        conn = connect(s.resolved_database_url)
+    except ServiceUnavailable as exc:
+        checks.append(Check("FAIL", "postgres", str(exc), "cinestream up"))
+        return checks
+    with conn:
+        schema.ensure_schema(conn)
+        checks.append(Check("OK", "postgres", s.redacted_database_url()))
+        processor = reads.processor_totals(conn, s.checkpoint_dir)
+        checks += _processor_checks(s, conn, seen.parts)
+        totals = reads.window_totals(conn, s.window_types[0])
+        newest = reads.latest_window(conn, s.window_types[0], now_ms)
+        ahead = reads.future_windows(conn, s.window_types[0], now_ms)
+        triage = reports.dlq_verdict(conn)
+    checks += _metrics_checks(s, totals, newest, ahead, seen)
+    if processor is not None:
+        late = processor.late
+        checks.append(
+            Check(
+                "OK" if not late else "WARN",
+                "late",
+                f"{late} ratings arrived after their window closed",
+                "cinestream backfill --start T --end T (restores them)",
+            )
+        )
+    share = seen.dlq / seen.total if seen.total else 0.0
+    checks.append(
+        Check(
+            "OK" if share <= s.max_dlq_share else "WARN",
+            "dlq",
+            f"{seen.dlq} invalid records in {s.dlq_topic} ({share:.2%} of ratings)",
+            "read the reasons in the DLQ records and fix the producer",
+        )
+    )
+    checks.append(_triage_check(triage))
+    return checks
+
+
+@dataclass(frozen=True)
+class _Topics:
+    """What the topic checks saw: the ratings partitions and the records of each topic."""
+
+    parts: list[Any]
+    total: int
+    dlq: int
+    metrics: int
+
+
+def _topic_checks(s: Settings, topics: Any, now_ms: int, checks: list[Check]) -> _Topics:
+    """The topics, the ratings in them and the producers' clocks (appended to ``checks``)."""
     missing = [t.name for t in admin.topic_specs(s) if t.name not in topics]
     if missing:
         checks.append(
@@ -197,64 +247,62 @@ def run_checks(settings: Settings) -> list[Check]:
             checks.append(clock)
     dlq = sum(p.messages for p in admin.partition_offsets(s, s.dlq_topic))
     metrics_msgs = sum(p.messages for p in admin.partition_offsets(s, s.metrics_topic))
-    # --- PostgreSQL -------------------------------------------------------------------------
-    try:
-        conn = connect(s.resolved_database_url)
-    except ServiceUnavailable as exc:
-        checks.append(Check("FAIL", "postgres", str(exc), "cinestream up"))
-        return checks
-    with conn:
-        schema.ensure_schema(conn)
-        checks.append(Check("OK", "postgres", s.redacted_database_url()))
-        processor = reads.processor_totals(conn, s.checkpoint_dir)
-        holder = CheckpointLock(s.resolved_database_url, s.checkpoint_dir).holder()
-        checkpoint = _checkpoint_checks(s, stored_checkpoint(conn, s.checkpoint_dir), parts)
-        if holder and checkpoint.status == "FAIL" and checkpoint.name == "checkpoint":
-            # A running processor commits every second or so: the store read above and the
-            # checkpoint read after it (seconds on HDFS) can be batches apart. It compares the
-            # two itself under its lock, at every commit, and refuses a mismatch there.
-            recheck = _checkpoint_checks(s, stored_checkpoint(conn, s.checkpoint_dir), parts)
-            if recheck.status == "FAIL":
-                recheck = Check(
-                    "OK",
-                    "checkpoint",
-                    f"{s.checkpoint_dir} moves under the running processor ({holder}), which "
-                    "compares it with the store at every commit; not compared here",
-                )
-            checkpoint = recheck
-        checks.append(checkpoint)
-        behind = checkpoint.status != "OK"
-        if holder and checkpoint.status == "WARN":
-            # A running processor catches up by itself; lag is only a warning when nobody reads.
-            checkpoint.status = "OK"
-        orphan = ManagedProcess("processor", s).pid()
-        if holder:
-            checks.append(Check("OK", "processor", f"running ({holder})"))
-        elif orphan:
-            checks.append(
-                Check(
-                    "FAIL",
-                    "processor",
-                    f"pid {orphan} runs without its lock on {s.checkpoint_dir} (its database "
-                    "session ended); it cannot commit and stops or takes the lock again within "
-                    "seconds",
-                    "cinestream process --stop, then start it again (it resumes from the "
-                    "checkpoint)",
-                )
+    return _Topics(parts, total, dlq, metrics_msgs)
+
+
+def _processor_checks(s: Settings, conn: Any, parts: list[Any]) -> list[Check]:
+    """The checkpoint against the store and the topic, and whether a processor runs."""
+    holder = CheckpointLock(s.resolved_database_url, s.checkpoint_dir).holder()
+    checkpoint = _checkpoint_checks(s, stored_checkpoint(conn, s.checkpoint_dir), parts)
+    if holder and checkpoint.status == "FAIL" and checkpoint.name == "checkpoint":
+        # A running processor commits every second or so: the store read above and the
+        # checkpoint read after it (seconds on HDFS) can be batches apart. It compares the
+        # two itself under its lock, at every commit, and refuses a mismatch there.
+        recheck = _checkpoint_checks(s, stored_checkpoint(conn, s.checkpoint_dir), parts)
+        if recheck.status == "FAIL":
+            recheck = Check(
+                "OK",
+                "checkpoint",
+                f"{s.checkpoint_dir} moves under the running processor ({holder}), which "
+                "compares it with the store at every commit; not compared here",
             )
-        else:
-            checks.append(
-                Check(
-                    "WARN" if behind else "OK",
-                    "processor",
-                    "not running" + (" and the topic has unprocessed records" if behind else ""),
-                    "cinestream process --trigger available-now",
-                )
+        checkpoint = recheck
+    checks = [checkpoint]
+    behind = checkpoint.status != "OK"
+    if holder and checkpoint.status == "WARN":
+        # A running processor catches up by itself; lag is only a warning when nobody reads.
+        checkpoint.status = "OK"
+    orphan = ManagedProcess("processor", s).pid()
+    if holder:
+        checks.append(Check("OK", "processor", f"running ({holder})"))
+    elif orphan:
+        checks.append(
+            Check(
+                "FAIL",
+                "processor",
+                f"pid {orphan} runs without its lock on {s.checkpoint_dir} (its database "
+                "session ended); it cannot commit and stops or takes the lock again within "
+                "seconds",
+                "cinestream process --stop, then start it again (it resumes from the checkpoint)",
             )
-        totals = reads.window_totals(conn, s.window_types[0])
-        newest = reads.latest_window(conn, s.window_types[0], now_ms)
-        ahead = reads.future_windows(conn, s.window_types[0], now_ms)
-        triage = reports.dlq_verdict(conn)
+        )
+    else:
+        checks.append(
+            Check(
+                "WARN" if behind else "OK",
+                "processor",
+                "not running" + (" and the topic has unprocessed records" if behind else ""),
+                "cinestream process --trigger available-now",
+            )
+        )
+    return checks
+
+
+def _metrics_checks(
+    s: Settings, totals: Any, newest: Any, ahead: Any, seen: _Topics
+) -> list[Check]:
+    """The windows stored and published, and windows a producer's clock put in the future."""
+    checks = []
     windows, counted = totals.windows, totals.ratings
     latest = newest.window_end_ms if newest else None
     if windows and latest is not None:
@@ -265,7 +313,7 @@ def run_checks(settings: Settings) -> list[Check]:
                 "OK",
                 "metrics",
                 f"{windows} {s.window_types[0]} windows in "
-                f"window_metrics ({counted} ratings), {metrics_msgs} records in "
+                f"window_metrics ({counted} ratings), {seen.metrics} records in "
                 f"{s.metrics_topic}; latest window ends {format_time(latest)} "
                 f"({ended})",
             )
@@ -273,9 +321,9 @@ def run_checks(settings: Settings) -> list[Check]:
     else:
         checks.append(
             Check(
-                "WARN" if total else "OK",
+                "WARN" if seen.total else "OK",
                 "metrics",
-                f"no windows yet, {metrics_msgs} records in {s.metrics_topic}",
+                f"no windows yet, {seen.metrics} records in {s.metrics_topic}",
                 "cinestream process --trigger available-now",
             )
         )
@@ -293,26 +341,6 @@ def run_checks(settings: Settings) -> list[Check]:
                 f"{format_time(ahead.first_start_ms)} into {s.ratings_topic} and fix its clock",
             )
         )
-    if processor is not None:
-        late = processor.late
-        checks.append(
-            Check(
-                "OK" if not late else "WARN",
-                "late",
-                f"{late} ratings arrived after their window closed",
-                "cinestream backfill --start T --end T (restores them)",
-            )
-        )
-    share = dlq / total if total else 0.0
-    checks.append(
-        Check(
-            "OK" if share <= s.max_dlq_share else "WARN",
-            "dlq",
-            f"{dlq} invalid records in {s.dlq_topic} ({share:.2%} of ratings)",
-            "read the reasons in the DLQ records and fix the producer",
-        )
-    )
-    checks.append(_triage_check(triage))
     return checks
 
 

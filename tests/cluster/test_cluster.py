@@ -381,7 +381,7 @@ def _listening(port: int) -> set[str]:
 
 
 def test_the_cluster_takes_no_stranger_and_shows_no_secret(cluster: tuple[Any, Any]) -> None:
-    from cinestream.local.kafka import LocalKafka
+    from cinestream.local.kafka_nodes import LocalKafka
     from cinestream.local.spark import LocalSpark
     from cinestream.stream.submit import python_env
 
@@ -552,7 +552,7 @@ def test_a_broker_killed_mid_drain_loses_nothing(
     quiet_cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cinestream.kafka import admin
-    from cinestream.local.kafka import LocalKafka
+    from cinestream.local.kafka_nodes import LocalKafka
 
     pipeline = _drain_pipeline("broker_kill", monkeypatch)
     _produce_backlog(pipeline)

@@ -28,7 +28,7 @@ CONTROLLER = 26192
 def compose_kafka(tmp_path: Path) -> Iterator[Any]:
     from cinestream.jars import jars
     from cinestream.kafka.acls import ROLES, principal_user
-    from cinestream.local.kafka import LOG4J2, new_cluster_id
+    from cinestream.local.kafka_nodes import LOG4J2, new_cluster_id
     from cinestream.settings import Settings
 
     home = tmp_path / "kafka-home"

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from cinestream.errors import CinestreamError
-from cinestream.local.kafka import LocalKafka
+from cinestream.local.kafka_nodes import LocalKafka
 from cinestream.local.postgres import LocalPostgres
 from cinestream.store.connection import STORE_LOCK
 from cinestream.stream.checkpoint_log import latest_batch

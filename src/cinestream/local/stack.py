@@ -1,4 +1,5 @@
-"""The local stack as a whole: `up`, `down`, `status` and `reset`."""
+"""The local stack as a whole: `up` and `down`, and the local processes a reset stops first
+(`status` is :mod:`cinestream.local.status`; the reset itself :mod:`cinestream.reset`)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from cinestream.errors import CinestreamError, first_line
+from cinestream import reset as starting_over
+from cinestream.errors import CinestreamError
 from cinestream.jars import jars
 from cinestream.kafka import acls, admin
 from cinestream.local import airflow, modes
 from cinestream.local.hdfs import LocalHDFS
-from cinestream.local.kafka import LocalKafka
+from cinestream.local.kafka_nodes import LocalKafka
 from cinestream.local.postgres import LocalPostgres, server_gid
 from cinestream.local.processes import (
     ManagedProcess,
@@ -29,12 +30,10 @@ from cinestream.local.processes import (
 from cinestream.local.secrets import first_start_time, private_dir, written_once
 from cinestream.local.spark import LocalSpark
 from cinestream.net import port_open
+from cinestream.reset import request_processor_stop
 from cinestream.settings import Settings
-from cinestream.store import pipeline, schema
-from cinestream.store.checkpoint_lock import CheckpointLock
+from cinestream.store import schema
 from cinestream.store.connection import connect, reachable
-from cinestream.stream.checkpoint import delete_checkpoint
-from cinestream.stream.stop_files import checkpoint_stop_file, request_stop
 
 log = logging.getLogger("cinestream.stack")
 
@@ -226,32 +225,6 @@ def start_serving(settings: Settings) -> None:
         log.info("dashboard on %s, log %s", settings.dashboard_url, dashboard.log_file)
 
 
-def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
-    """Ask the processor on the checkpoint to stop between batches and wait for it."""
-    lock = CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir)
-    try:
-        running = lock.holder() is not None
-    except CinestreamError:
-        running = False
-    managed = ManagedProcess("processor", settings)
-    if not running and managed.pid() is None:
-        return False
-    request_stop(settings)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if lock.holder() is None and managed.pid() is None:
-                break
-        except CinestreamError:
-            break
-        time.sleep(0.5)
-    else:
-        log.warning("processor did not stop within %.0fs; terminating it", timeout_s)
-    managed.stop(timeout_s=30)
-    checkpoint_stop_file(settings).unlink(missing_ok=True)
-    return True
-
-
 def down(settings: Settings) -> Iterator[tuple[str, bool]]:
     """Stop every part; yields (name, was running).
 
@@ -311,249 +284,30 @@ def _said(stopped: dict[str, bool], part_of_profile: bool) -> Iterator[tuple[str
             yield name, was_running
 
 
+def stop_processor(settings: Settings, timeout_s: float = 120) -> bool:
+    """Ask the processor on the checkpoint to stop between batches and wait for it; one the
+    local stack started itself (its pid file) is terminated if it has not stopped by then."""
+    managed = ManagedProcess("processor", settings)
+    if not request_processor_stop(settings, timeout_s, lambda: managed.pid() is not None):
+        return False
+    managed.stop(timeout_s=30)
+    return True
+
+
 def reset_checkpoint(settings: Settings, *, accept_deleted: bool = False) -> Iterator[str]:
-    """Remove only the checkpoint: the next run resumes from the offsets the store holds, every
-    window kept. After the topic was deleted and recreated the store follows the new topic from
-    its start; with ``accept_deleted``, records Kafka deleted before they were counted are
-    skipped (said per partition)."""
+    """:func:`cinestream.reset.reset_checkpoint` after stopping the local stack's processor."""
     if stop_processor(settings):
         yield "stopped the processor"
-    checkpoint = settings.checkpoint_dir
-    deleted = delete_checkpoint(checkpoint)
-    yield ("deleted checkpoint " if deleted else "no checkpoint at ") + checkpoint
-    topic = settings.ratings_topic
-    with connect(settings.resolved_database_url) as conn:
-        schema.ensure_schema(conn)
-        pipeline.forget_checkpoint(conn, checkpoint)
-        binding = pipeline.stored_binding(conn)
-        if binding is None:
-            yield "the store holds nothing yet: the next run reads the topic from its start"
-            return
-        if binding.ratings_topic != topic:
-            raise CinestreamError(
-                f"the store holds the windows of topic {binding.ratings_topic!r}, not {topic!r}: "
-                f"set CINESTREAM_RATINGS_TOPIC={binding.ratings_topic} (or use the database of "
-                f"{topic!r})"
-            )
-        current_id = admin.topic_id(settings, topic)
-        if current_id is None:
-            raise CinestreamError(
-                f"cannot read the id of topic {topic!r} on {settings.kafka_bootstrap} (is Kafka "
-                "up? `cinestream status`); nothing was changed in the store"
-            )
-        if pipeline.rebind_to_topic(conn, topic, current_id):
-            yield (
-                f"topic {topic} was recreated (id {binding.topic_id} -> {current_id}): the store "
-                "keeps every window and counts the new topic into them from its start"
-            )
-            return
-        if accept_deleted:
-            low = {str(p.partition): p.low for p in admin.partition_offsets(settings, topic)}
-            for p, n in sorted(pipeline.skip_deleted(conn, low).items()):
-                yield (
-                    f"partition {p}: {n} records were deleted by Kafka before they were counted; "
-                    f"the next run starts at offset {low[p]}"
-                )
-        binding = pipeline.stored_binding(conn)
-        assert binding is not None
-        yield (
-            "the store's windows are kept; the next run resumes from "
-            + pipeline.format_offsets(topic, binding.end_offsets)
-        )
+    yield from starting_over.reset_checkpoint(
+        settings, accept_deleted=accept_deleted, stop_processor=False
+    )
 
 
 def reset(settings: Settings, *, keep_topics: bool) -> Iterator[str]:
-    """The full restart (or, with ``keep_topics``, a re-read); yields each step done."""
+    """:func:`cinestream.reset.reset` after stopping the local stack's processor and live
+    generator (processes it started, known by their pid files)."""
     if stop_processor(settings):
         yield "stopped the processor"
-    generator = ManagedProcess("generator", settings)
-    if generator.stop():
+    if ManagedProcess("generator", settings).stop():
         yield "stopped the live generator"
-    if not keep_topics:
-        deleted = admin.delete_topics(settings)
-        yield f"deleted topics: {', '.join(deleted) or 'none'} (waited until gone)"
-        created = admin.create_topics(settings)
-        yield f"created topics: {', '.join(created)}"
-    yield (
-        "deleted checkpoint " if delete_checkpoint(settings.checkpoint_dir) else "no checkpoint at "
-    ) + settings.checkpoint_dir
-    with connect(settings.resolved_database_url) as conn:
-        schema.ensure_schema(conn)
-        schema.truncate_all(conn)
-    yield "emptied window_metrics and the window store"
-
-
-# What each DAG runs, as `cinestream status` says it.
-ROLES = {
-    "processor": "keeps the stream processor running",
-    "generator": "runs the live generator",
-    "backfill": "backfills each past hour",
-    "quality": "validates what stream and backfill wrote",
-    "audit": "audits each past day against the topic, backfills the hours that differ",
-    "dlq": "reports invalid records as they reach the DLQ (asset watcher)",
-}
-
-
-def _airflow_parts(settings: Settings) -> dict[str, str]:
-    """Per DAG of the live platform: what it runs, paused or not, and its latest run."""
-    api = airflow.AirflowAPI(settings, timeout_s=5)
-    states = {}
-    for part, dag_id in airflow.PARTS.items():
-        try:
-            paused = api.get(f"/dags/{dag_id}")["is_paused"]
-            run = api.latest_run(dag_id)
-        except Exception as exc:  # noqa: BLE001 - one line per DAG, whatever went wrong
-            states[dag_id] = f"{ROLES[part]}; state unknown ({first_line(exc)})"
-            continue
-        latest = f"latest run {run['dag_run_id']} {run['state']}" if run else "no run yet"
-        states[dag_id] = f"{ROLES[part]}{'; PAUSED' if paused else ''}; {latest}"
-    return states
-
-
-def _cluster_states(settings: Settings) -> dict[str, str]:
-    """kafka-1..3, spark-master, spark-worker-1..2: whether each runs, and its part."""
-    states: dict[str, str] = {}
-    kafka = LocalKafka(settings)
-    brokers = admin.cluster_brokers(settings)
-    for node in kafka.nodes:
-        pid = kafka.process(node).pid()
-        if pid is None:
-            states[node.name] = "stopped"
-        else:
-            member = "in the cluster" if node.node_id in brokers else "not answering yet"
-            states[node.name] = (
-                f"running (pid {pid}, broker {node.node_id} on {node.host}:{node.port}, {member})"
-            )
-    spark = LocalSpark(settings)
-    master = spark.state()
-    for daemon in spark.daemons:
-        pid = spark.process(daemon).pid()
-        if pid is None:
-            states[daemon.name] = "stopped"
-        elif daemon is spark.master:
-            states[daemon.name] = (
-                f"running (pid {pid}, {settings.spark_master}, UI {spark.ui_url}, "
-                f"{master.get('aliveworkers', 0)} workers alive)"
-            )
-        else:
-            states[daemon.name] = f"running (pid {pid}, UI port {daemon.ui_port})"
-    if settings.uses_local_hdfs:
-        states.update(_hdfs_states(settings))
-    return states
-
-
-def _hdfs_states(settings: Settings) -> dict[str, str]:
-    """hdfs-namenode and hdfs-datanode: whether each runs, with its URL."""
-    hdfs = LocalHDFS(settings)
-    states = {}
-    state = hdfs.state()
-    for daemon in hdfs.daemons:
-        pid = hdfs.process(daemon).pid()
-        if pid is None:
-            states[daemon.name] = "stopped"
-        elif daemon is hdfs.namenode:
-            detail = (
-                f"{state['state']}, {state['live_datanodes']} live DataNode(s)"
-                + (", in safe mode" if state["safemode"] else "")
-                if state
-                else "not answering yet"
-            )
-            states[daemon.name] = (
-                f"running (pid {pid}, {hdfs.url}, UI {hdfs.ui_url(daemon)}, {detail})"
-            )
-        else:
-            states[daemon.name] = (
-                f"running (pid {pid}, data 127.0.0.1:{hdfs.port + 2}, UI {hdfs.ui_url(daemon)})"
-            )
-    return states
-
-
-def _service_state(settings: Settings) -> dict[str, str]:
-    states: dict[str, str] = {}
-    if settings.cluster and settings.uses_local_kafka:
-        states.update(_cluster_states(settings))
-    else:
-        states["kafka"] = "running" if admin.broker_ready(settings) else "stopped"
-    states["postgres"] = "running" if reachable(settings.resolved_database_url) else "stopped"
-    for name, port in (
-        ("api", settings.api_port),
-        ("dashboard", settings.dashboard_port),
-        ("airflow", settings.airflow_port),
-    ):
-        states[name] = "running" if port_open("127.0.0.1", port) else "stopped"
-    holder = None
-    if states["postgres"] == "running":
-        holder = CheckpointLock(settings.resolved_database_url, settings.checkpoint_dir).holder()
-    states["processor"] = f"running ({holder})" if holder else "stopped"
-    generator = ManagedProcess("generator", settings).pid()
-    if generator:  # a generator started by hand in the background
-        states["generator"] = f"running (pid {generator})"
-    if states["airflow"] == "running":
-        states.update(_airflow_parts(settings))
-    return states
-
-
-def status(settings: Settings) -> dict[str, Any]:
-    """Where each service is and whether it runs (``cinestream status --json``); for the live
-    platform, which DAG runs which part and how its latest run went."""
-    return {
-        "profile": settings.profile,
-        "kafka_bootstrap": settings.kafka_bootstrap,
-        # What any client needs to reach the cluster (credentials included).
-        "kafka_client_config": settings.kafka_client_config,
-        "spark_master": settings.spark_master,
-        "database_url": settings.resolved_database_url,
-        "database_url_redacted": settings.redacted_database_url(),
-        "api_url": settings.api_url,
-        "dashboard_url": settings.dashboard_url,
-        "airflow_url": settings.airflow_url,
-        "checkpoint_dir": settings.checkpoint_dir,
-        "state_dir": str(settings.state_dir),
-        "airflow_dags": dict(airflow.PARTS),
-        "services": _service_state(settings),
-    }
-
-
-def _admin_password(settings: Settings) -> str:
-    return airflow.admin_password(settings) or f"in {airflow.passwords_file(settings)}"
-
-
-def where_to_look(settings: Settings) -> str:
-    """What `up` prints: every service, its URL, and the commands to look further."""
-    return "\n".join(
-        [
-            "",
-            "cinestream is up.",
-            f"  Kafka       {settings.kafka_description}  (topics {settings.ratings_topic}, "
-            f"{settings.metrics_topic}, {settings.dlq_topic})",
-            *(
-                [
-                    f"  Spark       {settings.spark_master}  (master UI "
-                    f"{LocalSpark(settings).ui_url}, two one-core workers)",
-                    f"  checkpoint  {settings.checkpoint_dir}"
-                    + (
-                        f"  (HDFS NameNode UI {hdfs.ui_url(hdfs.namenode)})"
-                        if settings.uses_local_hdfs and (hdfs := LocalHDFS(settings))
-                        else ""
-                    ),
-                    "  credentials cinestream status --json  (kafka_client_config)",
-                ]
-                if settings.cluster
-                else []
-            ),
-            f"  PostgreSQL  {settings.redacted_database_url()}  (table window_metrics)",
-            f"  API         {settings.api_url}  (OpenAPI at {settings.api_url}/docs)",
-            f"  dashboard   {settings.dashboard_url}",
-            f"  Airflow     {settings.airflow_url}  (user admin, password "
-            f"{_admin_password(settings)})",
-            f"  logs        {settings.log_dir}",
-            "  Airflow runs the platform: cinestream_stream (the processor), cinestream_generate",
-            f"  ({settings.live_rate:g} ratings/s), cinestream_backfill (hourly), "
-            "cinestream_quality (on window_metrics),",
-            "  cinestream_audit (daily), cinestream_dlq (when invalid records arrive)",
-            "  cinestream status      services and URLs",
-            "  cinestream doctor      offsets, lag, windows; what to fix",
-            "  cinestream topics list",
-            "  make down              stop everything",
-        ]
-    )
+    yield from starting_over.reset(settings, keep_topics=keep_topics, stop_processor=False)

@@ -30,7 +30,20 @@ WINDOW_METRICS_ASSET = "cinestream://metrics/window_metrics"
 METRICS_DB_CONN_ID = "cinestream_metrics_db"
 # The generators' Kafka connection: the generator principal (kafka_default is the admin's).
 GENERATOR_CONN_ID = "cinestream_kafka_generator"
-_delivered = {"ok": 0, "failed": 0}
+
+
+class _Deliveries:
+    """The generator task's delivered and failed ratings. The Kafka provider's operator calls
+    :func:`on_delivery` by its dotted name (no instance to hold a count), so the count lives
+    here; each Airflow task runs in a process of its own, and :func:`rating_messages` starts it
+    at zero."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed = 0
+
+
+DELIVERIES = _Deliveries()
 
 
 def metrics_db_url(conn_id: str = METRICS_DB_CONN_ID) -> str:
@@ -94,7 +107,7 @@ def clear_checkpoint(clear: bool) -> str:
     """Delete the processor checkpoint and the windows derived from it (only when asked)."""
     if not clear:
         return "kept"
-    from cinestream.local.stack import reset
+    from cinestream.reset import reset
 
     settings = task_settings()
     for step in reset(settings, keep_topics=True):
@@ -164,7 +177,7 @@ def rating_messages(
     model = LatentFactorModel(ModelParams(users=int(users), movies=int(movies), seed=int(seed)))
     began = time.monotonic()
     sent = 0
-    _delivered.update(ok=0, failed=0)
+    DELIVERIES.ok = DELIVERIES.failed = 0
     try:
         batches = rating_batches(
             model,
@@ -179,7 +192,7 @@ def rating_messages(
                 yield key, value
             sent += len(users_)
             if sent % 50_000 < len(users_):
-                log.info("produced %d ratings (%d delivered so far)", sent, _delivered["ok"])
+                log.info("produced %d ratings (%d delivered so far)", sent, DELIVERIES.ok)
     except ValueError as exc:
         raise CinestreamError(str(exc)) from exc
     log.info("produced %d ratings in %.1fs", sent, time.monotonic() - began)
@@ -188,10 +201,10 @@ def rating_messages(
 def on_delivery(err: Any, _msg: Any) -> None:
     """Delivery callback: count, and log only failures (no INFO line per message)."""
     if err is None:
-        _delivered["ok"] += 1
+        DELIVERIES.ok += 1
     else:
-        _delivered["failed"] += 1
-        if _delivered["failed"] <= 10:
+        DELIVERIES.failed += 1
+        if DELIVERIES.failed <= 10:
             log.error("delivery failed: %s", err)
 
 
@@ -199,7 +212,7 @@ def reset_all(confirm: str) -> list[str]:
     """The seed's full restart, guarded: ``confirm`` must be ``RESET``."""
     if confirm != "RESET":
         raise CinestreamError("refusing to reset: set the Param confirm to RESET")
-    from cinestream.local.stack import reset
+    from cinestream.reset import reset
 
     steps = list(reset(task_settings(), keep_topics=False))
     for step in steps:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cinestream.local.kafka import LocalKafka
+from cinestream.local.kafka_nodes import LocalKafka
 from cinestream.local.spark import LocalSpark
 from cinestream.settings import Settings
 from cinestream.stream.submit import (

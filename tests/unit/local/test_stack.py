@@ -23,7 +23,7 @@ def test_the_spark_jobs_exist() -> None:
 
 
 def test_kraft_cluster_ids_never_look_like_an_option() -> None:
-    from cinestream.local.kafka import new_cluster_id
+    from cinestream.local.kafka_nodes import new_cluster_id
 
     ids = [new_cluster_id() for _ in range(2_000)]  # ~1 in 64 random ids starts with "-"
     assert not any(i.startswith("-") for i in ids)
@@ -49,7 +49,7 @@ def test_a_state_dir_keeps_its_profile(tmp_path) -> None:  # type: ignore[no-unt
 
 
 def test_the_cluster_nodes_and_their_broker_configs(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from cinestream.local.kafka import broker_properties, kafka_nodes
+    from cinestream.local.kafka_nodes import broker_properties, kafka_nodes
 
     single = Settings(state_dir=tmp_path / "s")
     (node,) = kafka_nodes(single)

@@ -1,0 +1,5 @@
+"""``python -m cinestream.cli``."""
+
+from cinestream.cli import main
+
+main()
