@@ -10,8 +10,9 @@ from urllib.parse import quote
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cinestream.kafka.sasl import SASL_LOGIN_MODULES, jaas_config
-from cinestream.local.secrets import local_db_password, stored_secret
+from cinestream.kafka import client_config
+from cinestream.kafka.client_config import SASL_LOGIN_MODULES
+from cinestream.local.secrets import local_db_password
 from cinestream.net import redact_url
 from cinestream.windows import WindowSpec, parse_window_type
 
@@ -352,55 +353,17 @@ class Settings(BaseSettings):
 
     def kafka_sasl_credentials(self) -> tuple[str, str]:
         """(user, password) of the clients: configured, else the local cluster's generated ones."""
-        user = self.resolved_kafka_sasl_username
-        password = self.kafka_sasl_password or self.kafka_sasl_passwords.get(user, "")
-        if not password and self.uses_local_kafka:
-            password = stored_secret(self.state_dir, f"kafka_{user}_password")
-        if not user or not password:
-            raise ValueError(
-                f"Kafka uses SASL but no password of user {user!r} is set: set "
-                "CINESTREAM_KAFKA_SASL_PASSWORDS (a JSON object user -> password) or "
-                "CINESTREAM_KAFKA_SASL_USERNAME / CINESTREAM_KAFKA_SASL_PASSWORD"
-            )
-        return user, password
+        return client_config.sasl_credentials(self)
 
     @property
     def kafka_client_config(self) -> dict[str, str]:
         """The librdkafka settings any client needs to connect (``cinestream status --json``)."""
-        config = {
-            "bootstrap.servers": self.kafka_bootstrap,
-            "security.protocol": self.resolved_kafka_security_protocol,
-        }
-        if self.kafka_uses_sasl:
-            user, password = self.kafka_sasl_credentials()
-            config |= {
-                "sasl.mechanism": self.kafka_sasl_mechanism,
-                "sasl.username": user,
-                "sasl.password": password,
-            }
-        if self.kafka_ssl_ca_location:
-            config["ssl.ca.location"] = self.kafka_ssl_ca_location
-        return config
+        return client_config.librdkafka(self)
 
     @property
     def spark_kafka_options(self) -> dict[str, str]:
         """The same connection as the Spark Kafka connector's ``kafka.``-prefixed options."""
-        options = {
-            "kafka.bootstrap.servers": self.kafka_bootstrap,
-            "kafka.security.protocol": self.resolved_kafka_security_protocol,
-        }
-        if self.kafka_uses_sasl:
-            user, password = self.kafka_sasl_credentials()
-            options |= {
-                "kafka.sasl.mechanism": self.kafka_sasl_mechanism,
-                "kafka.sasl.jaas.config": jaas_config(self.kafka_sasl_mechanism, user, password),
-            }
-        if self.kafka_ssl_ca_location:
-            options |= {
-                "kafka.ssl.truststore.type": "PEM",
-                "kafka.ssl.truststore.location": self.kafka_ssl_ca_location,
-            }
-        return options
+        return client_config.spark_options(self)
 
     @property
     def windows(self) -> list[WindowSpec]:

@@ -22,7 +22,7 @@ from cinestream.errors import CinestreamError
 from cinestream.jars import jars
 from cinestream.kafka import acls
 from cinestream.kafka.admin import broker_ready, cluster_brokers
-from cinestream.kafka.sasl import jaas_config
+from cinestream.kafka.client_config import jaas_config
 from cinestream.local.processes import ManagedProcess, wait_until
 from cinestream.local.secrets import stored_secret
 from cinestream.net import host_port, port_open
