@@ -12,6 +12,7 @@ from cinestream.api.main import create_app
 from cinestream.api.models import Summary, TopMovies, WindowRecord
 from cinestream.local.postgres import LocalPostgres
 from cinestream.settings import Settings
+from tests.integration.reports_fixture import record_degraded_dlq_report
 from tests.integration.windows_fixture import T0, eventually, sample_events, write_windows
 from tests.reference import SPEC_EXAMPLE_RECORD, recompute
 from tests.shared_stack import Pipeline
@@ -181,28 +182,7 @@ def test_health_keeps_the_dlq_verdict_apart_from_the_dependencies(
 ) -> None:
     """A degraded DLQ verdict is 200 with ``status`` ok and the verdict in ``data`` (a down
     dependency is 503 with ``status`` down, above); two hours later it is stale, not degraded."""
-    import psycopg
-
-    from cinestream.store import reports, schema
-
-    report = reports.DlqReport(
-        source="cinestream_dlq/test",
-        dlq_topic=pipeline.settings.dlq_topic,
-        topic_id=None,
-        start_offsets={"0": 0},
-        end_offsets={"0": 100},
-        invalid=100,
-        valid=1000,
-        share=100 / 1100,
-        threshold=0.05,
-        degraded=True,
-        counted={"valid_total": 1000, "invalid_total": 100},
-        reasons=[],
-        keys=[],
-    )
-    with psycopg.connect(pipeline.settings.resolved_database_url) as conn:
-        schema.ensure_schema(conn)
-        report_id = reports.record_dlq_report(conn, report)
+    report_id = record_degraded_dlq_report(pipeline.settings, "cinestream_dlq/test")
     try:
         health = client.get("/metrics/health")
         body = health.json()

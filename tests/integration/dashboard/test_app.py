@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import REPO, Pipeline
+from tests.integration.reports_fixture import record_degraded_dlq_report
 from tests.integration.windows_fixture import eventually, sample_events, write_windows
 
 pytestmark = pytest.mark.integration
@@ -131,25 +132,4 @@ def test_dashboard_shows_the_apis_numbers(pipeline: Pipeline) -> None:
 
 def _record_degraded_report(pipeline: Pipeline) -> int:
     """A degraded cinestream_dlq report, written by the product's writer."""
-    import psycopg
-
-    from cinestream.store import reports, schema
-
-    report = reports.DlqReport(
-        source="cinestream_dlq/dashboard_test",
-        dlq_topic=pipeline.settings.dlq_topic,
-        topic_id=None,
-        start_offsets={"0": 0},
-        end_offsets={"0": 100},
-        invalid=100,
-        valid=1000,
-        share=100 / 1100,
-        threshold=0.05,
-        degraded=True,
-        counted={"valid_total": 1000, "invalid_total": 100},
-        reasons=[],
-        keys=[],
-    )
-    with psycopg.connect(pipeline.settings.resolved_database_url) as conn:
-        schema.ensure_schema(conn)
-        return reports.record_dlq_report(conn, report)
+    return record_degraded_dlq_report(pipeline.settings, "cinestream_dlq/dashboard_test")

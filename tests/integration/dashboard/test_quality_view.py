@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.integration.dashboard.test_app import CHROMIUM, OUTPUT, _free_port, _wait_http
+from tests.integration.reports_fixture import degraded_dlq_report
 from tests.shared_stack import REPO, Pipeline
 
 pytestmark = pytest.mark.integration
@@ -136,18 +137,9 @@ def _seed_reports(pipeline: Pipeline) -> tuple[int, int, str]:
         repair=[[format_time(hour), format_time(hour + timedelta(hours=1))]],
         lines=[diff, "FAIL audit [...]: 60 windows, 60000 ratings recomputed: 1 differ"],
     )
-    report = reports.DlqReport(
-        source="cinestream_dlq/asset_triggered__quality_view_test",
-        dlq_topic=pipeline.settings.dlq_topic,
-        topic_id=None,
-        start_offsets={"0": 0},
-        end_offsets={"0": 100},
-        invalid=100,
-        valid=1000,
-        share=100 / 1100,
-        threshold=0.05,
-        degraded=True,
-        counted={"valid_total": 1000, "invalid_total": 100},
+    report = degraded_dlq_report(
+        pipeline.settings,
+        "cinestream_dlq/asset_triggered__quality_view_test",
         reasons=[
             {
                 "reason": "rating must be one of 0.5, 1.0, ..., 5.0",
