@@ -39,6 +39,10 @@ class ServiceUnavailable(CinestreamError):
     :param fix: what to do, when it is not simply to start the stack.
     """
 
+    # False for a dependency that answers but refuses (Kafka's authorizer): waiting does not
+    # help, so retry_on_disconnect raises it at once.
+    retryable = True
+
     def __init__(self, message: str, fix: str = "") -> None:
         super().__init__(message)
         self.fix = fix

@@ -155,7 +155,10 @@ def refusal(user: str, operation: str, resource: str, name: str, detail: str = "
 
 
 class KafkaRefused(ServiceUnavailable):
-    """The broker refused this principal an operation (no ACL allows it): :func:`refusal`."""
+    """The broker refused this principal an operation (no ACL allows it): :func:`refusal`.
+    Not retried: only an ACL (or the right credentials) changes the answer."""
+
+    retryable = False
 
 
 SECURITY_DISABLED = 54  # what a broker without an authorizer answers to an ACL request
@@ -229,10 +232,17 @@ def provision(settings: Settings) -> list[str]:
     if not managed(settings):
         return []
     ensure_users(settings)
-    return ensure_acls(settings)
+    lines = ensure_acls(settings)
+    if lines:
+        # The brokers enforce ACLs now: the all-powerful user of older releases can go. Not
+        # before: parts started earlier may still connect as it until the stack restarts.
+        ensure_users(settings, retire_legacy=True)
+    return lines
 
 
-def ensure_users(settings: Settings, mechanism: str = "") -> list[str]:
+def ensure_users(
+    settings: Settings, mechanism: str = "", *, retire_legacy: bool = False
+) -> list[str]:
     """Create every role's SCRAM user that the cluster lacks (a cluster formatted before a role
     existed); returns the users created. Connects as the brokers' own user, the one principal
     every cluster of cinestream has had since it was formatted."""
@@ -265,7 +275,14 @@ def ensure_users(settings: Settings, mechanism: str = "") -> list[str]:
         for user, description in described.items()
         if any(c.mechanism == kind for c in description.scram_credential_infos)
     }
-    if LEGACY_USER in described:
+    if LEGACY_USER in described and not retire_legacy:
+        log.info(
+            "kept the Kafka user %s of an older release until the brokers enforce ACLs (parts "
+            "started before may still use it; `cinestream down` then `cinestream up` restarts "
+            "them with one principal per role)",
+            LEGACY_USER,
+        )
+    elif LEGACY_USER in described:
         # Formatted before the roles: drop the all-powerful user (it has no ACL either).
         from confluent_kafka.admin import UserScramCredentialDeletion
 

@@ -58,14 +58,16 @@ def _produce_all(
     end offset after the delivered records per partition written to). A refusal by the
     authorizer is reported as its one line naming the principal (kafka/acls.py)."""
     failures: list[str] = []
+    refused: list[str] = []
     ends: dict[int, int] = {}
 
     def on_delivery(err: Any, msg: Any) -> None:
         if err is not None:
             connection = settings.kafka_client_config if settings is not None else {}
-            failures.append(
-                acls.refused_line(connection, err, "WRITE", "topic", topic) or err.str()
-            )
+            line = acls.refused_line(connection, err, "WRITE", "topic", topic)
+            if line:
+                refused.append(line)
+            failures.append(line or err.str())
             return
         partition, offset = msg.partition(), msg.offset()
         if partition is not None and offset is not None and offset >= 0:
@@ -87,6 +89,9 @@ def _produce_all(
         # can never arrive after a newer version; the caller retries the whole publication.
         producer.purge(in_queue=True, in_flight=False)
         producer.flush(0)
+    if refused:
+        # Refused by the authorizer: not a lost delivery to retry, a missing ACL to name.
+        raise acls.KafkaRefused(refused[0])
     return remaining + len(failures), failures[:1], ends
 
 

@@ -75,6 +75,8 @@ def retry_on_disconnect(
         try:
             return action()
         except (psycopg.OperationalError, ServiceUnavailable) as exc:
+            if not getattr(exc, "retryable", True):
+                raise  # refused (Kafka's authorizer), not unreachable: waiting does not help
             attempt += 1
             if time.monotonic() >= deadline:
                 raise ServiceUnavailable(
