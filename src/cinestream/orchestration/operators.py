@@ -1,5 +1,5 @@
-"""The operator of cinestream's Spark jobs (an ordinary package module: the DAGs import it; Airflow
-needs no plugin for an operator).
+"""The operators of cinestream's Spark jobs and of its generator (an ordinary package module: the
+DAGs import it; Airflow needs no plugin for an operator).
 
 ``CinestreamSparkSubmitOperator`` is the provider's SparkSubmitOperator with the behaviours a
 supervised stream processor needs:
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.apache.kafka.operators.produce import ProduceToTopicOperator
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -147,3 +148,14 @@ class CinestreamSparkSubmitOperator(SparkSubmitOperator):
         # A batch job (the backfill) replaces its windows in one transaction: killing it loses
         # nothing.
         super().on_kill()
+
+
+class RatingsProducerOperator(ProduceToTopicOperator):
+    """The Kafka provider's ``ProduceToTopicOperator`` for generated ratings, failing the task
+    when any rating was not delivered (the provider only reports them to the callback)."""
+
+    def execute(self, context: Any) -> None:
+        from cinestream.orchestration import task_bodies
+
+        super().execute(context)
+        task_bodies.check_deliveries()

@@ -41,6 +41,7 @@ class _Deliveries:
     def __init__(self) -> None:
         self.ok = 0
         self.failed = 0
+        self.first_error = ""
 
 
 DELIVERIES = _Deliveries()
@@ -178,6 +179,7 @@ def rating_messages(
     began = time.monotonic()
     sent = 0
     DELIVERIES.ok = DELIVERIES.failed = 0
+    DELIVERIES.first_error = ""
     try:
         batches = rating_batches(
             model,
@@ -202,10 +204,25 @@ def on_delivery(err: Any, _msg: Any) -> None:
     """Delivery callback: count, and log only failures (no INFO line per message)."""
     if err is None:
         DELIVERIES.ok += 1
-    else:
-        DELIVERIES.failed += 1
-        if DELIVERIES.failed <= 10:
-            log.error("delivery failed: %s", err)
+        return
+    DELIVERIES.failed += 1
+    if DELIVERIES.failed <= 10:
+        from cinestream.kafka import acls
+
+        generator = {"sasl.username": acls.principal_user("generator")}
+        line = acls.refused_line(generator, err, "WRITE", "topic", Settings().ratings_topic)
+        DELIVERIES.first_error = DELIVERIES.first_error or line or str(err)
+        log.error("delivery failed: %s", line or err)
+
+
+def check_deliveries() -> None:
+    """After the generator task's last flush: fail it when any rating was not delivered (a
+    refused principal, a topic gone), instead of a success that wrote nothing."""
+    if DELIVERIES.failed:
+        raise CinestreamError(
+            f"{DELIVERIES.failed:,} of {DELIVERIES.ok + DELIVERIES.failed:,} ratings were not "
+            f"delivered: {DELIVERIES.first_error}"
+        )
 
 
 def reset_all(confirm: str) -> list[str]:

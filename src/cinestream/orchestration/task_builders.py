@@ -148,11 +148,10 @@ def setup_tasks(clear_checkpoint_param: str = "clear_checkpoint") -> tuple[Any, 
 def generate_task(task_id: str = "produce_ratings") -> Any:
     """The ``ProduceToTopicOperator`` that writes generated ratings through the generator's
     connection (its principal may write the ratings topic only)."""
-    from airflow.providers.apache.kafka.operators.produce import ProduceToTopicOperator
-
+    from cinestream.orchestration.operators import RatingsProducerOperator
     from cinestream.settings import Settings
 
-    return ProduceToTopicOperator(
+    return RatingsProducerOperator(
         task_id=task_id,
         kafka_config_id=task_bodies.GENERATOR_CONN_ID,
         topic=Settings().ratings_topic,

@@ -88,3 +88,22 @@ def test_any_other_failure_fails_whatever_on_busy_says(spark_submit: Job, on_bus
 
 def test_a_successful_job_passes(spark_submit: Job) -> None:
     _run(spark_submit, 0, "fail", True)
+
+
+def test_the_generator_task_fails_when_ratings_were_not_delivered(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The provider only reports a failed delivery to the callback: a refused principal would
+    end the task green with nothing written."""
+    from confluent_kafka import KafkaError
+
+    from cinestream.errors import CinestreamError
+
+    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path / "state"))
+    task_bodies.DELIVERIES.ok = task_bodies.DELIVERIES.failed = 0
+    task_bodies.DELIVERIES.first_error = ""
+    task_bodies.on_delivery(None, None)
+    task_bodies.check_deliveries()  # all delivered: passes
+    task_bodies.on_delivery(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), None)
+    with pytest.raises(CinestreamError, match=r"1 of 2 ratings were not delivered: Kafka refused"):
+        task_bodies.check_deliveries()
