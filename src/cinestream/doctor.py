@@ -171,6 +171,8 @@ def run_checks(settings: Settings) -> list[Check]:
         checks.append(Check("OK", "postgres", s.redacted_database_url()))
         processor = reads.processor_totals(conn, s.checkpoint_dir)
         checks += _processor_checks(s, conn, seen.parts)
+        running = any(c.name == "processor" and c.detail.startswith("running") for c in checks)
+        checks.append(_publication_check(s, reads.unpublished(conn), running))
         totals = reads.window_totals(conn, s.window_types[0])
         newest = reads.latest_window(conn, s.window_types[0], now_ms)
         ahead = reads.future_windows(conn, s.window_types[0], now_ms)
@@ -296,6 +298,30 @@ def _processor_checks(s: Settings, conn: Any, parts: list[Any]) -> list[Check]:
             )
         )
     return checks
+
+
+def _publication_check(s: Settings, pending: reads.Unpublished, running: bool) -> Check:
+    """Committed but not published: normal for a moment under a running processor (it publishes
+    after every commit), a stuck publication when none runs (Kafka down, or an ACL refused)."""
+    if not pending.windows and not pending.dlq_records:
+        return Check(
+            "OK",
+            "publication",
+            f"every committed window is in {s.metrics_topic}; the DLQ outbox is empty",
+        )
+    what = (
+        f"{pending.windows} committed windows not yet in {s.metrics_topic}, "
+        f"{pending.dlq_records} invalid records waiting in the DLQ outbox for {s.dlq_topic}"
+    )
+    if running:
+        return Check("OK", "publication", f"{what} (the running processor publishes them)")
+    return Check(
+        "WARN",
+        "publication",
+        f"{what}: no processor runs to publish them",
+        "cinestream process --trigger available-now (it publishes them first; if it cannot, its "
+        "log names the broker or the refused ACL)",
+    )
 
 
 def _metrics_checks(

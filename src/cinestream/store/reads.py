@@ -244,6 +244,22 @@ def window_versions(conn: psycopg.Connection[Any], start_ms: int, end_ms: int) -
     return {(wt, int(ws)): (int(v), int(p)) for wt, ws, v, p in rows}
 
 
+@dataclass(frozen=True)
+class Unpublished:
+    """What the store holds committed but not yet published: windows whose metric is not in the
+    metrics topic yet, and invalid records waiting in the DLQ's outbox."""
+
+    windows: int
+    dlq_records: int
+
+
+def unpublished(conn: psycopg.Connection[Any]) -> Unpublished:
+    """:class:`Unpublished` now (a processor publishes both after every commit)."""
+    (windows,) = one(conn, "SELECT count(*) FROM window_state WHERE version > published_version")
+    (records,) = one(conn, "SELECT count(*) FROM dlq_outbox")
+    return Unpublished(int(windows), int(records))
+
+
 def _stream_state(conn: psycopg.Connection[Any], start_ms: int, end_ms: int) -> StreamSnapshot:
     row = conn.execute("SELECT end_offsets, watermark_ms FROM pipeline").fetchone()
     late = conn.execute(
