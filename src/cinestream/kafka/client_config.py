@@ -62,20 +62,21 @@ def librdkafka(settings: Settings) -> dict[str, str]:
 
 
 def spark_options(settings: Settings) -> dict[str, str]:
-    """The same connection as the Spark Kafka connector's ``kafka.``-prefixed options."""
-    options = {
-        "kafka.bootstrap.servers": settings.kafka_bootstrap,
-        "kafka.security.protocol": settings.resolved_kafka_security_protocol,
-    }
-    if settings.kafka_uses_sasl:
-        user, password = sasl_credentials(settings)
+    """The same connection as the Spark Kafka connector's ``kafka.``-prefixed options (derived
+    from :func:`librdkafka`'s, so both clients always connect alike)."""
+    config = librdkafka(settings)
+    options = {f"kafka.{key}": config[key] for key in ("bootstrap.servers", "security.protocol")}
+    if "sasl.username" in config:
+        mechanism = config["sasl.mechanism"]
         options |= {
-            "kafka.sasl.mechanism": settings.kafka_sasl_mechanism,
-            "kafka.sasl.jaas.config": jaas_config(settings.kafka_sasl_mechanism, user, password),
+            "kafka.sasl.mechanism": mechanism,
+            "kafka.sasl.jaas.config": jaas_config(
+                mechanism, config["sasl.username"], config["sasl.password"]
+            ),
         }
-    if settings.kafka_ssl_ca_location:
+    if "ssl.ca.location" in config:
         options |= {
             "kafka.ssl.truststore.type": "PEM",
-            "kafka.ssl.truststore.location": settings.kafka_ssl_ca_location,
+            "kafka.ssl.truststore.location": config["ssl.ca.location"],
         }
     return options
