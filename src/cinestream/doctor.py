@@ -170,9 +170,9 @@ def run_checks(settings: Settings) -> list[Check]:
         schema.ensure_schema(conn)
         checks.append(Check("OK", "postgres", s.redacted_database_url()))
         processor = reads.processor_totals(conn, s.checkpoint_dir)
-        checks += _processor_checks(s, conn, seen.parts)
-        running = any(c.name == "processor" and c.detail.startswith("running") for c in checks)
-        checks.append(_publication_check(s, reads.unpublished(conn), running))
+        holder = CheckpointLock(s.resolved_database_url, s.checkpoint_dir).holder()
+        checks += _processor_checks(s, conn, seen.parts, holder)
+        checks.append(_publication_check(s, reads.unpublished(conn), running=bool(holder)))
         totals = reads.window_totals(conn, s.window_types[0])
         newest = reads.latest_window(conn, s.window_types[0], now_ms)
         ahead = reads.future_windows(conn, s.window_types[0], now_ms)
@@ -252,9 +252,9 @@ def _topic_checks(s: Settings, topics: Any, now_ms: int, checks: list[Check]) ->
     return _Topics(parts, total, dlq, metrics_msgs)
 
 
-def _processor_checks(s: Settings, conn: Any, parts: list[Any]) -> list[Check]:
-    """The checkpoint against the store and the topic, and whether a processor runs."""
-    holder = CheckpointLock(s.resolved_database_url, s.checkpoint_dir).holder()
+def _processor_checks(s: Settings, conn: Any, parts: list[Any], holder: str | None) -> list[Check]:
+    """The checkpoint against the store and the topic, and whether a processor runs (``holder``:
+    who holds the checkpoint's lock, if anyone)."""
     checkpoint = _checkpoint_checks(s, stored_checkpoint(conn, s.checkpoint_dir), parts)
     if holder and checkpoint.status == "FAIL" and checkpoint.name == "checkpoint":
         # A running processor commits every second or so: the store read above and the
