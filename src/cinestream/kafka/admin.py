@@ -179,7 +179,7 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
             if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: a concurrent create won
                 _raise_if_refused(settings, exc.args[0], "CREATE", name)
                 raise CinestreamError(f"could not create topic {name}: {exc.args[0]}") from exc
-    _wait_for(settings, lambda topics: all(t.topic in topics for t in wanted), "created")
+    _wait_for(settings, lambda topics: all(_led(topics, t.topic) for t in wanted), "created")
     return created
 
 
@@ -226,6 +226,12 @@ def refused_describe(settings: Settings, topic: str) -> None:
         return
     if listed is not None and listed.error is not None:
         _raise_if_refused(settings, listed.error, "DESCRIBE", topic)
+
+
+def _led(topics: dict[str, Any], name: str) -> bool:
+    """The topic is listed and every one of its partitions has a leader."""
+    listed = topics.get(name)
+    return listed is not None and all(p.leader >= 0 for p in listed.partitions.values())
 
 
 def _wait_for(settings: Settings, done: Any, what: str, timeout_s: float = 60) -> None:
@@ -297,12 +303,42 @@ def partition_offsets(settings: Settings, topic: str) -> list[PartitionOffsets]:
         client_config(settings, **{"group.id": "cinestream-inspector", "enable.auto.commit": False})
     )
     try:
-        result = []
-        for p in sorted(topics[topic].partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            result.append(PartitionOffsets(p, low, high))
-        return result
+        return [
+            PartitionOffsets(p, *_watermarks(consumer, TopicPartition(topic, p)))
+            for p in sorted(topics[topic].partitions)
+        ]
     except KafkaException as exc:
         raise unavailable(settings, exc.args[0]) from exc
     finally:
         consumer.close()
+
+
+# Answers a broker gives while a partition's leadership is moving (a topic just created, a broker
+# restarted): the metadata the client holds names a leader that has not yet taken over.
+_LEADERSHIP_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def _watermarks(
+    consumer: Consumer, partition: TopicPartition, timeout_s: float = 20
+) -> tuple[int, int]:
+    """Low and high watermark of one partition, asked again while its leadership is moving
+    (bounded by ``timeout_s``); any other error, or one that outlasts the bound, is raised."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=10)
+            return low, high
+        except KafkaException as exc:
+            if exc.args[0].code() not in _LEADERSHIP_MOVING or time.monotonic() > deadline:
+                raise
+            log.info(
+                "partition %s-%d: %s; asking again",
+                partition.topic,
+                partition.partition,
+                exc.args[0].name(),
+            )
+            time.sleep(0.5)
