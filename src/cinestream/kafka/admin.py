@@ -180,6 +180,7 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
                 _raise_if_refused(settings, exc.args[0], "CREATE", name)
                 raise CinestreamError(f"could not create topic {name}: {exc.args[0]}") from exc
     _wait_for(settings, lambda topics: all(_led(topics, t.topic) for t in wanted), "created")
+    _wait_on_every_broker(settings, [t.topic for t in wanted])
     return created
 
 
@@ -232,6 +233,36 @@ def _led(topics: dict[str, Any], name: str) -> bool:
     """The topic is listed and every one of its partitions has a leader."""
     listed = topics.get(name)
     return listed is not None and all(p.leader >= 0 for p in listed.partitions.values())
+
+
+def _wait_on_every_broker(settings: Settings, names: list[str], timeout_s: float = 30) -> None:
+    """Wait until each broker's own metadata lists ``names`` with their leaders.
+
+    A new topic (and the ACLs written before it) reach each broker through the metadata log a
+    moment apart: until then a client whose request lands on a broker that lags is told the topic
+    does not exist, or that the leader it names is not one. Asking each broker on its own (a
+    client bootstrapped from it alone) makes "created" mean usable from anywhere.
+    """
+    deadline = time.monotonic() + timeout_s
+    try:
+        brokers = admin_client(settings).list_topics(timeout=10).brokers.values()
+    except KafkaException as exc:
+        raise unavailable(settings, exc.args[0]) from exc
+    for broker in brokers:
+        address = f"{broker.host}:{broker.port}"
+        one = AdminClient(client_config(settings, **{"bootstrap.servers": address}))
+        while True:
+            try:
+                if all(_led(one.list_topics(timeout=5).topics, n) for n in names):
+                    break
+            except KafkaException:
+                pass  # asked again until the deadline
+            if time.monotonic() > deadline:
+                raise CinestreamError(
+                    f"topics {', '.join(names)} were created but broker {broker.id} ({address}) "
+                    f"did not list them with leaders within {timeout_s:.0f}s"
+                )
+            time.sleep(0.2)
 
 
 def _wait_for(settings: Settings, done: Any, what: str, timeout_s: float = 60) -> None:
