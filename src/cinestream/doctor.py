@@ -7,11 +7,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable, first_line
+from cinestream.doctor_access import permission_checks, principal_checks
+from cinestream.doctor_check import Check
+from cinestream.errors import CheckpointMismatch, CinestreamError, ServiceUnavailable
 from cinestream.kafka import admin
 from cinestream.kafka.read import edge_event_times
-from cinestream.local import modes
-from cinestream.local.postgres import server_gid
 from cinestream.local.processes import ManagedProcess
 from cinestream.schemas import format_time
 from cinestream.settings import Settings
@@ -20,21 +20,6 @@ from cinestream.store.checkpoint_lock import CheckpointLock, StoredCheckpoint, s
 from cinestream.store.connection import connect
 from cinestream.stream.checkpoint import CheckpointFS, checkpoint_fs, is_local
 from cinestream.stream.start_plan import LATEST_FIX, plan_start
-
-
-@dataclass
-class Check:
-    """One line of ``doctor``: a status, what was checked, what was found, the fix."""
-
-    status: str  # OK | WARN | FAIL
-    name: str
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        """``STATUS name detail  -> fix: command`` (the fix only when something is wrong)."""
-        fix = f"  -> fix: {self.fix}" if self.fix and self.status != "OK" else ""
-        return f"{self.status:<4} {self.name:<11} {self.detail}{fix}"
 
 
 def _event_time_range(times: list[int]) -> str:
@@ -61,91 +46,6 @@ def _clock_check(times: list[int], now_ms: int, tolerance_s: int) -> Check | Non
         f"the newest ratings are stamped {ahead_s:.0f}s ahead of this clock ({beyond})",
         "synchronise the producers' clocks (NTP); the windows are safe meanwhile",
     )
-
-
-def permission_checks(settings: Settings) -> list[Check]:
-    """A WARN for each path in the state dir holding a secret, a password or logs that users
-    other than its owner may read (the first ``modes.SHOWN``, then how many more); one OK line
-    when there is none. Nothing without a state dir."""
-    state_dir = settings.state_dir
-    if not state_dir.is_dir():
-        return []
-    loose = modes.loose_paths(state_dir, server_gid(settings))
-    if not loose:
-        return [Check("OK", "permissions", f"{state_dir}: secrets, passwords and logs owner-only")]
-    checks = [
-        Check(
-            "WARN",
-            "permissions",
-            f"{item.path} holds {item.holds} and is mode {item.mode:o}: {item.exposure()}",
-            f"chmod {item.wanted:o} {item.path}  (`cinestream up` makes every such path private)",
-        )
-        for item in loose[: modes.SHOWN]
-    ]
-    if len(loose) > modes.SHOWN:
-        checks.append(
-            Check(
-                "WARN",
-                "permissions",
-                f"{len(loose) - modes.SHOWN} more paths under {state_dir} other users can read",
-                "cinestream up (makes them private)",
-            )
-        )
-    return checks
-
-
-def principal_checks(settings: Settings) -> list[Check]:
-    """Where the principals are cinestream's own (kafka/acls.py), one line per role: that its
-    user authenticates and that the cluster holds every ACL it needs (FAIL naming the missing
-    ones). Nothing on a cluster without them (the single-node profile: PLAINTEXT)."""
-    from cinestream.kafka import acls
-
-    if not acls.managed(settings):
-        return []
-    fix = "cinestream topics create  (creates every role's ACLs; `cinestream up` also the users)"
-    try:
-        present: dict[str, set[acls.Grant]] | None = acls.present_grants(settings)
-        unlisted = ""
-    except Exception as exc:  # noqa: BLE001 (any refusal or failure is said on the line)
-        present, unlisted = None, first_line(exc)
-    missing = acls.missing_grants(acls.acl_table(settings), present or {})
-    checks = []
-    for role, grants in acls.acl_table(settings).items():
-        role_settings = settings.for_kafka_role(role)
-        principal = f"User:{role_settings.resolved_kafka_sasl_username}"
-        try:
-            admin.list_topics(role_settings)
-        except (ServiceUnavailable, ValueError) as exc:
-            users = "cinestream up  (creates every role's user a cluster formatted before lacks)"
-            checks.append(Check("FAIL", "principal", f"{role} ({principal}): {exc}", users))
-            continue
-        if role == acls.ADMIN:
-            checks.append(Check("OK", "principal", f"{role} ({principal}): a super user"))
-        elif present is None:
-            checks.append(
-                Check(
-                    "WARN",
-                    "principal",
-                    f"{role} ({principal}) authenticates; its ACLs could not be listed as "
-                    f"User:{settings.resolved_kafka_sasl_username} ({unlisted})",
-                    "run doctor as the admin (CINESTREAM_KAFKA_ROLE=admin)",
-                )
-            )
-        elif missing.get(role):
-            lacks = ", ".join(str(g) for g in missing[role])
-            checks.append(
-                Check(
-                    "FAIL",
-                    "principal",
-                    f"{role} ({principal}) is refused what it needs: no ACL allows {lacks}",
-                    fix,
-                )
-            )
-        else:
-            checks.append(
-                Check("OK", "principal", f"{role} ({principal}): its {len(grants)} ACLs in place")
-            )
-    return checks
 
 
 def run_checks(settings: Settings) -> list[Check]:
