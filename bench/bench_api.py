@@ -57,6 +57,9 @@ class Writer:
         self.commits = 0
         for first in range(0, windows, 500):
             self.commit(min(500, windows - first))
+        # The statistics autovacuum keeps on a store that grew over days, not minutes: without
+        # them the planner takes a day of per-movie rows for a handful and sorts them on disk.
+        self.conn.execute("ANALYZE")
         self._stop = threading.Event()
 
     def commit(self, n: int) -> None:

@@ -145,17 +145,20 @@ def rating_histogram(
     }
 
 
-def movie_counts(
-    conn: psycopg.Connection[Any], window_type: str, since_ms: int, until_ms: int
+def top_movie_counts(
+    conn: psycopg.Connection[Any], window_type: str, since_ms: int, until_ms: int, limit: int
 ) -> list[tuple[int, int]]:
-    """(movie_id, ratings) over the windows starting in ``[since_ms, until_ms)``."""
+    """The ``limit`` most-rated (movie_id, ratings) over the windows starting in
+    ``[since_ms, until_ms)``, most first, ties broken by the smaller id (as
+    :func:`cinestream.metrics.top_movies` ranks them). Ranked in PostgreSQL: a day of per-movie
+    rows stays in the database instead of crossing into the API to be sorted there."""
     return [
         (int(movie), int(n))
         for movie, n in conn.execute(
-            "SELECT movie_id, sum(count)::bigint FROM window_movie_counts "
+            "SELECT movie_id, sum(count)::bigint AS n FROM window_movie_counts "
             "WHERE window_type = %s AND window_start_ms >= %s AND window_start_ms < %s "
-            "GROUP BY movie_id",
-            (window_type, since_ms, until_ms),
+            "GROUP BY movie_id HAVING sum(count) > 0 ORDER BY n DESC, movie_id LIMIT %s",
+            (window_type, since_ms, until_ms, limit),
         )
     ]
 

@@ -405,12 +405,20 @@ def ensure_local_databases(
     # costliest bounded query measured and still shorter than any client's patience. Set each
     # time the local server starts, so a state dir from an older release gets it too.
     reader_statement_timeout = "5s"
+    # A day of top-movies aggregates ~150,000 per-movie rows: with the default 4 MB its sort
+    # spills to disk (measured: 98 ms, 60 ms with 32 MB); the API runs at most four at once.
+    reader_work_mem = "32MB"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         _ensure_role(conn, APP_ROLE, app_password)
         _ensure_role(conn, READER_ROLE, reader_password)
         conn.execute(
             sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
                 sql.Identifier(READER_ROLE), sql.Literal(reader_statement_timeout)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER ROLE {} SET work_mem = {}").format(
+                sql.Identifier(READER_ROLE), sql.Literal(reader_work_mem)
             )
         )
         _ensure_role(conn, AIRFLOW_ROLE, airflow_password)

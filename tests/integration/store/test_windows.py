@@ -13,7 +13,7 @@ from cinestream.store.checkpoint_lock import CheckpointLock
 from cinestream.store.commit import BatchCommit, commit_batch
 from cinestream.store.connection import connect
 from cinestream.store.publication import publish_pending
-from cinestream.store.reads import stream_snapshot
+from cinestream.store.reads import stream_snapshot, top_movie_counts
 from cinestream.store.replace import replace_windows
 from cinestream.stream.cells import BatchCells
 from tests.integration.conftest import Pipeline
@@ -62,6 +62,21 @@ def test_a_replayed_batch_changes_nothing(pipeline: Pipeline) -> None:
             "SELECT count, avg_rating, p50_rating, p95_rating, top_movies FROM window_metrics"
         ).fetchall()
     assert row == (4, 4.25, 4.0, 5.0, "[1,2]")
+
+
+def test_top_movies_are_ranked_in_the_store_as_the_metric_ranks_them(pipeline: Pipeline) -> None:
+    # Movie 7 leads only once its two windows are summed; 3 and 5 tie (the smaller id first);
+    # the window at T0 + 2W lies outside [T0, T0 + 2W) and must not count.
+    batch = cells(
+        (T0, 7, 8, 2), (T0 + W, 7, 2, 3), (T0, 5, 10, 4), (T0 + W, 3, 6, 4), (T0, 9, 4, 1),
+        (T0 + 2 * W, 9, 4, 50),
+    )  # fmt: skip
+    with connect(pipeline.settings.resolved_database_url) as conn:
+        commit(conn, 0, batch, T0 + 2 * W + 10)
+        ranked = top_movie_counts(conn, "tumbling_1min", T0, T0 + 2 * W, 10)
+        assert ranked == [(7, 5), (3, 4), (5, 4), (9, 1)]
+        assert top_movie_counts(conn, "tumbling_1min", T0, T0 + 2 * W, 2) == ranked[:2]
+        assert top_movie_counts(conn, "tumbling_1min", T0 + 3 * W, T0 + 4 * W, 10) == []
 
 
 def test_a_window_grows_across_batches(pipeline: Pipeline) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 
 from cinestream.api.deps import KafkaDep, ReaderDep, SettingsDep
 from cinestream.api.models import Summary, TopMovies, WindowRecord
-from cinestream.metrics import rating_stats, top_movies
+from cinestream.metrics import rating_stats
 from cinestream.schemas import format_time
 from cinestream.store import reads
 from cinestream.store.reads import ProcessorTotals
@@ -130,8 +130,10 @@ def _anchor_ms(window_type: str) -> int:
 def _top_movies_since(
     conn: Any, window_type: str, since_ms: int, until_ms: int, limit: int
 ) -> list[dict[str, int]]:
-    counts = dict(reads.movie_counts(conn, window_type, since_ms, until_ms))
-    return [{"movie_id": m, "ratings": counts[m]} for m in top_movies(counts.items(), limit)]
+    return [
+        {"movie_id": m, "ratings": n}
+        for m, n in reads.top_movie_counts(conn, window_type, since_ms, until_ms, limit)
+    ]
 
 
 def _newest_end_ms(conn: Any, window_type: str, anchor_ms: int) -> int | None:
