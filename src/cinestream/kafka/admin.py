@@ -232,7 +232,12 @@ def refused_describe(settings: Settings, topic: str) -> None:
 def _led(topics: dict[str, Any], name: str) -> bool:
     """The topic is listed and every one of its partitions has a leader."""
     listed = topics.get(name)
-    return listed is not None and all(p.leader >= 0 for p in listed.partitions.values())
+    return (
+        listed is not None
+        and listed.error is None
+        and bool(listed.partitions)
+        and all(p.leader >= 0 for p in listed.partitions.values())
+    )
 
 
 def _wait_on_every_broker(settings: Settings, names: list[str], timeout_s: float = 30) -> None:
@@ -250,8 +255,12 @@ def _wait_on_every_broker(settings: Settings, names: list[str], timeout_s: float
         raise unavailable(settings, exc.args[0]) from exc
     for broker in brokers:
         address = f"{broker.host}:{broker.port}"
-        one = AdminClient(client_config(settings, **{"bootstrap.servers": address}))
         while True:
+            # A new client each time: its first request can only go to its one bootstrap broker
+            # (a client that has learned the cluster may ask any broker, one already up to date).
+            one = AdminClient(
+                client_config(settings, **{"bootstrap.servers": address, "socket.timeout.ms": 5000})
+            )
             try:
                 if all(_led(one.list_topics(timeout=5).topics, n) for n in names):
                     break
@@ -333,9 +342,10 @@ def partition_offsets(settings: Settings, topic: str) -> list[PartitionOffsets]:
     consumer = Consumer(
         client_config(settings, **{"group.id": "cinestream-inspector", "enable.auto.commit": False})
     )
+    deadline = time.monotonic() + WATERMARK_WAIT_S  # one bound for the whole topic
     try:
         return [
-            PartitionOffsets(p, *_watermarks(consumer, TopicPartition(topic, p)))
+            PartitionOffsets(p, *_watermarks(consumer, TopicPartition(topic, p), deadline))
             for p in sorted(topics[topic].partitions)
         ]
     except KafkaException as exc:
@@ -353,12 +363,13 @@ _LEADERSHIP_MOVING = {
 }
 
 
-def _watermarks(
-    consumer: Consumer, partition: TopicPartition, timeout_s: float = 20
-) -> tuple[int, int]:
+# How long partition_offsets asks again while leadership moves, for all partitions together.
+WATERMARK_WAIT_S = 20.0
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
     """Low and high watermark of one partition, asked again while its leadership is moving
-    (bounded by ``timeout_s``); any other error, or one that outlasts the bound, is raised."""
-    deadline = time.monotonic() + timeout_s
+    (until the monotonic ``deadline``); any other error, or one past the deadline, is raised."""
     while True:
         try:
             low, high = consumer.get_watermark_offsets(partition, timeout=10)

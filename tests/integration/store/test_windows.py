@@ -9,6 +9,7 @@ import time
 import pytest
 
 from cinestream.errors import CheckpointMismatch, ProcessorBusy
+from cinestream.metrics import top_movies
 from cinestream.store.checkpoint_lock import CheckpointLock
 from cinestream.store.commit import BatchCommit, commit_batch
 from cinestream.store.connection import connect
@@ -65,17 +66,23 @@ def test_a_replayed_batch_changes_nothing(pipeline: Pipeline) -> None:
 
 
 def test_top_movies_are_ranked_in_the_store_as_the_metric_ranks_them(pipeline: Pipeline) -> None:
-    # Movie 7 leads only once its two windows are summed; 3 and 5 tie (the smaller id first);
-    # the window at T0 + 2W lies outside [T0, T0 + 2W) and must not count.
-    batch = cells(
-        (T0, 7, 8, 2), (T0 + W, 7, 2, 3), (T0, 5, 10, 4), (T0 + W, 3, 6, 4), (T0, 9, 4, 1),
-        (T0 + 2 * W, 9, 4, 50),
-    )  # fmt: skip
+    # Movie 7 leads only once its two windows are summed; 12, 5, 3 tie at 4 (written largest id
+    # first: the smaller id must still come first); the window at T0 + 2W lies outside
+    # [T0, T0 + 2W) and must not count.
+    rows = [
+        (T0, 7, 8, 2), (T0 + W, 7, 2, 3), (T0, 12, 10, 4), (T0, 5, 10, 4), (T0 + W, 3, 6, 4),
+        (T0, 9, 4, 1), (T0 + 2 * W, 9, 4, 50),
+    ]  # fmt: skip
+    summed: dict[int, int] = {}
+    for ws, movie, _, n in rows:
+        if ws < T0 + 2 * W:
+            summed[movie] = summed.get(movie, 0) + n
     with connect(pipeline.settings.resolved_database_url) as conn:
-        commit(conn, 0, batch, T0 + 2 * W + 10)
+        commit(conn, 0, cells(*rows), T0 + 2 * W + 10)
         ranked = top_movie_counts(conn, "tumbling_1min", T0, T0 + 2 * W, 10)
-        assert ranked == [(7, 5), (3, 4), (5, 4), (9, 1)]
-        assert top_movie_counts(conn, "tumbling_1min", T0, T0 + 2 * W, 2) == ranked[:2]
+        assert ranked == [(7, 5), (3, 4), (5, 4), (12, 4), (9, 1)]
+        assert [m for m, _ in ranked] == top_movies(summed.items(), 10)
+        assert top_movie_counts(conn, "tumbling_1min", T0, T0 + 2 * W, 3) == ranked[:3]
         assert top_movie_counts(conn, "tumbling_1min", T0 + 3 * W, T0 + 4 * W, 10) == []
 
 

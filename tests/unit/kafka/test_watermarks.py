@@ -34,23 +34,31 @@ def _no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(admin.time, "sleep", lambda s: None)
 
 
+def _in(seconds: float) -> float:
+    return admin.time.monotonic() + seconds
+
+
 def test_a_moving_leader_is_asked_again_until_it_answers() -> None:
     moving = KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)
     consumer = _Answers(moving, KafkaError(KafkaError.LEADER_NOT_AVAILABLE), (3, 17))
-    assert admin._watermarks(consumer, TopicPartition("ratings", 0)) == (3, 17)
+    assert admin._watermarks(consumer, TopicPartition("ratings", 0), _in(20)) == (3, 17)
     assert consumer.asked == 3
 
 
 def test_another_error_is_raised_at_once() -> None:
     consumer = _Answers(KafkaError(KafkaError._TRANSPORT), (0, 1))
     with pytest.raises(KafkaException):
-        admin._watermarks(consumer, TopicPartition("ratings", 0))
+        admin._watermarks(consumer, TopicPartition("ratings", 0), _in(20))
     assert consumer.asked == 1
 
 
-def test_a_leader_that_never_arrives_is_raised_after_the_bound() -> None:
+def test_a_leader_that_never_arrives_is_raised_after_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = iter(range(100))  # each look at the clock is a second later
+    monkeypatch.setattr(admin.time, "monotonic", lambda: float(next(clock)))
     moving = KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)
-    consumer = _Answers(*[moving] * 5)
+    consumer = _Answers(*[moving] * 10)
     with pytest.raises(KafkaException, match="NOT_LEADER"):
-        admin._watermarks(consumer, TopicPartition("ratings", 0), timeout_s=-1)
-    assert consumer.asked == 1
+        admin._watermarks(consumer, TopicPartition("ratings", 0), deadline=3.5)
+    assert consumer.asked == 5  # the clock after each refusal: 0, 1, 2, 3, then 4 > 3.5
