@@ -9,6 +9,8 @@ CREATE ROLE cinestream_reader LOGIN PASSWORD '${CINESTREAM_READER_PASSWORD}';
 -- Every API/dashboard query is cut after 5 s (as the local stack's reader role): a costly
 -- request answers 503, it cannot hold PostgreSQL.
 ALTER ROLE cinestream_reader SET statement_timeout = '5s';
+-- A day of top-movies sorts in memory instead of on disk (as the local stack's reader role).
+ALTER ROLE cinestream_reader SET work_mem = '32MB';
 GRANT CONNECT ON DATABASE cinestream TO cinestream_reader;
 CREATE ROLE airflow LOGIN PASSWORD '${AIRFLOW_DB_PASSWORD}';
 CREATE DATABASE airflow OWNER airflow;

@@ -300,13 +300,13 @@ def test_the_local_airflow_environment_uses_real_options(tmp_path, monkeypatch) 
     assert "admin:admin" == env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]  # user:role
 
 
-def test_the_read_only_role_has_the_local_stacks_statement_timeout() -> None:
-    import re
+def test_the_read_only_role_has_the_local_stacks_settings() -> None:
+    from cinestream.store.schema import READER_ROLE_SETTINGS
 
     script = (REPO / "infra/compose/postgres-init.sh").read_text()
-    source = (REPO / "src/cinestream/store/schema.py").read_text()
-    (local,) = re.findall(r'reader_statement_timeout = "(\w+)"', source)
-    assert f"ALTER ROLE cinestream_reader SET statement_timeout = '{local}';" in script
+    assert "statement_timeout" in READER_ROLE_SETTINGS
+    for name, value in READER_ROLE_SETTINGS.items():
+        assert f"ALTER ROLE cinestream_reader SET {name} = '{value}';" in script
 
 
 def test_the_checkpoint_is_on_hdfs() -> None:

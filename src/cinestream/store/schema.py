@@ -391,6 +391,20 @@ def _ensure_database(conn: psycopg.Connection[Any], name: str, owner: str | None
     conn.execute(statement)
 
 
+# What every session of the API's read-only role starts with (ALTER ROLE ... SET; the compose
+# deployment's infra/compose/postgres-init.sh sets the same). Set each time the local server
+# starts, so a state dir from an older release gets them too.
+# - statement_timeout: the API bounds each request's work (cinestream.api.routes.metrics); this
+#   is the backstop for what those bounds do not foresee (a store far denser than measured, a
+#   wait on a lock): a statement that runs longer is cancelled, and the API answers 503 in one
+#   line instead of holding a pooled connection and a core. 5 s is tens of times the costliest
+#   bounded query measured and still shorter than any client's patience.
+# - work_mem: a day of top-movies groups ~150,000 per-movie rows; with the default 4 MB the
+#   grouping's sort spills to disk (EXPLAIN: external merge; 98 ms, 60 ms with 32 MB). The API
+#   runs at most four queries at once.
+READER_ROLE_SETTINGS = {"statement_timeout": "5s", "work_mem": "32MB"}
+
+
 def ensure_local_databases(
     admin_url: str, *, app_password: str, reader_password: str, airflow_password: str
 ) -> None:
@@ -398,30 +412,15 @@ def ensure_local_databases(
     ``cinestream`` (owner of its database, no superuser), the API's read-only role, and
     ``airflow`` with Airflow's metadata database. Advisory locks and ``pg_notify`` in the
     cinestream database are for the application role only."""
-    # The API bounds each request's work (cinestream.api.routes.metrics); this is the backstop
-    # for what those bounds do not foresee (a store far denser than measured, a wait on a lock):
-    # a statement of the read-only role that runs longer is cancelled, and the API answers 503
-    # in one line instead of holding a pooled connection and a core. 5 s is tens of times the
-    # costliest bounded query measured and still shorter than any client's patience. Set each
-    # time the local server starts, so a state dir from an older release gets it too.
-    reader_statement_timeout = "5s"
-    # A day of top-movies groups ~150,000 per-movie rows: with the default 4 MB the grouping's
-    # sort spills to disk (EXPLAIN: external merge; 98 ms, 60 ms with 32 MB); the API runs at
-    # most four queries at once. Like statement_timeout, a session gets it when it connects.
-    reader_work_mem = "32MB"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         _ensure_role(conn, APP_ROLE, app_password)
         _ensure_role(conn, READER_ROLE, reader_password)
-        conn.execute(
-            sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(
-                sql.Identifier(READER_ROLE), sql.Literal(reader_statement_timeout)
+        for name, value in READER_ROLE_SETTINGS.items():
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                    sql.Identifier(READER_ROLE), sql.Identifier(name), sql.Literal(value)
+                )
             )
-        )
-        conn.execute(
-            sql.SQL("ALTER ROLE {} SET work_mem = {}").format(
-                sql.Identifier(READER_ROLE), sql.Literal(reader_work_mem)
-            )
-        )
         _ensure_role(conn, AIRFLOW_ROLE, airflow_password)
         _ensure_database(conn, "cinestream", owner=APP_ROLE)
         _ensure_database(conn, "airflow", owner=AIRFLOW_ROLE)
