@@ -26,7 +26,7 @@ from cinestream.stream.checkpoint import checkpoint_fs
 from cinestream.stream.checkpoint_log import committed_batch
 from tests.reference import recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
-from tests.stack_cli import run_cli
+from tests.stack_cli import one_start_at_a_time, run_cli
 from tests.stack_cli import wait_for as _wait
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
@@ -95,8 +95,11 @@ def cluster() -> Iterator[tuple[Any, subprocess.CompletedProcess[str]]]:
     subprocess.run(["rm", "-rf", str(STATE)], check=True)
     old = {k: os.environ.get(k) for k in ENV}
     os.environ.update(ENV)
-    up = _cli("up", "--cluster", "--live-rate", "0")
     try:
+        # Inside the try: an `up` past its timeout still gets its `down` (CI once left a whole
+        # cluster running for the rest of the run).
+        with one_start_at_a_time():
+            up = _cli("up", "--cluster", "--live-rate", "0")
         assert up.returncode == 0, up.stdout[-4000:]
         yield Settings(), up
     finally:
@@ -341,7 +344,11 @@ def test_a_client_without_credentials_is_refused(cluster: tuple[Any, Any]) -> No
         "broker might require SASL authentication" in text or "closed by peer" in text
         for text in texts
     ), (delivered, errors, lines)
-    assert any(e.code() == KafkaError._TRANSPORT for e in errors), errors
+    # The error callback is not always served before the delivery fails (CI's run of 301e3b1
+    # logged "closed by peer" and served no callback at all); what it does report must be the
+    # transport's, never an authentication failure.
+    transport = (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN)
+    assert all(e.code() in transport for e in errors), errors
     assert not any("Connection refused" in text for text in texts), texts
     # ...and, for a wrong password, that the broker refused the SCRAM authentication.
     wrong = {**settings.kafka_client_config, "sasl.password": "not-the-password"}

@@ -9,6 +9,7 @@ quality DAG on the asset; a stop from Airflow, a processor killed with SIGKILL, 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from cinestream.local import airflow
 from cinestream.timeparse import parse_instant
 from tests.reference import recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
-from tests.stack_cli import run_cli, wait_for
+from tests.stack_cli import one_start_at_a_time, run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
 
@@ -87,8 +88,9 @@ def live() -> Iterator[tuple[Any, Any, subprocess.CompletedProcess[str]]]:
     # not one CINESTREAM_FIRST_START in this process's environment would impose on every CLI call.
     with pytest.MonkeyPatch.context() as env:
         env.delenv("CINESTREAM_FIRST_START", raising=False)
-        up = _cli("up")
         try:
+            with one_start_at_a_time():  # down too when `up` runs past its timeout
+                up = _cli("up")
             assert up.returncode == 0, up.stdout[-4000:]
             yield settings, airflow.AirflowAPI(settings), up
         finally:
@@ -303,6 +305,81 @@ def test_a_stop_from_airflow_stops_its_processor_gracefully_and_a_kill_is_retrie
         5,
     )
     assert_windows_equal(pipeline.db_windows(), recompute(pipeline.raw_events()))
+
+
+def _invalid_records() -> list[tuple[bytes | None, bytes | None]]:
+    """100 invalid ratings of three kinds from two producers."""
+    ok = {"user_id": 1, "movie_id": 2, "timestamp": 1_764_547_200_000}
+    return (
+        [(b"producer-a", json.dumps({**ok, "rating": 7}).encode())] * 60
+        + [(b"producer-a", b"not json")] * 25
+        + [(b"producer-b", json.dumps({**ok, "user_id": 0, "rating": 3}).encode())] * 15
+    )
+
+
+def _merged(groups: Any) -> dict[str, int]:
+    """Reason (or key) -> count over several reports' groups."""
+    out: dict[str, int] = {}
+    for group in groups:
+        for row in group:
+            name = row.get("reason", row.get("key"))
+            out[name] = out.get(name, 0) + row["count"]
+    return out
+
+
+def test_a_burst_of_invalid_ratings_is_reported_by_the_dlq_watcher(live) -> None:  # type: ignore[no-untyped-def]
+    """Last in this module: the other tests' totals count valid ratings only. The live
+    processor puts the burst in the DLQ and cinestream_dlq's AssetWatcher starts a report within
+    minutes (not at the next hour); the quality view of the api-server opens it."""
+    import httpx
+
+    settings, api, _ = live
+    pipeline = _pipeline(settings)
+
+    def reports() -> list[tuple[Any, ...]]:
+        return pipeline.db(
+            "SELECT id, invalid, valid, degraded, reasons, keys, source FROM dlq_reports "
+            "WHERE dlq_topic = %s ORDER BY id",
+            (settings.dlq_topic,),
+        )
+
+    before = reports()
+    assert sum(r[1] for r in before) == 0, before  # the live generator's ratings are all valid
+    last = max((r[0] for r in before), default=0)
+    pipeline.produce_raw(_invalid_records())
+
+    def burst_reported() -> list[tuple[Any, ...]] | None:
+        after = [r for r in reports() if r[0] > last]
+        done = sum(r[1] for r in after) >= 100 and any(
+            r[6].startswith("cinestream_dlq/asset_triggered__") for r in after
+        )
+        return after if done else None
+
+    # Every invalid record is counted once over the reports after the burst: the watcher's, and
+    # the hourly one when the burst crosses the top of an hour.
+    after = _wait(burst_reported, "the burst's cinestream_dlq report", 420, 5)
+    triggered = [r for r in after if r[6].startswith("cinestream_dlq/asset_triggered__")]
+    assert len(triggered) == 1, [r[6] for r in after]  # one burst, one (debounced) report
+    assert all(r[6].startswith("cinestream_dlq/scheduled__") for r in after if r not in triggered)
+    assert sum(r[1] for r in after) == 100, after
+    assert _merged(r[4] for r in after) == {
+        "rating must be one of 0.5, 1.0, ..., 5.0": 60,
+        "value is not a valid JSON object": 25,
+        "user_id must be >= 1": 15,
+    }
+    assert _merged(r[5] for r in after) == {"producer-a": 85, "producer-b": 15}
+
+    # The quality view in the stack's api-server lists the report and opens it.
+    report_id = max(after, key=lambda r: r[1])[0]
+    token = api.token()
+    headers = {"Authorization": f"Bearer {token}"}
+    view = httpx.get(f"{settings.airflow_url}/cinestream-quality/", headers=headers, timeout=30)
+    assert view.status_code == 200, view.text[:500]
+    assert f"/cinestream-quality/dlq/{report_id}" in view.text
+    detail = httpx.get(
+        f"{settings.airflow_url}/cinestream-quality/dlq/{report_id}", headers=headers, timeout=30
+    )
+    assert "value is not a valid JSON object" in detail.text and "producer-b" in detail.text
 
 
 def _drivers(marker: str) -> list[int]:

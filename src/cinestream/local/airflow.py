@@ -149,6 +149,10 @@ def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__BASE_URL": settings.airflow_url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url}/execution/",
+        # A task's first call to the api-server waits 30 s, not Airflow's 5: on a loaded 2-core
+        # machine (stacks starting beside Spark jobs, load average 20+) the api-server answered
+        # a task's start after 5 s, the task failed before it ran and waited for its retry.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         "AIRFLOW__API_AUTH__JWT_SECRET": stored_secret(settings.state_dir, "airflow_jwt_secret"),
         "AIRFLOW__CORE__FERNET_KEY": stored_secret(
             settings.state_dir, "airflow_fernet_key", _new_fernet_key
@@ -279,7 +283,8 @@ class AirflowAPI:
                 f"log is {self.settings.log_dir / 'airflow-api-server.log'}"
             ) from exc
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    def token(self) -> str:
+        """The admin's bearer token (asked for once), for the API and the api-server's views."""
         import httpx
 
         if self._token is None:
@@ -292,12 +297,17 @@ class AirflowAPI:
                 timeout=self.timeout_s,
             )
             response.raise_for_status()
-            self._token = response.json()["access_token"]
+            self._token = str(response.json()["access_token"])
+        return self._token
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        import httpx
+
         response = httpx.request(
             method,
             f"{self.settings.airflow_url}/api/v2{path}",
             json=body,
-            headers={"Authorization": f"Bearer {self._token}"},
+            headers={"Authorization": f"Bearer {self.token()}"},
             timeout=self.timeout_s,
         )
         if response.status_code >= 400:
