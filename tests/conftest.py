@@ -16,6 +16,12 @@ from tests.shared_stack import SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
 
 # Every Spark driver a test starts compiles with C1 only (tests/shared_stack.py says why).
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SPARK_SUBMIT_OPTS)
+# So does every Kafka broker and HDFS daemon the test stacks start (Kafka's and Hadoop's own
+# variables, read by local/kafka_nodes.py, local/hdfs.py and Kafka's start script): a broker
+# took 7.8-9.2 CPU-seconds to start and 3.2-3.4 per idle minute with the default tiers, 5.3 and
+# 2.5 with C1 only (2026-12-02, this machine), and `make test` runs ten brokers on two cores.
+os.environ.setdefault("KAFKA_OPTS", SPARK_SUBMIT_OPTS)
+os.environ.setdefault("HADOOP_OPTS", SPARK_SUBMIT_OPTS)
 
 # Airflow is imported by some unit tests; keep its home out of the user's ~/airflow.
 os.environ.setdefault(
@@ -131,13 +137,15 @@ def _cinestream_env_unchanged_by_the_module() -> Iterator[None]:
 # Which tests must share a worker under pytest-xdist
 # --------------------------------------------------------------------------------------------
 # `make test` runs the service tiers on three workers (`-n 3 --dist loadgroup`), each worker with
-# its own shared stack (tests/shared_stack.py: slot N + K for worker gwK). Tests that start a
-# stack of their own with fixed ports in a module fixture (the cluster profile, the live
-# platform) must stay together on one worker, as must the DAG tests (one `airflow db migrate` per
+# its own shared stack (tests/shared_stack.py: slot N + K for worker gwK). The tests that start a
+# whole stack of their own through `up` (the cluster profile, the live platform, the compose
+# brokers) run on one worker, one stack after the other: started side by side on two cores (load
+# average 20+) Airflow answered its tasks too late and `up --cluster` failed in two runs of
+# 2026-12-02. The DAG tests stay together on one worker (one `airflow db migrate` per shared
 # stack); every other test is scheduled alone, wherever a worker is free.
 _GROUPS = {
-    "tests/cluster/": "cluster",
-    "tests/dags/test_live_platform.py": "live-platform",
+    "tests/cluster/": "own-stacks",
+    "tests/dags/test_live_platform.py": "own-stacks",
     "tests/dags/": "airflow",
 }
 

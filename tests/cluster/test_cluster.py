@@ -26,7 +26,7 @@ from cinestream.stream.checkpoint import checkpoint_fs
 from cinestream.stream.checkpoint_log import committed_batch
 from tests.reference import recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
-from tests.stack_cli import one_start_at_a_time, run_cli
+from tests.stack_cli import run_cli
 from tests.stack_cli import wait_for as _wait
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
@@ -98,8 +98,7 @@ def cluster() -> Iterator[tuple[Any, subprocess.CompletedProcess[str]]]:
     try:
         # Inside the try: an `up` past its timeout still gets its `down` (CI once left a whole
         # cluster running for the rest of the run).
-        with one_start_at_a_time():
-            up = _cli("up", "--cluster", "--live-rate", "0")
+        up = _cli("up", "--cluster", "--live-rate", "0")
         assert up.returncode == 0, up.stdout[-4000:]
         yield Settings(), up
     finally:

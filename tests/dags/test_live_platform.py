@@ -24,7 +24,7 @@ from cinestream.local import airflow
 from cinestream.timeparse import parse_instant
 from tests.reference import recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
-from tests.stack_cli import one_start_at_a_time, run_cli, wait_for
+from tests.stack_cli import run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
 
@@ -89,8 +89,7 @@ def live() -> Iterator[tuple[Any, Any, subprocess.CompletedProcess[str]]]:
     with pytest.MonkeyPatch.context() as env:
         env.delenv("CINESTREAM_FIRST_START", raising=False)
         try:
-            with one_start_at_a_time():  # down too when `up` runs past its timeout
-                up = _cli("up")
+            up = _cli("up")  # in the try: down too when `up` runs past its timeout
             assert up.returncode == 0, up.stdout[-4000:]
             yield settings, airflow.AirflowAPI(settings), up
         finally:

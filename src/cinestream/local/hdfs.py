@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,7 @@ class LocalHDFS:
             "java",
             f"-Xmx{heap}",
             "-XX:+UseSerialGC",
+            *shlex.split(os.environ.get("HADOOP_OPTS", "")),  # as Hadoop's own scripts read it
             # Hadoop's native-library probe and the JDK 17 module checks, quiet.
             "--add-opens=java.base/java.lang=ALL-UNNAMED",
             f"-Dhadoop.log.dir={self.settings.log_dir}",

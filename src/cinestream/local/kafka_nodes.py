@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import shlex
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -218,6 +219,9 @@ class LocalKafka:
             "-Xms256m",
             "-Xmx1g",
             "-XX:+UseG1GC",
+            # KAFKA_OPTS as Kafka's own start scripts read it (the test stacks start their
+            # brokers with C1 only: tests/conftest.py says why).
+            *shlex.split(os.environ.get("KAFKA_OPTS", "")),
             f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
             "-cp",
             classpath,
