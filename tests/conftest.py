@@ -16,12 +16,11 @@ from tests.shared_stack import SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
 
 # Every Spark driver a test starts compiles with C1 only (tests/shared_stack.py says why).
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SPARK_SUBMIT_OPTS)
-# So does every Kafka broker and HDFS daemon the test stacks start (Kafka's and Hadoop's own
-# variables, read by local/kafka_nodes.py, local/hdfs.py and Kafka's start script): a broker
-# took 7.8-9.2 CPU-seconds to start and 3.2-3.4 per idle minute with the default tiers, 5.3 and
-# 2.5 with C1 only (2026-12-02, this machine), and `make test` runs ten brokers on two cores.
-os.environ.setdefault("KAFKA_OPTS", SPARK_SUBMIT_OPTS)
-os.environ.setdefault("HADOOP_OPTS", SPARK_SUBMIT_OPTS)
+# So does every Kafka broker and HDFS daemon the test stacks start (the compose brokers' test
+# passes it on as KAFKA_OPTS): a broker took 7.8-9.2 CPU-seconds to start and 3.2-3.4 per idle
+# minute with the default tiers, 5.3 and 2.5 with C1 only (2026-12-02, this machine), and `make
+# test` runs ten brokers on two cores.
+os.environ.setdefault("CINESTREAM_DAEMON_JVM_OPTS", SPARK_SUBMIT_OPTS)
 
 # Airflow is imported by some unit tests; keep its home out of the user's ~/airflow.
 os.environ.setdefault(

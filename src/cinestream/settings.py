@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # continuous processor and a backfill can run side by side on the two one-core workers.
     spark_cores_max: int = Field(default=0, ge=0)
     spark_driver_memory: str = "2g"
+    # Extra JVM options of the Kafka brokers and HDFS daemons the local stack starts (the test
+    # stacks run them with C1 only, -XX:TieredStopAtLevel=1: tests/conftest.py says why).
+    daemon_jvm_opts: str = ""
     # How long a micro-batch keeps retrying a database that is down before the query fails.
     db_retry_timeout_s: int = Field(default=300, ge=0)
 
@@ -181,6 +184,21 @@ class Settings(BaseSettings):
 
         parse_duration_ms(value)
         return value
+
+    @field_validator("daemon_jvm_opts")
+    @classmethod
+    def _check_jvm_opts(cls, value: str) -> str:
+        import shlex
+
+        shlex.split(value)  # unbalanced quotes: one line at start-up, not a traceback at `up`
+        return value
+
+    @property
+    def daemon_jvm_args(self) -> list[str]:
+        """CINESTREAM_DAEMON_JVM_OPTS as arguments."""
+        import shlex
+
+        return shlex.split(self.daemon_jvm_opts)
 
     @field_validator("retention")
     @classmethod

@@ -105,6 +105,7 @@ def cluster() -> Iterator[tuple[Any, subprocess.CompletedProcess[str]]]:
         began = time.monotonic()
         down = _cli("down", timeout=600)
         # What down said and how long it took, kept beside the stack's own logs (owner-only).
+        (STATE / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)  # `up` failed early
         fd = os.open(STATE / "logs" / "test-down.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(f"{down.stdout}down took {time.monotonic() - began:.1f}s\n")

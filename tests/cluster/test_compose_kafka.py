@@ -41,7 +41,7 @@ def compose_kafka(tmp_path: Path) -> Iterator[Any]:
     for script, main in (("kafka-server-start.sh", "kafka.Kafka"),):
         path = home / "bin" / script
         path.write_text(
-            "#!/bin/sh\nexec java -Xmx512m "
+            "#!/bin/sh\nexec java -Xmx512m $KAFKA_OPTS "
             f"-Dlog4j2.configurationFile={tmp_path / 'log4j2.properties'} "
             f'-cp {classpath} {main} "$@"\n'
         )
@@ -66,6 +66,8 @@ def compose_kafka(tmp_path: Path) -> Iterator[Any]:
             "KAFKA_CONTROLLER_PORT": str(CONTROLLER + i - 1),
             "KAFKA_DATA_DIR": str(tmp_path / f"data-{i}"),
             "KAFKA_CONF_DIR": str(tmp_path / f"conf-{i}"),
+            # As the other test brokers run (tests/conftest.py), through Kafka's own variable.
+            "KAFKA_OPTS": os.environ.get("CINESTREAM_DAEMON_JVM_OPTS", ""),
         }
         with open(tmp_path / f"kafka-{i}.log", "wb") as out:
             procs.append(

@@ -199,3 +199,11 @@ def test_remote_sasl_needs_credentials_and_quotes_them(tmp_path) -> None:  # typ
 def test_bad_kafka_security_settings_fail_at_start(tmp_path, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValidationError):
         Settings(state_dir=tmp_path, **{field: value})
+
+
+def test_daemon_jvm_options_are_split_as_a_shell_would(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CINESTREAM_DAEMON_JVM_OPTS", "-XX:TieredStopAtLevel=1 '-Dname=a b'")
+    assert Settings().daemon_jvm_args == ["-XX:TieredStopAtLevel=1", "-Dname=a b"]
+    monkeypatch.setenv("CINESTREAM_DAEMON_JVM_OPTS", "-Dname='a b")
+    with pytest.raises(ValidationError, match="No closing quotation"):
+        Settings()

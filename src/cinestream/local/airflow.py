@@ -144,7 +144,7 @@ def airflow_env(settings: Settings, database: str = "airflow") -> dict[str, str]
         # Each DAG file parsed again every 2 minutes, not every 30 s: cinestream's DAG files
         # change with the project, not by the minute, and at 30 s the dag-processor alone took
         # 0.16 of a core per stack (2026-12-02, a loaded run of `make test` on 2 cores). A
-        # changed DAG file shows within 2 minutes; `airflow dags reserialize` shows it at once.
+        # changed DAG file shows within 2 minutes, at once after a restart of the stack.
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db_url(settings, database),
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,

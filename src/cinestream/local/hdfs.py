@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +179,7 @@ class LocalHDFS:
             "java",
             f"-Xmx{heap}",
             "-XX:+UseSerialGC",
-            *shlex.split(os.environ.get("HADOOP_OPTS", "")),  # as Hadoop's own scripts read it
+            *self.settings.daemon_jvm_args,
             # Hadoop's native-library probe and the JDK 17 module checks, quiet.
             "--add-opens=java.base/java.lang=ALL-UNNAMED",
             f"-Dhadoop.log.dir={self.settings.log_dir}",

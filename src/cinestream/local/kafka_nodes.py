@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shlex
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -219,9 +218,7 @@ class LocalKafka:
             "-Xms256m",
             "-Xmx1g",
             "-XX:+UseG1GC",
-            # KAFKA_OPTS as Kafka's own start scripts read it (the test stacks start their
-            # brokers with C1 only: tests/conftest.py says why).
-            *shlex.split(os.environ.get("KAFKA_OPTS", "")),
+            *self.settings.daemon_jvm_args,
             f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
             "-cp",
             classpath,
