@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 from cinestream.errors import CinestreamError
 from cinestream.local.modes import private_file
-from cinestream.local.processes import ManagedProcess
+from cinestream.local.processes import ManagedProcess, ensure_port_free
 from cinestream.local.secrets import local_db_password, private_dir, stored_secret
 from cinestream.net import port_open
 from cinestream.orchestration.dlq_triage import DLQ_WATCH_GROUP
@@ -226,6 +226,11 @@ def start_airflow(settings: Settings, components: tuple[str, ...] = COMPONENTS) 
         if result.returncode:
             raise CinestreamError(f"airflow db migrate failed: {result.stderr.strip()[-500:]}")
     env = airflow_env(settings)
+    for proc in procs:
+        if proc.pid() is None and proc.name == "airflow-api-server":
+            ensure_port_free(
+                settings.airflow_port, "Airflow's api-server", "CINESTREAM_AIRFLOW_PORT"
+            )
     for proc in procs:
         if proc.pid() is None:
             proc.start([AIRFLOW, proc.name.removeprefix("airflow-")], env=env)

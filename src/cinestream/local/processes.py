@@ -224,3 +224,40 @@ def descendants(roots: list[int]) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def listeners(port: int, proc: Path = Path("/proc")) -> list[str]:
+    """``pid N (name)`` of each process listening on TCP ``port`` (best effort: the sockets in
+    ``/proc/net/tcp*`` and the processes whose descriptors hold them; those of other users stay
+    unnamed)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in (proc / "net" / table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # local address "HEX_IP:HEX_PORT", state 0A = LISTEN, inode in column 10
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    inodes.add(f"socket:[{fields[9]}]")
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or not inodes:
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                name = (entry / "comm").read_text().strip()
+                found.append(f"pid {entry.name} ({name})")
+    return found
+
+
+def ensure_port_free(port: int, what: str, setting: str) -> None:
+    """Refuses, in one line naming who holds it, to start ``what`` on a port another process
+    listens on (before: the stack went on and talked to that process, an old stack's Airflow
+    say, and failed minutes later with an unrelated message)."""
+    from cinestream.net import port_open
+
+    if not port_open("127.0.0.1", port):
+        return
+    holders = ", ".join(listeners(port)) or "a process this user cannot see"
+    raise CinestreamError(
+        f"port {port} for {what} is taken by {holders}: stop it, or set {setting} to a free port"
+    )
