@@ -64,3 +64,14 @@ def events_from_messages(messages: list[Any]) -> list[tuple[int, int, float, int
         body = json.loads(msg.value())
         events.append((body["user_id"], body["movie_id"], body["rating"], body["timestamp"]))
     return events
+
+
+def invalid_burst() -> list[tuple[bytes | None, bytes | None]]:
+    """100 invalid ratings (key, value) of three kinds from two producers, for the DLQ tests:
+    60 with rating 7 and 25 not JSON from ``producer-a``, 15 with user_id 0 from ``producer-b``."""
+    ok = {"user_id": 1, "movie_id": 2, "timestamp": 1_764_547_200_000}
+    return (
+        [(b"producer-a", json.dumps({**ok, "rating": 7}).encode())] * 60
+        + [(b"producer-a", b"not json")] * 25
+        + [(b"producer-b", json.dumps({**ok, "user_id": 0, "rating": 3}).encode())] * 15
+    )

@@ -8,14 +8,13 @@ platform's Airflow (tests/dags/test_live_platform.py), not on an Airflow of its 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cinestream.schemas import format_time
 from tests.dags.test_dags_run import _state, dags_test
-from tests.reference import recompute
+from tests.reference import invalid_burst, recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
 
 pytestmark = [pytest.mark.integration, pytest.mark.dags]
@@ -24,23 +23,13 @@ MINUTE = 60_000
 VALID, INVALID = 1_000, 100
 
 
-def _invalid_records() -> list[tuple[bytes | None, bytes | None]]:
-    """100 invalid ratings of three kinds from two producers."""
-    ok = {"user_id": 1, "movie_id": 2, "timestamp": 1_764_547_200_000}
-    return (
-        [(b"producer-a", json.dumps({**ok, "rating": 7}).encode())] * 60
-        + [(b"producer-a", b"not json")] * 25
-        + [(b"producer-b", json.dumps({**ok, "user_id": 0, "rating": 3}).encode())] * 15
-    )
-
-
 def test_audit_passes_finds_repairs_and_names_what_it_cannot_repair(
     pipeline: Pipeline, airflow_db: None
 ) -> None:
     hour0 = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     h0 = int(hour0.timestamp() * 1000)
     pipeline.produce_historical(VALID, h0, 10 * MINUTE)
-    pipeline.produce_raw(_invalid_records())
+    pipeline.produce_raw(invalid_burst())
     conf = {"start": format_time(h0), "end": format_time(h0 + 60 * MINUTE)}
 
     pipeline.process(check=True)

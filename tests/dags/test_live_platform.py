@@ -10,7 +10,6 @@ invalid records reported by cinestream_dlq's AssetWatcher, then `down`.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 
 from cinestream.local import airflow
 from cinestream.timeparse import parse_instant
-from tests.reference import recompute
+from tests.reference import invalid_burst, recompute
 from tests.shared_stack import Pipeline, assert_windows_equal
 from tests.stack_cli import run_cli, wait_for
 
@@ -307,16 +306,6 @@ def test_a_stop_from_airflow_stops_its_processor_gracefully_and_a_kill_is_retrie
     assert_windows_equal(pipeline.db_windows(), recompute(pipeline.raw_events()))
 
 
-def _invalid_records() -> list[tuple[bytes | None, bytes | None]]:
-    """100 invalid ratings of three kinds from two producers."""
-    ok = {"user_id": 1, "movie_id": 2, "timestamp": 1_764_547_200_000}
-    return (
-        [(b"producer-a", json.dumps({**ok, "rating": 7}).encode())] * 60
-        + [(b"producer-a", b"not json")] * 25
-        + [(b"producer-b", json.dumps({**ok, "user_id": 0, "rating": 3}).encode())] * 15
-    )
-
-
 def _merged(groups: Any) -> dict[str, int]:
     """Reason (or key) -> count over several reports' groups."""
     out: dict[str, int] = {}
@@ -346,7 +335,7 @@ def test_a_burst_of_invalid_ratings_is_reported_by_the_dlq_watcher(live) -> None
     before = reports()
     assert sum(r[1] for r in before) == 0, before  # the live generator's ratings are all valid
     last = max((r[0] for r in before), default=0)
-    pipeline.produce_raw(_invalid_records())
+    pipeline.produce_raw(invalid_burst())
 
     def burst_reported() -> list[tuple[Any, ...]] | None:
         after = [r for r in reports() if r[0] > last]

@@ -226,11 +226,9 @@ def start_airflow(settings: Settings, components: tuple[str, ...] = COMPONENTS) 
         if result.returncode:
             raise CinestreamError(f"airflow db migrate failed: {result.stderr.strip()[-500:]}")
     env = airflow_env(settings)
-    for proc in procs:
-        if proc.pid() is None and proc.name == "airflow-api-server":
-            ensure_port_free(
-                settings.airflow_port, "Airflow's api-server", "CINESTREAM_AIRFLOW_PORT"
-            )
+    # Before anything starts: the api-server's port must not be another process's.
+    if any(p.name == "airflow-api-server" and p.pid() is None for p in procs):
+        ensure_port_free(settings.airflow_port, "Airflow's api-server", "CINESTREAM_AIRFLOW_PORT")
     for proc in procs:
         if proc.pid() is None:
             proc.start([AIRFLOW, proc.name.removeprefix("airflow-")], env=env)
