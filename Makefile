@@ -5,6 +5,8 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Spark's classes archived for the tests' cold drivers (tests/spark_cds.py); remade with the venv.
+SPARK_CDS := $(VENV)/share/cinestream/spark-cds.jsa
 
 .PHONY: up up-cluster down test test-fast test-integration lint bench bench-pipeline bench-api bench-airflow \
 	bench-freshness \
@@ -23,6 +25,9 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+$(SPARK_CDS): $(STAMP)
+	-$(PY) tests/spark_cds.py $(SPARK_CDS)
 
 lock:
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -48,7 +53,7 @@ doctor: $(STAMP)
 # The everyday tier: every test that needs no service (tests/unit, the DAG-integrity checks).
 FAST_TESTS := tests/unit tests/dags/test_dag_integrity.py
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(SPARK_CDS)
 	$(BIN)/pytest $(FAST_TESTS)
 
 # The fast tier first; only when it passed, every test that needs services in ONE pytest on three
@@ -62,7 +67,7 @@ test: test-fast
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 \
 		tests/cluster tests/dags tests/integration --ignore=tests/dags/test_dag_integrity.py
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) $(SPARK_CDS)
 	$(BIN)/pytest tests/integration
 
 lint: $(STAMP)

@@ -12,15 +12,16 @@ import pytest
 
 # One registration of the shared stack's fixtures for tests/integration and tests/dags: a second
 # (a conftest importing them again) would be a second session-scoped stack.
-from tests.shared_stack import SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
+from tests.shared_stack import C1_ONLY, SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
 
-# Every Spark driver a test starts compiles with C1 only (tests/shared_stack.py says why).
+# Every Spark driver a test starts compiles with C1 only and maps Spark's classes from an archive
+# (tests/shared_stack.py says why).
 os.environ.setdefault("SPARK_SUBMIT_OPTS", SPARK_SUBMIT_OPTS)
 # So does every Kafka broker and HDFS daemon the test stacks start (the compose brokers' test
 # passes it on as KAFKA_OPTS): a broker took 7.8-9.2 CPU-seconds to start and 3.2-3.4 per idle
 # minute with the default tiers, 5.3 and 2.5 with C1 only (2026-12-02, this machine), and `make
 # test` runs ten brokers on two cores.
-os.environ.setdefault("CINESTREAM_DAEMON_JVM_OPTS", SPARK_SUBMIT_OPTS)
+os.environ.setdefault("CINESTREAM_DAEMON_JVM_OPTS", C1_ONLY)
 
 # Airflow is imported by some unit tests; keep its home out of the user's ~/airflow.
 os.environ.setdefault(

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests import spark_cds
+
 REPO = Path(__file__).resolve().parents[1]
 # CINESTREAM_TEST_SLOT=N (default 0) runs a second test stack beside the first, with its own
 # state dir and ports (+10 per slot), so two checkouts or developers can test on one machine.
@@ -41,8 +43,10 @@ _counter = itertools.count(1)
 # small data, so C2's compiler threads are cost that never pays off: an available-now drain of
 # 20,000 ratings took 22.3 s of user CPU with the default tiers and 12.5 s with C1 only
 # (2026-12-01, this machine), and three test workers share two cores. What a job computes does
-# not depend on the JIT; the product's jobs keep the JVM's default.
-SPARK_SUBMIT_OPTS = "-XX:TieredStopAtLevel=1"
+# not depend on the JIT; the product's jobs keep the JVM's default. They also map the classes of
+# Spark from the archive `make test` makes first, when it is there (tests/spark_cds.py).
+C1_ONLY = spark_cds.C1_ONLY
+SPARK_SUBMIT_OPTS = f"{C1_ONLY} {spark_cds.java_opts()}".strip()
 
 
 @pytest.fixture(scope="session")
