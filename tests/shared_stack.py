@@ -44,9 +44,10 @@ _counter = itertools.count(1)
 # 20,000 ratings took 22.3 s of user CPU with the default tiers and 12.5 s with C1 only
 # (2026-12-01, this machine), and three test workers share two cores. What a job computes does
 # not depend on the JIT; the product's jobs keep the JVM's default. They also map the classes of
-# Spark from the archive `make test` makes first, when it is there (tests/spark_cds.py).
+# Spark from the archive `make test` makes first, when it is there, and so do the executors the
+# cluster profile starts for them (tests/spark_cds.py).
 C1_ONLY = spark_cds.C1_ONLY
-SPARK_SUBMIT_OPTS = f"{C1_ONLY} {spark_cds.java_opts()}".strip()
+SPARK_SUBMIT_OPTS = spark_cds.submit_opts()
 
 
 @pytest.fixture(scope="session")

@@ -126,8 +126,16 @@ def build(target: Path) -> None:
 
 
 def java_opts() -> str:
-    """What the tests' drivers add to SPARK_SUBMIT_OPTS: the archive, when it was made."""
-    return f"-XX:SharedArchiveFile={ARCHIVE}" if ARCHIVE.is_file() else ""
+    """C1 only, and the archive when it was made: the JVM options of the tests' drivers."""
+    return f"{C1_ONLY} -XX:SharedArchiveFile={ARCHIVE}" if ARCHIVE.is_file() else C1_ONLY
+
+
+def submit_opts() -> str:
+    """The tests' ``SPARK_SUBMIT_OPTS``: :func:`java_opts` for the driver and, through the
+    driver's ``spark.*`` system properties (which SparkConf reads), for the executors the
+    cluster profile's workers start for it (the product's ``spark.executor.extraJavaOptions``
+    come after these)."""
+    return f"{java_opts()} '-Dspark.executor.defaultJavaOptions={java_opts()}'"
 
 
 if __name__ == "__main__":

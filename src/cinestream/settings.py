@@ -116,8 +116,9 @@ class Settings(BaseSettings):
     # continuous processor and a backfill can run side by side on the two one-core workers.
     spark_cores_max: int = Field(default=0, ge=0)
     spark_driver_memory: str = "2g"
-    # Extra JVM options of the Kafka brokers and HDFS daemons the local stack starts (the test
-    # stacks run them with C1 only, -XX:TieredStopAtLevel=1: tests/conftest.py says why).
+    # Extra JVM options of the Kafka brokers, HDFS daemons and Spark master and workers the local
+    # stacks start (the test stacks run them with C1 only, -XX:TieredStopAtLevel=1:
+    # tests/conftest.py says why).
     daemon_jvm_opts: str = ""
     # How long a micro-batch keeps retrying a database that is down before the query fails.
     db_retry_timeout_s: int = Field(default=300, ge=0)

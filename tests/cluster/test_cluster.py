@@ -420,27 +420,48 @@ def test_the_cluster_takes_no_stranger_and_shows_no_secret(cluster: tuple[Any, A
         assert not leaked, (cmdline.parent.name, leaked, args[:300])
     assert seen > 10
 
-    # A job that does not know the secret is refused by the master.
+    # A job that does not know the secret is refused by the master. Its driver would retry the
+    # registration for a minute (three tries 20 s apart) before it gave up: the first refusal in
+    # its log is the answer, and then it is stopped.
     job = STATE / "stranger_job.py"
     job.write_text("from pyspark.sql import SparkSession\nSparkSession.builder.getOrCreate()\n")
-    stranger = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "spark-submit"),
-            "--master",
-            settings.spark_master,
-            "--conf",
-            "spark.driver.host=127.0.0.1",
-            "--conf",
-            "spark.ui.enabled=false",
-            str(job),
-        ],
-        env={**os.environ, **python_env()},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert stranger.returncode != 0
-    assert "SaslMessage" in stranger.stdout + stranger.stderr, stranger.stderr[-3000:]
+    log_path = STATE / "logs" / "stranger_job.log"
+    with log_path.open("w") as log:
+        stranger = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "spark-submit"),
+                "--master",
+                settings.spark_master,
+                "--conf",
+                "spark.driver.host=127.0.0.1",
+                "--conf",
+                "spark.ui.enabled=false",
+                str(job),
+            ],
+            env={**os.environ, **python_env()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait(
+            lambda: (
+                "SaslMessage" in log_path.read_text(errors="replace") or stranger.poll() is not None
+            ),
+            "the stranger's driver refused",
+            300,
+            0.5,
+        )
+        output = log_path.read_text(errors="replace")
+        assert "SaslMessage" in output, output[-3000:]
+        assert stranger.poll() != 0, output[-3000:]  # still retrying, or failed: never a success
+    finally:
+        if stranger.poll() is None:
+            os.killpg(stranger.pid, 9)
+        stranger.wait(timeout=60)
+    state = spark.state()
+    apps = [a["name"] for key in ("activeapps", "completedapps") for a in state.get(key, [])]
+    assert state and "stranger_job.py" not in apps, apps
 
 
 def test_each_principal_may_do_its_job_and_nothing_else(cluster: tuple[Any, Any]) -> None:

@@ -9,6 +9,7 @@ the master port + 1, the workers' on + 2 and + 3.
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -103,9 +104,15 @@ class LocalSpark:
             # SPARK_LOCAL_IP when set).
             "SPARK_LOCAL_IP": self.host,
             "SPARK_NO_DAEMONIZE": "1",
-            # Daemon logs through the same log4j2 setup as the jobs (WARN and up).
-            "SPARK_DAEMON_JAVA_OPTS": f"-Dlog4j2.configurationFile={LOG4J2} "
-            "-Dspark.authenticate=true",
+            # Daemon logs through the same log4j2 setup as the jobs (WARN and up), and the
+            # stack's extra daemon JVM options (CINESTREAM_DAEMON_JVM_OPTS).
+            "SPARK_DAEMON_JAVA_OPTS": shlex.join(
+                [
+                    f"-Dlog4j2.configurationFile={LOG4J2}",
+                    "-Dspark.authenticate=true",
+                    *self.settings.daemon_jvm_args,
+                ]
+            ),
             "SPARK_DAEMON_MEMORY": "512m",
         }
 

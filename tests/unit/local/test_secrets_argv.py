@@ -3,6 +3,7 @@ Kafka storage tool is run for real on tmp_path: it is a short JVM with no networ
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -105,3 +106,15 @@ def test_a_daemon_an_older_release_started_without_the_secret_is_recognised() ->
         child.kill()
         child.wait()
     assert runs_with_secret(2**22 + 12345) is None
+
+
+def test_the_spark_daemons_take_the_stacks_daemon_jvm_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CINESTREAM_PROFILE", "cluster")
+    monkeypatch.setenv("CINESTREAM_SPARK_MASTER", "spark://127.0.0.1:47077")
+    monkeypatch.setenv("CINESTREAM_DAEMON_JVM_OPTS", "-XX:TieredStopAtLevel=1 '-Dnote=a b'")
+    opts = shlex.split(LocalSpark(Settings())._env()["SPARK_DAEMON_JAVA_OPTS"])
+    assert opts[-2:] == ["-XX:TieredStopAtLevel=1", "-Dnote=a b"]
+    assert "-Dspark.authenticate=true" in opts
