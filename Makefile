@@ -5,8 +5,10 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Spark's classes archived for the tests' cold drivers (tests/spark_cds.py); remade with the venv.
+# Spark's classes archived for the tests' cold drivers (tests/spark_cds.py); remade with the venv,
+# the warm-up job or the JDK (a JVM of another build would skip the archive, with a warning).
 SPARK_CDS := $(VENV)/share/cinestream/spark-cds.jsa
+JAVA_BIN  := $(shell readlink -f "$$(command -v java)" 2>/dev/null)
 
 .PHONY: up up-cluster down test test-fast test-integration lint bench bench-pipeline bench-api bench-airflow \
 	bench-freshness \
@@ -26,7 +28,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-$(SPARK_CDS): $(STAMP)
+$(SPARK_CDS): $(STAMP) tests/spark_cds.py $(JAVA_BIN)
 	-$(PY) tests/spark_cds.py $(SPARK_CDS)
 
 lock:

@@ -94,23 +94,24 @@ def build(target: Path) -> None:
     partial = target.with_name(f".{target.name}.{os.getpid()}")
     started = time.monotonic()
     print(f"spark-cds: warming a Spark driver up to archive its classes into {target} (~1 min)")
-    with tempfile.TemporaryDirectory(prefix="cinestream-cds-") as work:
-        job = Path(work) / "warmup.py"
-        job.write_text(WARMUP)
-        run = subprocess.run(
-            [spark_submit, "--master", "local[2]", "--jars", connector_jars(), str(job)],
-            env=submit_env(f"-XX:ArchiveClassesAtExit={partial}"),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    try:
+    try:  # the partial file goes, whatever stops the build (a timeout, Ctrl-C)
+        with tempfile.TemporaryDirectory(prefix="cinestream-cds-") as work:
+            job = Path(work) / "warmup.py"
+            job.write_text(WARMUP)
+            run = subprocess.run(
+                [spark_submit, "--master", "local[2]", "--jars", connector_jars(), str(job)],
+                # The archive's CRC is written, and checked below over the whole file.
+                env=submit_env(f"-XX:+VerifySharedSpaces -XX:ArchiveClassesAtExit={partial}"),
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
         if run.returncode != 0 or not partial.exists():
             tail = "\n".join(run.stderr.splitlines()[-15:])
             raise SystemExit(f"spark-cds: the warm-up driver failed ({run.returncode}):\n{tail}")
         check = subprocess.run(
             [spark_submit, "--version"],
-            env=submit_env(f"-Xshare:on -XX:SharedArchiveFile={partial}"),
+            env=submit_env(f"-Xshare:on -XX:+VerifySharedSpaces -XX:SharedArchiveFile={partial}"),
             capture_output=True,
             text=True,
             timeout=300,

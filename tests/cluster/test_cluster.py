@@ -10,9 +10,11 @@ while a broker, a worker, the NameNode or the DataNode is killed with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -456,12 +458,12 @@ def test_the_cluster_takes_no_stranger_and_shows_no_secret(cluster: tuple[Any, A
         assert "SaslMessage" in output, output[-3000:]
         assert stranger.poll() != 0, output[-3000:]  # still retrying, or failed: never a success
     finally:
-        if stranger.poll() is None:
-            os.killpg(stranger.pid, 9)
+        with contextlib.suppress(ProcessLookupError):  # its whole group, the JVM and Python
+            os.killpg(stranger.pid, signal.SIGKILL)
         stranger.wait(timeout=60)
-    state = spark.state()
+    state = _wait(spark.state, "the Spark master's status", 60)
     apps = [a["name"] for key in ("activeapps", "completedapps") for a in state.get(key, [])]
-    assert state and "stranger_job.py" not in apps, apps
+    assert "stranger_job.py" not in apps, apps
 
 
 def test_each_principal_may_do_its_job_and_nothing_else(cluster: tuple[Any, Any]) -> None:
