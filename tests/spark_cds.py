@@ -10,11 +10,12 @@ CPU without one and 19.5-19.9 s with one (2026-12-02, this machine, C1 only, two
 tests run): it runs :data:`WARMUP` (a job doing what the processor does: a Kafka source resolved,
 a windowed aggregation over a file stream with a watermark, foreachBatch into Arrow, a Python
 round trip) under ``-XX:ArchiveClassesAtExit``, checks that a driver maps the result with
-``-Xshare:on``, and only then moves it into place (a truncated archive crashes the JVM that maps
-it with SIGBUS, measured here). tests/shared_stack.py adds ``-XX:SharedArchiveFile`` to the
+``-Xshare:on -XX:+VerifySharedSpaces`` (its CRC over the whole file), and only then moves it into
+place (a truncated archive crashes the JVM that maps it with SIGBUS, measured here; the check
+fails on one, rc 134). tests/shared_stack.py adds ``-XX:SharedArchiveFile`` to the
 tests' ``SPARK_SUBMIT_OPTS`` when the file is there. A JDK or jars that no longer match the
-archive make the JVM print one ``[warning][cds,dynamic]`` line and run without it, as slow as
-before. The product's jobs do not use it.
+archive make the JVM print one ``[warning][cds,dynamic]`` line (on stdout) and run without it,
+as slow as before. The product's jobs do not use it.
 """
 
 from __future__ import annotations
