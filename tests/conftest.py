@@ -12,7 +12,8 @@ import pytest
 
 # One registration of the shared stack's fixtures for tests/integration and tests/dags: a second
 # (a conftest importing them again) would be a second session-scoped stack.
-from tests.shared_stack import C1_ONLY, SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
+from tests.shared_stack import SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
+from tests.spark_cds import C1_ONLY
 
 # Every Spark driver a test starts compiles with C1 only and maps Spark's classes from an archive
 # (tests/shared_stack.py says why).

@@ -46,7 +46,6 @@ _counter = itertools.count(1)
 # not depend on the JIT; the product's jobs keep the JVM's default. They also map the classes of
 # Spark from the archive `make test` makes first, when it is there, and so do the executors the
 # cluster profile starts for them (tests/spark_cds.py).
-C1_ONLY = spark_cds.C1_ONLY
 SPARK_SUBMIT_OPTS = spark_cds.submit_opts()
 
 

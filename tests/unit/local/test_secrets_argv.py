@@ -52,12 +52,17 @@ def test_the_storage_format_reads_its_scram_passwords_from_a_private_file(
     assert (kafka.home(node) / "data" / "meta.properties").exists()
 
 
+def _cluster_profile(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster profile on a state dir of the test's, its Spark master on a port nobody uses."""
+    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("CINESTREAM_PROFILE", "cluster")
+    monkeypatch.setenv("CINESTREAM_SPARK_MASTER", "spark://127.0.0.1:47077")
+
+
 def test_spark_submit_to_the_local_cluster_authenticates_without_the_secret_in_argv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("CINESTREAM_PROFILE", "cluster")
-    monkeypatch.setenv("CINESTREAM_SPARK_MASTER", "spark://127.0.0.1:47077")
+    _cluster_profile(tmp_path, monkeypatch)
     settings = Settings()
     cmd = spark_submit_command(settings, "ratings_stream_processor.py", [])
     secret = spark_auth_secret(settings)
@@ -111,9 +116,7 @@ def test_a_daemon_an_older_release_started_without_the_secret_is_recognised() ->
 def test_the_spark_daemons_take_the_stacks_daemon_jvm_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CINESTREAM_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("CINESTREAM_PROFILE", "cluster")
-    monkeypatch.setenv("CINESTREAM_SPARK_MASTER", "spark://127.0.0.1:47077")
+    _cluster_profile(tmp_path, monkeypatch)
     monkeypatch.setenv("CINESTREAM_DAEMON_JVM_OPTS", "-XX:TieredStopAtLevel=1 '-Dnote=a b'")
     opts = shlex.split(LocalSpark(Settings())._env()["SPARK_DAEMON_JAVA_OPTS"])
     assert opts[-2:] == ["-XX:TieredStopAtLevel=1", "-Dnote=a b"]
