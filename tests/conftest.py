@@ -12,7 +12,7 @@ import pytest
 
 # One registration of the shared stack's fixtures for tests/integration and tests/dags: a second
 # (a conftest importing them again) would be a second session-scoped stack.
-from tests.shared_stack import SPARK_SUBMIT_OPTS, pipeline, stack  # noqa: F401
+from tests.shared_stack import SPARK_SUBMIT_OPTS, pipeline, stack, warm_driver  # noqa: F401
 from tests.spark_cds import C1_ONLY
 
 # Every Spark driver a test starts compiles with C1 only and maps Spark's classes from an archive

@@ -79,14 +79,30 @@ def stack() -> Iterator[dict[str, str]]:
                 os.environ[key] = value
 
 
+@pytest.fixture(scope="session")
+def warm_driver(stack: dict[str, str]) -> Iterator[Path]:
+    """The spark-submit client of this worker's warm driver (tests/warm_driver.py says why)."""
+    from tests.warm_driver import WarmDriver
+
+    driver = WarmDriver(TEST_STATE / "warm-driver")
+    driver.start()
+    try:
+        yield driver.client
+    finally:
+        driver.stop()
+
+
 class Pipeline:
     """One test's topics, checkpoint and helpers to drive the real pipeline."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], spark_submit: Path | None = None) -> None:
         from cinestream.settings import Settings
 
         self.env = env
         self.settings = Settings()
+        # Foreground jobs (``cli``) run in the worker's warm driver when they can; background
+        # ones (``start_cli``, which tests kill) always in a spark-submit of their own.
+        self.foreground_env = {"CINESTREAM_SPARK_SUBMIT": str(spark_submit)} if spark_submit else {}
 
     # --- producing ------------------------------------------------------------------------
     def produce_historical(self, count: int, start_ms: int, span_ms: int, seed: int = 7) -> Any:
@@ -123,7 +139,7 @@ class Pipeline:
         """Run ``cinestream ARGS``; stdout holds everything (Spark merges the driver's stderr)."""
         result = subprocess.run(
             [sys.executable, "-m", "cinestream.cli", *args],
-            env={**os.environ, **self.env, **(extra_env or {})},
+            env={**os.environ, **self.env, **self.foreground_env, **(extra_env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -252,7 +268,10 @@ def assert_windows_equal(
 
 @pytest.fixture
 def pipeline(
-    stack: dict[str, str], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    stack: dict[str, str],
+    warm_driver: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Pipeline]:
     from cinestream.kafka import admin
     from cinestream.settings import Settings
@@ -274,4 +293,4 @@ def pipeline(
     with connect(settings.resolved_database_url) as conn:
         schema.ensure_schema(conn)
         schema.truncate_all(conn)
-    yield Pipeline(env)
+    yield Pipeline(env, warm_driver)

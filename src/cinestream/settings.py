@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # continuous processor and a backfill can run side by side on the two one-core workers.
     spark_cores_max: int = Field(default=0, ge=0)
     spark_driver_memory: str = "2g"
+    # The spark-submit the CLI launches its jobs with (empty: this venv's pyspark). Another one
+    # takes the same arguments: a Spark distribution's own, or the tests' warm driver
+    # (tests/warm_driver.py), which runs a job whose submit options match its own in one
+    # long-lived driver.
+    spark_submit: str = ""
     # Extra JVM options of the Kafka brokers, HDFS daemons and Spark master and workers the local
     # stacks start (the test stacks run them with C1 only, -XX:TieredStopAtLevel=1:
     # tests/conftest.py says why).

@@ -15,6 +15,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+# The directory of this worker's warm-driver client, named spark-submit (tests/warm_driver.py),
+# put first on the PATH of the Airflow commands once ``airflow_db`` is up: the Spark jobs of
+# `airflow dags test` (SparkSubmitHook runs spark-submit from PATH) then run warm too when the
+# hook asks for the driver the warm one is.
+_warm_bin: list[str] = []
 
 
 def airflow_run(
@@ -24,6 +29,8 @@ def airflow_run(
     from cinestream.settings import Settings
 
     full_env = {**os.environ, **airflow_env(Settings()), **(env or {})}
+    if _warm_bin:
+        full_env["PATH"] = f"{_warm_bin[0]}:{full_env['PATH']}"
     return subprocess.run(
         [AIRFLOW, *args],
         env=full_env,
@@ -35,7 +42,11 @@ def airflow_run(
 
 
 @pytest.fixture(scope="session")
-def airflow_db(stack: dict[str, str]) -> Iterator[None]:
+def airflow_db(stack: dict[str, str], warm_driver: Path) -> Iterator[None]:
     result = airflow_run("db", "migrate", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
-    yield
+    _warm_bin[:] = [str(warm_driver.parent)]
+    try:
+        yield
+    finally:
+        _warm_bin.clear()

@@ -102,11 +102,16 @@ def job_path(script: str) -> Path:
     return SPARK_JOBS_DIR / script
 
 
+def venv_spark_submit() -> Path:
+    """pyspark's ``spark-submit`` in this venv."""
+    return Path(sys.executable).parent / "spark-submit"
+
+
 def spark_submit_command(settings: Settings, script: str, args: list[str]) -> list[str]:
-    """``spark-submit`` of pyspark (from this venv) with the Kafka connector jars."""
-    spark_submit = Path(sys.executable).parent / "spark-submit"
+    """``spark-submit`` (this venv's pyspark's unless ``CINESTREAM_SPARK_SUBMIT`` names another)
+    with the Kafka connector jars."""
     cmd = [
-        str(spark_submit),
+        settings.spark_submit or str(venv_spark_submit()),
         "--master",
         settings.spark_master,
         "--name",
