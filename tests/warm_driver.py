@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,13 +41,54 @@ SERVER = Path(__file__).resolve()
 # Airflow context names the lock holder); the rest is the driver's own.
 JOB_ENV_PREFIXES = ("CINESTREAM_", "AIRFLOW_CTX_")
 JOB_SCRIPTS = ("ratings_stream_processor.py", "ratings_backfill.py")
-# The environment that shapes the driver itself (its JVM's options, its Python): a job asking
-# for other values (a test's -Dspark.driver.maxResultSize=1m) runs cold.
-DRIVER_ENV = ("SPARK_", "PYSPARK_", "JAVA_HOME", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_")
+# The environment that shapes the driver itself (its JVM and its options, its Python, Hadoop's
+# configuration, the locale and time zone): a job asking for other values (a test's
+# -Dspark.driver.maxResultSize=1m) runs cold.
+DRIVER_ENV = (
+    "SPARK_",
+    "PYSPARK_",
+    "PYTHONPATH",
+    "HADOOP_",
+    "JAVA_HOME",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_",
+    "TZ",
+    "LANG",
+    "LC_",
+)
+# How long a client waits for the driver to say whether it takes the job before running it cold.
+TAKE_TIMEOUT_S = 60
 
 
 def driver_env(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(DRIVER_ENV)}
+    """What of ``env`` shapes a driver started with it, and the ``java`` its PATH finds."""
+    shaping = {k: v for k, v in env.items() if k.startswith(DRIVER_ENV)}
+    shaping["java on PATH"] = shutil.which("java", path=env.get("PATH")) or ""
+    return shaping
+
+
+def runs_warm(real: Mapping[str, Any], argv: list[str], env: Mapping[str, str]) -> bool:
+    """Whether spark-submit's ``argv`` with ``env`` asks for the warm driver described by
+    ``real`` (its options.json): one of our jobs, the same submit options and driver env."""
+    app = next((i for i, a in enumerate(argv) if a.endswith(".py")), None)
+    return (
+        app is not None
+        and Path(argv[app]).name in JOB_SCRIPTS
+        and submit_options(argv[:app]) == real["options"]
+        and driver_env(env) == real["env"]
+    )
+
+
+def cold_spark_submit(client: Path, real: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """The spark-submit the caller would have run without the warm driver: pyspark's when the CLI
+    named the client (``CINESTREAM_SPARK_SUBMIT``), else the next ``spark-submit`` on PATH after
+    the client's own directory (Airflow's SparkSubmitHook looks it up there); None: there is none,
+    as a caller without the warm driver would have found."""
+    if env.get("CINESTREAM_SPARK_SUBMIT"):
+        return str(real["spark_submit"])
+    rest = [d for d in env.get("PATH", "").split(os.pathsep) if Path(d or ".") != client.parent]
+    return shutil.which("spark-submit", path=os.pathsep.join(rest))
 
 
 # --- the client: what CINESTREAM_SPARK_SUBMIT runs ------------------------------------------------
@@ -58,17 +100,16 @@ def client_main(state: Path, argv: list[str]) -> int:
     """Run spark-submit's ``argv`` in the warm driver whose files are in ``state``; exec the real
     spark-submit when it cannot."""
     real = json.loads((state / "options.json").read_text())
-    app = next((i for i, a in enumerate(argv) if a.endswith(".py")), None)
-    if (
-        app is not None
-        and submit_options(argv[:app]) == real["options"]
-        and driver_env(os.environ) == real["env"]
-        and Path(argv[app]).name in JOB_SCRIPTS
-    ):
+    cold = cold_spark_submit(Path(sys.argv[0]).resolve(), real, os.environ)
+    if cold is None:
+        print("spark-submit: not found on PATH", file=sys.stderr)  # noqa: T201
+        return 127
+    if runs_warm(real, argv, os.environ):
+        app = next(i for i, a in enumerate(argv) if a.endswith(".py"))
         rc = _run_warm(state / "driver.sock", argv[app], argv[app + 1 :])
         if rc is not None:
             return rc
-    os.execv(real["spark_submit"], [real["spark_submit"], *argv])
+    os.execv(cold, [cold, *argv])
     return 127  # not reached
 
 
@@ -93,20 +134,22 @@ def submit_options(options: list[str]) -> dict[str, Any]:
 def _run_warm(sock_path: Path, app: str, args: list[str]) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        conn.settimeout(TAKE_TIMEOUT_S)
         conn.connect(str(sock_path))
         env = {k: v for k, v in os.environ.items() if k.startswith(JOB_ENV_PREFIXES)}
         _send(conn, {"app": app, "args": args, "env": env, "cwd": os.getcwd()})
         reader = conn.makefile("rb")
         first = reader.readline()
-    except OSError:
-        conn.close()
-        return None
-    if not first or json.loads(first).get("busy"):
+        taken = bool(first) and json.loads(first).get("taken")
+    except (OSError, ValueError):  # not there, wedged (a timeout), or an answer cut short
+        taken = False
+    if not taken:
         conn.close()
         return None
     # Taken: from here on the job runs warm, and closing the socket (this process killed) stops
     # it. SIGTERM/SIGINT end this process as they would end spark-submit.
-    line = first
+    conn.settimeout(None)
+    line = reader.readline()
     while line:
         message = json.loads(line)
         if "out" in message:
@@ -166,17 +209,33 @@ def serve(sock_path: Path, log_path: Path) -> None:
     jobs: list[tuple[socket.socket, dict[str, Any]]] = []
     ready = threading.Condition()
 
-    def accept(listener: socket.socket) -> None:
-        while True:
-            conn, _ = listener.accept()
+    def take(conn: socket.socket) -> None:
+        """Take the caller's job, or answer busy; a caller gone or cut short is dropped."""
+        try:
+            conn.settimeout(TAKE_TIMEOUT_S)
             request = json.loads(conn.makefile("rb").readline() or b"{}")
+            conn.settimeout(None)
             if not request or not busy.acquire(blocking=False):
                 _send(conn, {"busy": True})
                 conn.close()
-                continue
-            with ready:
-                jobs.append((conn, request))
-                ready.notify()
+                return
+        except (OSError, ValueError):
+            conn.close()
+            return
+        try:
+            _send(conn, {"taken": True})
+        except OSError:
+            conn.close()
+            busy.release()
+            return
+        with ready:
+            jobs.append((conn, request))
+            ready.notify()
+
+    def accept(listener: socket.socket) -> None:
+        while True:
+            conn, _ = listener.accept()
+            take(conn)
 
     sock_path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -192,7 +251,6 @@ def serve(sock_path: Path, log_path: Path) -> None:
                 ready.wait()
             conn, request = jobs.pop()
         try:
-            _send(conn, {"taken": True})
             log_from = log_path.stat().st_size
             began = time.monotonic()
             rc = _run_job(spark, output, conn, request, runpy, traceback)
@@ -228,39 +286,47 @@ def _run_job(
     spark: Any, output: _Output, conn: socket.socket, request: dict[str, Any], runpy: Any, tb: Any
 ) -> int:
     saved_env = dict(os.environ)
-    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    saved_argv, saved_path, saved_cwd = sys.argv, list(sys.path), os.getcwd()
     saved_streams = sys.stdout, sys.stderr
     saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for key in [k for k in os.environ if k.startswith(JOB_ENV_PREFIXES)]:
-        del os.environ[key]
-    os.environ.update(request["env"])
-    os.chdir(request["cwd"])
-    sys.argv = [request["app"], *request["args"]]
-    output.conn = conn
-    sys.stdout = sys.stderr = output  # type: ignore[assignment]
-    running = threading.Lock()  # held while the job runs; the watcher acts only then
-    running.acquire()
+    # The job's queries are the ones it starts; the caller's death stops them, never the next
+    # job's: the watcher acts under ``state`` and only while ``running`` is true.
+    state = threading.Lock()
+    running = [True]
+    before = {q.id for q in spark.streams.active}
+
+    def own_queries() -> list[Any]:
+        return [q for q in spark.streams.active if q.id not in before]
 
     def watch_caller() -> None:
-        # The caller killed (a test's timeout, a signal to the CLI): stop the job as its own
-        # driver would have been stopped.
+        # The caller killed (a test's timeout, a signal to the CLI): stop the job, as its own
+        # driver would have been stopped (here between batches, not mid-batch).
         try:
             while conn.recv(1024):
                 pass
         except OSError:
             pass
-        if running.acquire(blocking=False):
-            running.release()
-            return  # the job had ended: what runs now is another caller's
-        for query in spark.streams.active:
-            try:
-                query.stop()
-            except Exception:  # noqa: S110 - best effort, the query may have ended
-                pass
-        spark.sparkContext.cancelAllJobs()
+        with state:
+            if not running[0]:
+                return
+            for query in own_queries():
+                try:
+                    query.stop()
+                except Exception:  # noqa: S110 - best effort, the query may have ended
+                    pass
 
-    threading.Thread(target=watch_caller, daemon=True).start()
+    rc = 1
     try:
+        for key in [k for k in os.environ if k.startswith(JOB_ENV_PREFIXES)]:
+            del os.environ[key]
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        # As under spark-submit: the job's own directory first on sys.path (not this one's).
+        sys.path[0] = str(Path(request["app"]).parent)
+        sys.argv = [request["app"], *request["args"]]
+        output.conn = conn
+        sys.stdout = sys.stderr = output  # type: ignore[assignment]
+        threading.Thread(target=watch_caller, daemon=True).start()
         runpy.run_path(request["app"], run_name="__main__")
         rc = 0
     except SystemExit as exc:
@@ -273,19 +339,28 @@ def _run_job(
         tb.print_exc()
         rc = 1
     finally:
-        running.release()
-        sys.stdout, sys.stderr = saved_streams
-        for sig, handler in saved_signals.items():
-            signal.signal(sig, handler)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        sys.argv = saved_argv
-        os.chdir(saved_cwd)
-        for query in spark.streams.active:
-            query.stop()
-        spark.streams.resetTerminated()
-        spark.catalog.clearCache()
-        spark.sql("RESET")
+        with state:
+            running[0] = False
+        try:
+            # A query the job left running is stopped, within a bound (a batch stuck in a
+            # callback must not hang the worker's jobs for good).
+            spark.conf.set("spark.sql.streaming.stopTimeout", "60s")
+            for query in own_queries():
+                query.stop()
+            spark.streams.resetTerminated()
+            spark.catalog.clearCache()
+            spark.sql("RESET")
+        except Exception:
+            tb.print_exc()
+            rc = rc or 1
+        finally:
+            sys.stdout, sys.stderr = saved_streams
+            for sig, handler in saved_signals.items():
+                signal.signal(sig, handler)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            sys.argv, sys.path[:] = saved_argv, saved_path
+            os.chdir(saved_cwd)
     return rc
 
 
@@ -305,11 +380,12 @@ class WarmDriver:
         from cinestream.settings import Settings
         from cinestream.stream.submit import spark_env, spark_submit_command, venv_spark_submit
 
+        self.stop_leftover()
         self.state.mkdir(parents=True, exist_ok=True)
         sock, log = self.state / "driver.sock", self.state / "driver.log"
         sock.unlink(missing_ok=True)
         settings = Settings()
-        env = {**spark_env(), "PYTHONPATH": str(REPO)}
+        env = spark_env()
         cmd = spark_submit_command(settings, str(SERVER), ["serve", str(sock), str(log)])
         app = cmd.index(str(SERVER))
         # What a job's spark-submit must be given to run here: the CLI's options for the same
@@ -334,12 +410,26 @@ class WarmDriver:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+        (self.state / "driver.pid").write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout
         while not sock.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the warm driver did not start; see {log}")
             time.sleep(0.5)
+
+    def stop_leftover(self) -> None:
+        """Stop the warm driver a test run that died left behind (its process group)."""
+        try:
+            pid = int((self.state / "driver.pid").read_text())
+            alive = "warm_driver.py" in Path(f"/proc/{pid}/cmdline").read_text()
+        except (OSError, ValueError):
+            return
+        if alive:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self) -> None:
         if self.proc is None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cinestream.errors import CinestreamError
 from cinestream.jars import jars
 from cinestream.local.secrets import stored_secret
 from cinestream.settings import REPO_ROOT, Settings
@@ -110,8 +111,14 @@ def venv_spark_submit() -> Path:
 def spark_submit_command(settings: Settings, script: str, args: list[str]) -> list[str]:
     """``spark-submit`` (this venv's pyspark's unless ``CINESTREAM_SPARK_SUBMIT`` names another)
     with the Kafka connector jars."""
+    spark_submit = settings.spark_submit or str(venv_spark_submit())
+    if not os.access(spark_submit, os.X_OK) or not Path(spark_submit).is_file():
+        raise CinestreamError(
+            f"spark-submit {spark_submit!r} is not an executable file"
+            + (" (CINESTREAM_SPARK_SUBMIT)" if settings.spark_submit else ": run `make install`")
+        )
     cmd = [
-        settings.spark_submit or str(venv_spark_submit()),
+        spark_submit,
         "--master",
         settings.spark_master,
         "--name",
