@@ -139,17 +139,14 @@ def _cinestream_env_unchanged_by_the_module() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # `make test` runs the service tiers on three workers (`-n 3 --dist loadgroup`), each worker with
 # its own shared stack (tests/shared_stack.py: slot N + K for worker gwK). The tests that start a
-# whole stack of their own through `up` run as two groups on two workers: the cluster profile
-# (with the compose brokers) and the live platform, each stack's tests one after the other. They
-# used to be one group, because started side by side when every integration test still ran a
-# cold Spark driver (load average 20+) Airflow answered its tasks too late and `up --cluster`
-# failed in two runs of 2026-12-02; with the integration tests' jobs in one warm driver per worker
-# (tests/warm_driver.py) the one group, 30 minutes, was the whole suite's long pole. The DAG tests
-# stay together on one worker (one `airflow db migrate` per shared stack); every other test is
-# scheduled alone, wherever a worker is free.
+# whole stack of their own through `up` (the cluster profile, the live platform, the compose
+# brokers) run on one worker, one stack after the other: started side by side on two cores (load
+# average 20+) Airflow answered its tasks too late and `up --cluster` failed in two runs of
+# 2026-12-02. The DAG tests stay together on one worker (one `airflow db migrate` per shared
+# stack); every other test is scheduled alone, wherever a worker is free.
 _GROUPS = {
-    "tests/cluster/": "cluster-stacks",
-    "tests/dags/test_live_platform.py": "live-stack",
+    "tests/cluster/": "own-stacks",
+    "tests/dags/test_live_platform.py": "own-stacks",
     "tests/dags/": "airflow",
 }
 
